@@ -1,0 +1,1 @@
+"""Triton kernels of orster4d (imported as ``orster4d.kernels``)."""

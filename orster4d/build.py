@@ -1,0 +1,253 @@
+"""Just-in-time build of the package's C++/CUDA extensions.
+
+Every kernel family lives in ``csrc/<family>/`` with two backends:
+
+* ``csrc/<family>/cpu/*.cpp``            -> module ``orster4d_<family>_cpu``
+* ``csrc/<family>/cuda/*.cu`` + ``*.cpp`` -> module ``orster4d_<family>_cuda``
+
+Both see ``csrc/include`` on their include path; that is where the math shared
+by the CPU and CUDA code lives, in ``__host__ __device__`` headers.
+
+Modules are built with ``torch.utils.cpp_extension.load`` (ninja) on first use
+and cached in ``$ORSTER4D_BUILD_DIR`` (default ``~/.cache/orster4d/<torch>``).
+A hash of every source *and* header is part of the build arguments, so nothing
+rebuilds unless a file changed, and any change rebuilds.
+
+Command line (``orster4d-build`` or ``python -m orster4d.build``)::
+
+    orster4d-build                 # build every family for the backends this machine can run
+    orster4d-build --cuda          # also build the CUDA modules (needs nvcc)
+    orster4d-build --cuda-compile-only   # nvcc -c every .cu file (CI, no GPU needed)
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+__all__ = ["BuildError", "load_extension", "families", "csrc_root", "build_dir", "main"]
+
+_LOADED: dict[tuple[str, str], ModuleType] = {}
+
+
+class BuildError(RuntimeError):
+    """A kernel failed to compile; the message names the compiler and the file."""
+
+
+def csrc_root() -> Path:
+    """The ``csrc/`` folder: beside the package in a source / editable checkout."""
+    env = os.environ.get("ORSTER4D_CSRC")
+    candidates = [Path(env)] if env else []
+    candidates += [Path(__file__).resolve().parent.parent / "csrc", Path(__file__).resolve().parent / "csrc"]
+    for c in candidates:
+        if (c / "include").is_dir():
+            return c
+    raise BuildError(
+        "cannot find the C++/CUDA sources (csrc/): install the package from a source checkout "
+        "with `pip install -e .`, or set ORSTER4D_CSRC to the csrc folder"
+    )
+
+
+def build_dir() -> Path:
+    """Cache folder for compiled modules (``$ORSTER4D_BUILD_DIR`` overrides)."""
+    env = os.environ.get("ORSTER4D_BUILD_DIR")
+    if env:
+        root = Path(env)
+    else:
+        tag = torch.__version__.replace("+", "_")
+        root = Path.home() / ".cache" / "orster4d" / f"torch{tag}-py{sys.version_info[0]}{sys.version_info[1]}"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def families() -> list[str]:
+    """Kernel families: subfolders of csrc/ that hold a cpu/ or cuda/ folder."""
+    root = csrc_root()
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and ((p / "cpu").is_dir() or (p / "cuda").is_dir()))
+
+
+def _sources(family: str, backend: str) -> list[Path]:
+    folder = csrc_root() / family / backend
+    if not folder.is_dir():
+        raise BuildError(f"kernel family {family!r} has no {backend} backend (expected {folder})")
+    exts = (".cpp",) if backend == "cpu" else (".cpp", ".cu")
+    files = sorted(p for p in folder.iterdir() if p.suffix in exts)
+    if not files:
+        raise BuildError(f"no sources in {folder}")
+    return files
+
+
+def _headers() -> list[Path]:
+    return sorted(p for p in (csrc_root() / "include").rglob("*") if p.suffix in (".h", ".cuh", ".hpp"))
+
+
+def _digest(files: list[Path]) -> str:
+    h = hashlib.sha1()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _cflags(backend: str) -> tuple[list[str], list[str]]:
+    cflags = ["-O3", "-std=c++17"]
+    if backend == "cpu":
+        cflags += ["-fopenmp"]
+    nvcc = ["-O3", "-std=c++17", "--use_fast_math", "--expt-relaxed-constexpr", "-lineinfo"]
+    return cflags, nvcc
+
+
+def _first_error(log: str) -> str:
+    """The first ``file:line: error`` line of a compiler log, if any."""
+    for line in log.splitlines():
+        if re.search(r"(error|Error)", line) and re.search(r"\.(cu|cpp|h|cuh|hpp)[:(]", line):
+            return line.strip()
+    for line in log.splitlines():
+        if "error" in line.lower():
+            return line.strip()
+    return ""
+
+
+def load_extension(family: str, backend: str, verbose: bool = False) -> ModuleType:
+    """Build (if needed) and import ``orster4d_<family>_<backend>``.
+
+    Args:
+        family: a folder under ``csrc/`` (``"rasterize"``, ``"hexplane"``).
+        backend: ``"cpu"`` or ``"cuda"``.
+    """
+    key = (family, backend)
+    if key in _LOADED:
+        return _LOADED[key]
+    if backend not in ("cpu", "cuda"):
+        raise ValueError(f"backend must be 'cpu' or 'cuda', got {backend!r}")
+    from torch.utils import cpp_extension
+
+    sources = _sources(family, backend)
+    digest = _digest(sources + _headers())
+    name = f"orster4d_{family}_{backend}"
+    cflags, nvcc_flags = _cflags(backend)
+    cflags = cflags + [f"-DORSTER4D_SOURCE_DIGEST={digest}"]
+    folder = build_dir() / name
+    folder.mkdir(parents=True, exist_ok=True)
+    if backend == "cuda" and cpp_extension.CUDA_HOME is None:
+        raise BuildError(
+            f"building {name} needs the CUDA toolkit (nvcc): set CUDA_HOME or put nvcc on PATH"
+        )
+    try:
+        mod = cpp_extension.load(
+            name=name,
+            sources=[str(s) for s in sources],
+            extra_include_paths=[str(csrc_root() / "include")],
+            extra_cflags=cflags,
+            extra_cuda_cflags=nvcc_flags if backend == "cuda" else None,
+            extra_ldflags=["-fopenmp"] if backend == "cpu" else None,
+            build_directory=str(folder),
+            with_cuda=backend == "cuda",
+            verbose=verbose,
+        )
+    except Exception as exc:  # torch raises RuntimeError / CalledProcessError with the ninja log
+        log = str(exc)
+        compiler = "nvcc" if backend == "cuda" else os.environ.get("CXX", "c++")
+        first = _first_error(log)
+        raise BuildError(
+            f"building {name} with {compiler} failed"
+            + (f"; first error: {first}" if first else "")
+            + f"\n(sources: {', '.join(s.name for s in sources)}; build folder: {folder})\n{log[-4000:]}"
+        ) from exc
+    _LOADED[key] = mod
+    return mod
+
+
+def backend_for(device: torch.device) -> str:
+    """``"cuda"`` for CUDA tensors, ``"cpu"`` otherwise."""
+    return "cuda" if device.type == "cuda" else "cpu"
+
+
+def compile_cuda_only(arch: str = "90", out: Path | None = None, verbose: bool = True) -> list[Path]:
+    """``nvcc -c`` every ``.cu`` file (no GPU needed); raises BuildError on the first failure."""
+    from torch.utils import cpp_extension
+
+    if cpp_extension.CUDA_HOME is None:
+        raise BuildError("nvcc not found: set CUDA_HOME (e.g. /usr/local/cuda)")
+    nvcc = str(Path(cpp_extension.CUDA_HOME) / "bin" / "nvcc")
+    includes = [f"-I{p}" for p in cpp_extension.include_paths(device_type="cuda")] if _include_takes_device() else [
+        f"-I{p}" for p in cpp_extension.include_paths(cuda=True)
+    ]
+    includes.append(f"-I{csrc_root() / 'include'}")
+    py_inc = subprocess.check_output([sys.executable, "-c", "import sysconfig;print(sysconfig.get_paths()['include'])"], text=True).strip()
+    includes.append(f"-I{py_inc}")
+    out = Path(out or tempfile.mkdtemp(prefix="orster4d-nvcc-"))
+    out.mkdir(parents=True, exist_ok=True)
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    built = []
+    for fam in families():
+        folder = csrc_root() / fam / "cuda"
+        if not folder.is_dir():
+            continue
+        for src in sorted(folder.glob("*.cu")):
+            obj = out / f"{fam}_{src.stem}.o"
+            cmd = [nvcc, "-c", str(src), "-o", str(obj), f"-gencode=arch=compute_{arch},code=sm_{arch}",
+                   "-O3", "-std=c++17", "--use_fast_math", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC",
+                   f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-DTORCH_EXTENSION_NAME=orster4d_check",
+                   "-DTORCH_API_INCLUDE_EXTENSION_H", *includes]
+            t0 = time.time()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                log = proc.stdout + proc.stderr
+                raise BuildError(f"nvcc failed on {src.relative_to(csrc_root().parent)}: {_first_error(log)}\n{log[-4000:]}")
+            if verbose:
+                print(f"  nvcc ok  {src.relative_to(csrc_root().parent)}  ({time.time() - t0:.1f} s)")
+            built.append(obj)
+    return built
+
+
+def _include_takes_device() -> bool:
+    import inspect
+    from torch.utils import cpp_extension
+
+    return "device_type" in inspect.signature(cpp_extension.include_paths).parameters
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="orster4d-build", description="Build the orster4d C++/CUDA kernels ahead of time.")
+    p.add_argument("--cuda", action="store_true", help="also build the CUDA modules (default: when torch sees a GPU)")
+    p.add_argument("--no-cpu", action="store_true", help="skip the CPU modules")
+    p.add_argument("--cuda-compile-only", action="store_true", help="only run nvcc -c on every .cu file (no GPU needed)")
+    p.add_argument("--arch", default="90", help="SM architecture for --cuda-compile-only (default 90)")
+    p.add_argument("--verbose", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        if args.cuda_compile_only:
+            t0 = time.time()
+            objs = compile_cuda_only(arch=args.arch)
+            print(f"compiled {len(objs)} CUDA files for sm_{args.arch} in {time.time() - t0:.1f} s")
+            return 0
+        backends = [] if args.no_cpu else ["cpu"]
+        if args.cuda or torch.cuda.is_available():
+            backends.append("cuda")
+        print(f"build folder: {build_dir()}")
+        for fam in families():
+            for be in backends:
+                if not (csrc_root() / fam / be).is_dir():
+                    continue
+                t0 = time.time()
+                mod = load_extension(fam, be, verbose=args.verbose)
+                print(f"  built {mod.__name__:32s} {time.time() - t0:6.1f} s  ({mod.__file__})")
+    except BuildError as exc:
+        print(f"orster4d-build: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
