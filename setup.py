@@ -42,6 +42,7 @@ setup(
         "console_scripts": [
             "orster4d-build=orster4d.build:main",
             "orster4d-render=orster4d.cli.render:main",
+            "orster4d-train=orster4d.cli.train:main",
         ]
     },
 )
