@@ -1,0 +1,326 @@
+// C++ CPU backend: tile intersection + sort, front-to-back compositing and its backward.
+// Per-pixel math (sigma, alpha, skip/stop rules, VJPs) is the shared host/device code of
+// csrc/include/orster4d/composite_math.h; this file holds the loops and the bookkeeping.
+#include <algorithm>
+#include <cstring>
+
+#include "ops.h"
+#include "orster4d/composite_math.h"
+#include "orster4d/gaussian_math.h"
+
+namespace orster4d {
+namespace {
+
+struct TileBox { int x0, x1, y0, y1; };
+
+// Tiles [x0, x1) x [y0, y1) touched by the box of projected Gaussian `gid` (flat index into B*C*N):
+// the bounding circle, tightened to the opacity-aware box when conics and opacities are given.
+TileBox tile_box(int64_t gid, int64_t CN, int64_t N, const float* means2d, const int32_t* radii, const float* conics,
+                 const float* opacities, int tile_size, int tile_w, int tile_h) {
+  TileBox t = {0, 0, 0, 0};
+  const int r = radii[gid];
+  if (r <= 0) return t;
+  float rx = float(r), ry = float(r);
+  if (conics != nullptr && opacities != nullptr) {
+    const Sym2<float> conic = {conics[3 * gid], conics[3 * gid + 1], conics[3 * gid + 2]};
+    const float opac = opacities[(gid / CN) * N + gid % N];
+    const Vec2<float> e = tight_extent(cov2d_from_conic(conic), opac);
+    rx = std::min(rx, e.x);
+    ry = std::min(ry, e.y);
+    if (rx <= 0.f && ry <= 0.f) return t;
+  }
+  const float inv = 1.f / float(tile_size);
+  const float mx = means2d[2 * gid] * inv, my = means2d[2 * gid + 1] * inv;
+  const float trx = rx * inv, try_ = ry * inv;
+  t.x0 = std::min(std::max(0, int(std::floor(mx - trx))), tile_w);
+  t.x1 = std::min(std::max(0, int(std::ceil(mx + trx))), tile_w);
+  t.y0 = std::min(std::max(0, int(std::floor(my - try_))), tile_h);
+  t.y1 = std::min(std::max(0, int(std::ceil(my + try_))), tile_h);
+  return t;
+}
+
+// One (camera | tile | depth) key with its Gaussian; positive float depths order like their bits.
+struct Isect {
+  uint64_t bin;    // camera * n_tiles + tile
+  uint32_t depth;  // float bits of the depth
+  int32_t id;      // flat index into B*C*N (ties keep index order)
+  bool operator<(const Isect& o) const {
+    if (bin != o.bin) return bin < o.bin;
+    if (depth != o.depth) return depth < o.depth;
+    return id < o.id;
+  }
+};
+
+uint32_t float_bits(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, sizeof(u));
+  return u;
+}
+
+// The pixels of tile `tile` that lie in the image.
+struct TileRange { int x0, x1, y0, y1; };
+TileRange tile_pixels(int64_t tile, int64_t tile_w, int64_t tile_size, int64_t width, int64_t height) {
+  const int tx = int(tile % tile_w), ty = int(tile / tile_w);
+  return {int(tx * tile_size), int(std::min<int64_t>((tx + 1) * tile_size, width)), int(ty * tile_size),
+          int(std::min<int64_t>((ty + 1) * tile_size, height))};
+}
+
+void check_raster_inputs(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors,
+                         const at::Tensor& opacities, const at::Tensor& depths,
+                         const c10::optional<at::Tensor>& backgrounds, const at::Tensor& isect_offsets,
+                         const at::Tensor& flatten_ids, int64_t width, int64_t height, int64_t tile_size) {
+  ORSTER4D_CHECK_CPU_F32(means2d);
+  ORSTER4D_CHECK_CPU_F32(conics);
+  ORSTER4D_CHECK_CPU_F32(colors);
+  ORSTER4D_CHECK_CPU_F32(opacities);
+  ORSTER4D_CHECK_CPU_F32(depths);
+  ORSTER4D_CHECK_CPU_I32(isect_offsets);
+  ORSTER4D_CHECK_CPU_I32(flatten_ids);
+  if (backgrounds.has_value()) { ORSTER4D_CHECK_CPU_F32(backgrounds.value()); }
+  TORCH_CHECK(depths.dim() == 3, "depths must be [B, C, N]");
+  TORCH_CHECK(width > 0 && height > 0 && tile_size > 0, "width, height and tile_size must be > 0");
+  const int64_t B = depths.size(0), C = depths.size(1);
+  TORCH_CHECK(isect_offsets.dim() == 3 && isect_offsets.size(0) == B * C, "isect_offsets must be [B*C, tile_h, tile_w]");
+  TORCH_CHECK(isect_offsets.size(1) == (height + tile_size - 1) / tile_size &&
+                  isect_offsets.size(2) == (width + tile_size - 1) / tile_size,
+              "isect_offsets does not match the image size and tile size");
+}
+
+}  // namespace
+
+std::vector<at::Tensor> intersect_tiles_cpu(const at::Tensor& means2d, const at::Tensor& radii,
+                                            const at::Tensor& depths, int64_t tile_size, int64_t tile_w,
+                                            int64_t tile_h, const c10::optional<at::Tensor>& conics,
+                                            const c10::optional<at::Tensor>& opacities) {
+  ORSTER4D_CHECK_CPU_F32(means2d);
+  ORSTER4D_CHECK_CPU_I32(radii);
+  ORSTER4D_CHECK_CPU_F32(depths);
+  TORCH_CHECK(radii.dim() == 3, "radii must be [B, C, N]");
+  TORCH_CHECK(tile_size > 0 && tile_w > 0 && tile_h > 0, "tile_size, tile_w, tile_h must be > 0");
+  const bool tight = conics.has_value() && opacities.has_value();
+  if (tight) {
+    ORSTER4D_CHECK_CPU_F32(conics.value());
+    ORSTER4D_CHECK_CPU_F32(opacities.value());
+  }
+  const int64_t B = radii.size(0), C = radii.size(1), N = radii.size(2);
+  const int64_t BC = B * C, total = BC * N, CN = C * N, n_tiles = tile_w * tile_h;
+  TORCH_CHECK(total < (int64_t(1) << 31), "too many projected Gaussians (B*C*N = ", total, ")");
+  const float* pm = means2d.data_ptr<float>();
+  const int32_t* pr = radii.data_ptr<int32_t>();
+  const float* pd = depths.data_ptr<float>();
+  const float* pc = tight ? conics->data_ptr<float>() : nullptr;
+  const float* po = tight ? opacities->data_ptr<float>() : nullptr;
+
+  // tiles per Gaussian, then an exclusive scan gives each Gaussian its slots
+  std::vector<int64_t> start(total + 1, 0);
+#pragma omp parallel for schedule(static)
+  for (int64_t g = 0; g < total; ++g) {
+    const TileBox t = tile_box(g, CN, N, pm, pr, pc, po, int(tile_size), int(tile_w), int(tile_h));
+    start[g + 1] = int64_t(t.x1 - t.x0) * int64_t(t.y1 - t.y0);
+  }
+  for (int64_t g = 0; g < total; ++g) start[g + 1] += start[g];
+  const int64_t n_isect = start[total];
+  TORCH_CHECK(n_isect < (int64_t(1) << 31), "too many tile intersections (", n_isect, ")");
+
+  std::vector<Isect> isects(n_isect);
+#pragma omp parallel for schedule(static)
+  for (int64_t g = 0; g < total; ++g) {
+    const TileBox t = tile_box(g, CN, N, pm, pr, pc, po, int(tile_size), int(tile_w), int(tile_h));
+    const uint64_t cam = uint64_t(g / N);
+    const uint32_t dbits = float_bits(pd[g]);
+    int64_t k = start[g];
+    for (int y = t.y0; y < t.y1; ++y)
+      for (int x = t.x0; x < t.x1; ++x) isects[k++] = {cam * uint64_t(n_tiles) + uint64_t(y * tile_w + x), dbits, int32_t(g)};
+  }
+  std::sort(isects.begin(), isects.end());
+
+  at::Tensor offsets = at::empty({BC, tile_h, tile_w}, means2d.options().dtype(at::kInt));
+  at::Tensor flatten_ids = at::empty({n_isect}, means2d.options().dtype(at::kInt));
+  int32_t* po_ = offsets.data_ptr<int32_t>();
+  int32_t* pf = flatten_ids.data_ptr<int32_t>();
+  // offsets[bin] = first index of the bin's run (empty runs point at the next run)
+  int64_t k = 0;
+  for (int64_t bin = 0; bin < BC * n_tiles; ++bin) {
+    while (k < n_isect && isects[k].bin < uint64_t(bin)) ++k;
+    po_[bin] = int32_t(k);
+  }
+  for (int64_t i = 0; i < n_isect; ++i) pf[i] = isects[i].id;
+  return {offsets, flatten_ids};
+}
+
+std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::Tensor& conics,
+                                          const at::Tensor& colors, const at::Tensor& opacities,
+                                          const at::Tensor& depths, const c10::optional<at::Tensor>& backgrounds,
+                                          int64_t width, int64_t height, int64_t tile_size,
+                                          const at::Tensor& isect_offsets, const at::Tensor& flatten_ids) {
+  check_raster_inputs(means2d, conics, colors, opacities, depths, backgrounds, isect_offsets, flatten_ids, width,
+                      height, tile_size);
+  const int64_t B = depths.size(0), C = depths.size(1), N = depths.size(2), BC = B * C, CN = C * N;
+  const int64_t tile_h = isect_offsets.size(1), tile_w = isect_offsets.size(2), n_tiles = tile_w * tile_h;
+  const int64_t n_isect = flatten_ids.numel(), HW = height * width;
+  auto opt = means2d.options();
+  at::Tensor render = at::empty({B, C, height, width, 3}, opt);
+  at::Tensor render_depth = at::empty({B, C, height, width, 1}, opt);
+  at::Tensor alpha = at::empty({B, C, height, width, 1}, opt);
+  at::Tensor last_ids = at::empty({B, C, height, width}, opt.dtype(at::kInt));
+  const float* pm = means2d.data_ptr<float>();
+  const float* pc = conics.data_ptr<float>();
+  const float* pcol = colors.data_ptr<float>();
+  const float* po = opacities.data_ptr<float>();
+  const float* pd = depths.data_ptr<float>();
+  const float* pbg = backgrounds.has_value() ? backgrounds->data_ptr<float>() : nullptr;
+  const int32_t* poff = isect_offsets.data_ptr<int32_t>();
+  const int32_t* pf = flatten_ids.data_ptr<int32_t>();
+  float* orgb = render.data_ptr<float>();
+  float* odep = render_depth.data_ptr<float>();
+  float* oalp = alpha.data_ptr<float>();
+  int32_t* olast = last_ids.data_ptr<int32_t>();
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t bin = 0; bin < BC * n_tiles; ++bin) {
+    const int64_t bc = bin / n_tiles, tile = bin % n_tiles;
+    const int64_t begin = poff[bin], end = bin + 1 < BC * n_tiles ? poff[bin + 1] : n_isect;
+    const TileRange px = tile_pixels(tile, tile_w, tile_size, width, height);
+    const Vec3<float> bg = pbg ? Vec3<float>{pbg[3 * bc], pbg[3 * bc + 1], pbg[3 * bc + 2]} : Vec3<float>{0.f, 0.f, 0.f};
+    for (int y = px.y0; y < px.y1; ++y) {
+      for (int x = px.x0; x < px.x1; ++x) {
+        const float cx = float(x) + 0.5f, cy = float(y) + 0.5f;
+        float T = 1.f, r = 0.f, gch = 0.f, bch = 0.f, dsum = 0.f;
+        int64_t last = begin;  // one past the last composited splat
+        for (int64_t k = begin; k < end; ++k) {
+          const int64_t g = pf[k];
+          const Sym2<float> conic = {pc[3 * g], pc[3 * g + 1], pc[3 * g + 2]};
+          const float dx = pm[2 * g] - cx, dy = pm[2 * g + 1] - cy;
+          const float sigma = gaussian_sigma(conic, dx, dy);
+          const float a = gaussian_alpha(po[(g / CN) * N + g % N], sigma);
+          if (!splat_contributes(sigma, a)) continue;
+          const float next_T = T * (1.f - a);
+          if (next_T <= kTransmittanceMin) break;
+          const float w = a * T;
+          r += pcol[3 * g] * w;
+          gch += pcol[3 * g + 1] * w;
+          bch += pcol[3 * g + 2] * w;
+          dsum += pd[g] * w;
+          T = next_T;
+          last = k + 1;
+        }
+        const int64_t pix = bc * HW + int64_t(y) * width + x;
+        orgb[3 * pix] = r + T * bg.x;
+        orgb[3 * pix + 1] = gch + T * bg.y;
+        orgb[3 * pix + 2] = bch + T * bg.z;
+        odep[pix] = dsum;
+        oalp[pix] = 1.f - T;
+        olast[pix] = int32_t(last);
+      }
+    }
+  }
+  return {render, render_depth, alpha, last_ids};
+}
+
+std::vector<c10::optional<at::Tensor>> rasterize_bwd_cpu(
+    const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors, const at::Tensor& opacities,
+    const at::Tensor& depths, const c10::optional<at::Tensor>& backgrounds, int64_t width, int64_t height,
+    int64_t tile_size, const at::Tensor& isect_offsets, const at::Tensor& flatten_ids, const at::Tensor& render,
+    const at::Tensor& render_depth, const at::Tensor& alpha, const at::Tensor& last_ids, const at::Tensor& v_render,
+    const c10::optional<at::Tensor>& v_render_depth, const c10::optional<at::Tensor>& v_alpha) {
+  check_raster_inputs(means2d, conics, colors, opacities, depths, backgrounds, isect_offsets, flatten_ids, width,
+                      height, tile_size);
+  ORSTER4D_CHECK_CPU_F32(alpha);
+  ORSTER4D_CHECK_CPU_I32(last_ids);
+  ORSTER4D_CHECK_CPU_F32(v_render);
+  if (v_render_depth.has_value()) { ORSTER4D_CHECK_CPU_F32(v_render_depth.value()); }
+  if (v_alpha.has_value()) { ORSTER4D_CHECK_CPU_F32(v_alpha.value()); }
+  (void)render;
+  (void)render_depth;
+  const int64_t B = depths.size(0), C = depths.size(1), N = depths.size(2), BC = B * C, CN = C * N;
+  const int64_t tile_h = isect_offsets.size(1), tile_w = isect_offsets.size(2), n_tiles = tile_w * tile_h;
+  const int64_t HW = height * width;
+  at::Tensor v_means2d = at::zeros_like(means2d), v_conics = at::zeros_like(conics);
+  at::Tensor v_colors = at::zeros_like(colors), v_opacities = at::zeros_like(opacities);
+  at::Tensor v_depths = at::zeros_like(depths);
+  const float* pm = means2d.data_ptr<float>();
+  const float* pc = conics.data_ptr<float>();
+  const float* pcol = colors.data_ptr<float>();
+  const float* po = opacities.data_ptr<float>();
+  const float* pd = depths.data_ptr<float>();
+  const float* pbg = backgrounds.has_value() ? backgrounds->data_ptr<float>() : nullptr;
+  const int32_t* poff = isect_offsets.data_ptr<int32_t>();
+  const int32_t* pf = flatten_ids.data_ptr<int32_t>();
+  const float* palpha = alpha.data_ptr<float>();
+  const int32_t* plast = last_ids.data_ptr<int32_t>();
+  const float* gr = v_render.data_ptr<float>();
+  const float* gdep = v_render_depth.has_value() ? v_render_depth->data_ptr<float>() : nullptr;
+  const float* galp = v_alpha.has_value() ? v_alpha->data_ptr<float>() : nullptr;
+  float* om2 = v_means2d.data_ptr<float>();
+  float* ocon = v_conics.data_ptr<float>();
+  float* ocol = v_colors.data_ptr<float>();
+  float* oop = v_opacities.data_ptr<float>();
+  float* odep = v_depths.data_ptr<float>();
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t bin = 0; bin < BC * n_tiles; ++bin) {
+    const int64_t bc = bin / n_tiles, tile = bin % n_tiles;
+    const int64_t begin = poff[bin];
+    const TileRange px = tile_pixels(tile, tile_w, tile_size, width, height);
+    const Vec3<float> bg = pbg ? Vec3<float>{pbg[3 * bc], pbg[3 * bc + 1], pbg[3 * bc + 2]} : Vec3<float>{0.f, 0.f, 0.f};
+    for (int y = px.y0; y < px.y1; ++y) {
+      for (int x = px.x0; x < px.x1; ++x) {
+        const int64_t pix = bc * HW + int64_t(y) * width + x;
+        const float cx = float(x) + 0.5f, cy = float(y) + 0.5f;
+        const float T_final = 1.f - palpha[pix];
+        const Vec3<float> v_rgb = {gr[3 * pix], gr[3 * pix + 1], gr[3 * pix + 2]};
+        const float v_d = gdep ? gdep[pix] : 0.f;
+        const float v_a = galp ? galp[pix] : 0.f;
+        float T = T_final;  // transmittance behind the current splat
+        Vec3<float> S = {0.f, 0.f, 0.f};
+        float S_depth = 0.f;
+        for (int64_t k = int64_t(plast[pix]) - 1; k >= begin; --k) {
+          const int64_t g = pf[k];
+          const int64_t og = (g / CN) * N + g % N;
+          const Sym2<float> conic = {pc[3 * g], pc[3 * g + 1], pc[3 * g + 2]};
+          const float dx = pm[2 * g] - cx, dy = pm[2 * g + 1] - cy;
+          const float sigma = gaussian_sigma(conic, dx, dy);
+          const float a = gaussian_alpha(po[og], sigma);
+          if (!splat_contributes(sigma, a)) continue;
+          const float T_i = T / (1.f - a);
+          const float w = a * T_i;
+          const Vec3<float> col = {pcol[3 * g], pcol[3 * g + 1], pcol[3 * g + 2]};
+          const float v_alpha_i =
+              composite_alpha_grad(a, T_i, col, pd[g], S, S_depth, T_final, v_rgb, v_d, v_a, bg);
+          const AlphaGrad<float> ag = gaussian_alpha_vjp(conic, po[og], dx, dy, v_alpha_i);
+#pragma omp atomic
+          ocol[3 * g] += w * v_rgb.x;
+#pragma omp atomic
+          ocol[3 * g + 1] += w * v_rgb.y;
+#pragma omp atomic
+          ocol[3 * g + 2] += w * v_rgb.z;
+#pragma omp atomic
+          odep[g] += w * v_d;
+#pragma omp atomic
+          om2[2 * g] += ag.v_mean2d.x;
+#pragma omp atomic
+          om2[2 * g + 1] += ag.v_mean2d.y;
+#pragma omp atomic
+          ocon[3 * g] += ag.v_conic.xx;
+#pragma omp atomic
+          ocon[3 * g + 1] += ag.v_conic.xy;
+#pragma omp atomic
+          ocon[3 * g + 2] += ag.v_conic.yy;
+#pragma omp atomic
+          oop[og] += ag.v_opacity;
+          S.x += col.x * w;
+          S.y += col.y * w;
+          S.z += col.z * w;
+          S_depth += pd[g] * w;
+          T = T_i;
+        }
+      }
+    }
+  }
+  c10::optional<at::Tensor> v_backgrounds;
+  if (backgrounds.has_value()) {
+    // d render / d background = T_final per pixel
+    v_backgrounds = (v_render * (1.f - alpha)).sum({2, 3});
+  }
+  return {v_means2d, v_conics, v_colors, v_opacities, v_depths, v_backgrounds};
+}
+
+}  // namespace orster4d
