@@ -10,8 +10,10 @@ log2(e)), ``kf`` (key-side kernel features) and ``bias`` (the key's half quadrat
 log2(e), ``+inf`` on padded keys) are prepared by :mod:`orster4d.attention`; see ``docs/kernels.md``
 for how ``-1/2 Qf(s_i - s_j, u_i - u_j)`` expands into this form. Every tensor is contiguous and
 flattened over (batch, head): ``q [BH, Nq, D]``, ``k [BH, Nk, D]``, ``v [BH, Nk, DV]``,
-``pf [BH, Nq, DF]``, ``kf [BH, Nk, DF]``, ``bias [BH, Nk]`` (float32), ``lse``/``delta [BH, Nq]``
-(float32).
+``pf [BH, Nq, DF]`` (float32, rounded to the dtype of ``kf`` inside the tile), ``kf [BH / KF_HDIV,
+Nk, DF]`` (``KF_HDIV = H`` when every head shares the key features), ``bias [BH, Nk]`` (float32),
+``lse``/``delta [BH, Nq]`` (float32). Grids are one-dimensional (``tiles per head x heads``) so
+that hundreds of thousands of heads fit.
 
 Two tilings share the code:
 - ``PACKED = False``: one program per (query block, batch-head); the key loop walks all key blocks.
@@ -30,7 +32,7 @@ LOG2E = 1.4426950408889634
 
 @triton.jit
 def _tile_rows(pid_blk, pid_bh, N, G, BH, BLOCK: tl.constexpr, PACKED: tl.constexpr):
-    """Flattened row index (into ``[BH * N]``), validity and head-group id of a tile's rows."""
+    """Batch-head, position, validity and head-group id of a tile's rows."""
     r = tl.arange(0, BLOCK)
     if PACKED:
         grp = r // N
@@ -39,11 +41,40 @@ def _tile_rows(pid_blk, pid_bh, N, G, BH, BLOCK: tl.constexpr, PACKED: tl.conste
         valid = (grp < G) & (bh < BH)
     else:
         grp = tl.zeros([BLOCK], dtype=tl.int32)
-        bh = pid_bh
+        bh = pid_bh + grp
         n = pid_blk * BLOCK + r
         valid = n < N
-    row = bh.to(tl.int64) * N + n
-    return row, valid, grp
+    return bh, n, valid, grp
+
+
+@triton.jit
+def _load(ptr, bh, n, N, valid, WIDTH: tl.constexpr, EVEN: tl.constexpr):
+    """Rows ``bh * N + n`` of a ``[*, N, WIDTH]`` tensor (masked unless the tile is full)."""
+    offs = (bh.to(tl.int64) * N + n)[:, None] * WIDTH + tl.arange(0, WIDTH)[None, :]
+    if EVEN:
+        x = tl.load(ptr + offs)
+    else:
+        x = tl.load(ptr + offs, mask=valid[:, None], other=0.0)
+    return x
+
+
+@triton.jit
+def _store(ptr, x, bh, n, N, valid, WIDTH: tl.constexpr, EVEN: tl.constexpr):
+    offs = (bh.to(tl.int64) * N + n)[:, None] * WIDTH + tl.arange(0, WIDTH)[None, :]
+    if EVEN:
+        tl.store(ptr + offs, x.to(ptr.dtype.element_ty))
+    else:
+        tl.store(ptr + offs, x.to(ptr.dtype.element_ty), mask=valid[:, None])
+
+
+@triton.jit
+def _load_vec(ptr, bh, n, N, valid, other, EVEN: tl.constexpr):
+    offs = bh.to(tl.int64) * N + n
+    if EVEN:
+        x = tl.load(ptr + offs)
+    else:
+        x = tl.load(ptr + offs, mask=valid, other=other)
+    return x
 
 
 @triton.jit
@@ -52,7 +83,7 @@ def _scores(q, k, pf, kf, bias, qk_scale,
     """Base-2 augmented score tile ``[BM, BN]`` from a query tile and a key tile."""
     s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
     if HAS_FEAT:
-        s += tl.dot(pf, tl.trans(kf), input_precision=PREC)
+        s += tl.dot(pf.to(kf.dtype), tl.trans(kf), input_precision=PREC)
     if HAS_BIAS:
         s -= bias[None, :]
     return s
@@ -63,21 +94,19 @@ def _scores(q, k, pf, kf, bias, qk_scale,
 # --------------------------------------------------------------------------------------------
 @triton.jit
 def attn_fwd(Q, K, V, PF, KF, BIAS, O, LSE,
-             Nq, Nk, G, BH, qk_scale,
+             Nq, Nk, G, BH, n_tiles, KF_HDIV, qk_scale,
              D: tl.constexpr, DF: tl.constexpr, DV: tl.constexpr,
-             HAS_FEAT: tl.constexpr, HAS_BIAS: tl.constexpr, PACKED: tl.constexpr,
+             HAS_FEAT: tl.constexpr, HAS_BIAS: tl.constexpr, PACKED: tl.constexpr, EVEN: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    offs_d = tl.arange(0, D)
-    offs_f = tl.arange(0, DF)
-    offs_v = tl.arange(0, DV)
+    pid = tl.program_id(0)
+    pid_bh = pid // n_tiles
+    pid_m = pid - pid_bh * n_tiles
 
-    q_row, q_valid, q_grp = _tile_rows(pid_m, pid_bh, Nq, G, BH, BLOCK_M, PACKED)
-    q = tl.load(Q + q_row[:, None] * D + offs_d[None, :], mask=q_valid[:, None], other=0.0)
+    q_bh, q_n, q_valid, q_grp = _tile_rows(pid_m, pid_bh, Nq, G, BH, BLOCK_M, PACKED)
+    q = _load(Q, q_bh, q_n, Nq, q_valid, D, EVEN)
     pf = q
     if HAS_FEAT:
-        pf = tl.load(PF + q_row[:, None] * DF + offs_f[None, :], mask=q_valid[:, None], other=0.0)
+        pf = _load(PF, q_bh, q_n, Nq, q_valid, DF, EVEN).to(q.dtype)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -88,23 +117,23 @@ def attn_fwd(Q, K, V, PF, KF, BIAS, O, LSE,
     else:
         n_blocks = tl.cdiv(Nk, BLOCK_N)
     for jb in range(0, n_blocks):
-        k_row, k_valid, k_grp = _tile_rows(jb, pid_bh, Nk, G, BH, BLOCK_N, PACKED)
-        k = tl.load(K + k_row[:, None] * D + offs_d[None, :], mask=k_valid[:, None], other=0.0)
-        v = tl.load(V + k_row[:, None] * DV + offs_v[None, :], mask=k_valid[:, None], other=0.0)
+        k_bh, k_n, k_valid, k_grp = _tile_rows(jb, pid_bh, Nk, G, BH, BLOCK_N, PACKED)
+        k = _load(K, k_bh, k_n, Nk, k_valid, D, EVEN)
+        v = _load(V, k_bh, k_n, Nk, k_valid, DV, EVEN)
         kf = k
         bias = k_valid
         if HAS_FEAT:
-            kf = tl.load(KF + k_row[:, None] * DF + offs_f[None, :], mask=k_valid[:, None], other=0.0)
+            kf = _load(KF, k_bh // KF_HDIV, k_n, Nk, k_valid, DF, EVEN)
         if HAS_BIAS:
-            bias = tl.load(BIAS + k_row, mask=k_valid, other=0.0)
+            bias = _load_vec(BIAS, k_bh, k_n, Nk, k_valid, 0.0, EVEN)
         s = _scores(q, k, pf, kf, bias, qk_scale, HAS_FEAT, HAS_BIAS, PREC)
-        keep = k_valid[None, :]
         if PACKED:
-            keep = keep & (q_grp[:, None] == k_grp[None, :])
-        s = tl.where(keep, s, float("-inf"))
+            s = tl.where(k_valid[None, :] & (q_grp[:, None] == k_grp[None, :]), s, float("-inf"))
+        elif not EVEN:
+            s = tl.where(k_valid[None, :], s, float("-inf"))
 
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)   # fully masked rows so far
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)   # rows with no unpadded key so far
         p = tl.math.exp2(s - m_safe[:, None])
         alpha = tl.math.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
@@ -115,8 +144,12 @@ def attn_fwd(Q, K, V, PF, KF, BIAS, O, LSE,
     l_safe = tl.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
     lse = tl.where(empty, float("-inf"), m_i + tl.math.log2(l_safe))
-    tl.store(O + q_row[:, None] * DV + offs_v[None, :], out.to(O.dtype.element_ty), mask=q_valid[:, None])
-    tl.store(LSE + q_row, lse, mask=q_valid)
+    _store(O, out, q_bh, q_n, Nq, q_valid, DV, EVEN)
+    offs = q_bh.to(tl.int64) * Nq + q_n
+    if EVEN:
+        tl.store(LSE + offs, lse)
+    else:
+        tl.store(LSE + offs, lse, mask=q_valid)
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,31 +170,30 @@ def attn_bwd_preprocess(O, DO, DELTA, n_rows, DV: tl.constexpr, BLOCK: tl.conste
 #   dS_ij = P_ij * (dP_ij - delta_i) is the gradient of the natural-unit score;
 #   dq = scale dS k,  dk = scale dS^T q,  dv = P^T dO,
 #   dpf = dS kf / log2e,  dkf = dS^T pf / log2e,  dbias = -colsum(dS) / log2e.
+#   dkf is written per batch-head (float32); heads that share kf are summed by the caller.
 # --------------------------------------------------------------------------------------------
 @triton.jit
 def attn_bwd_dkdv(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA,
                   DQ, DK, DV_, DPF, DKF, DBIAS,
-                  Nq, Nk, G, BH, qk_scale, scale,
+                  Nq, Nk, G, BH, n_tiles, KF_HDIV, qk_scale, scale,
                   D: tl.constexpr, DF: tl.constexpr, DV: tl.constexpr,
-                  HAS_FEAT: tl.constexpr, HAS_BIAS: tl.constexpr, PACKED: tl.constexpr,
+                  HAS_FEAT: tl.constexpr, HAS_BIAS: tl.constexpr, PACKED: tl.constexpr, EVEN: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr):
     """One program per key tile; loops over query tiles. With PACKED the single query tile
     belongs to this program alone, so dQ (and dpf) are finished here too."""
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    offs_d = tl.arange(0, D)
-    offs_f = tl.arange(0, DF)
-    offs_v = tl.arange(0, DV)
+    pid = tl.program_id(0)
+    pid_bh = pid // n_tiles
+    pid_n = pid - pid_bh * n_tiles
 
-    k_row, k_valid, k_grp = _tile_rows(pid_n, pid_bh, Nk, G, BH, BLOCK_N, PACKED)
-    k = tl.load(K + k_row[:, None] * D + offs_d[None, :], mask=k_valid[:, None], other=0.0)
-    v = tl.load(V + k_row[:, None] * DV + offs_v[None, :], mask=k_valid[:, None], other=0.0)
+    k_bh, k_n, k_valid, k_grp = _tile_rows(pid_n, pid_bh, Nk, G, BH, BLOCK_N, PACKED)
+    k = _load(K, k_bh, k_n, Nk, k_valid, D, EVEN)
+    v = _load(V, k_bh, k_n, Nk, k_valid, DV, EVEN)
     kf = k
     bias = k_valid
     if HAS_FEAT:
-        kf = tl.load(KF + k_row[:, None] * DF + offs_f[None, :], mask=k_valid[:, None], other=0.0)
+        kf = _load(KF, k_bh // KF_HDIV, k_n, Nk, k_valid, DF, EVEN)
     if HAS_BIAS:
-        bias = tl.load(BIAS + k_row, mask=k_valid, other=0.0)
+        bias = _load_vec(BIAS, k_bh, k_n, Nk, k_valid, 0.0, EVEN)
 
     dk = tl.zeros([BLOCK_N, D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, DV], dtype=tl.float32)
@@ -173,25 +205,26 @@ def attn_bwd_dkdv(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA,
     else:
         n_blocks = tl.cdiv(Nq, BLOCK_M)
     for ib in range(0, n_blocks):
-        q_row, q_valid, q_grp = _tile_rows(ib, pid_bh, Nq, G, BH, BLOCK_M, PACKED)
-        q = tl.load(Q + q_row[:, None] * D + offs_d[None, :], mask=q_valid[:, None], other=0.0)
-        do = tl.load(DO + q_row[:, None] * DV + offs_v[None, :], mask=q_valid[:, None], other=0.0)
-        lse = tl.load(LSE + q_row, mask=q_valid, other=float("inf"))
-        delta = tl.load(DELTA + q_row, mask=q_valid, other=0.0)
+        q_bh, q_n, q_valid, q_grp = _tile_rows(ib, pid_bh, Nq, G, BH, BLOCK_M, PACKED)
+        q = _load(Q, q_bh, q_n, Nq, q_valid, D, EVEN)
+        do = _load(DO, q_bh, q_n, Nq, q_valid, DV, EVEN)
+        lse = _load_vec(LSE, q_bh, q_n, Nq, q_valid, float("inf"), EVEN)
+        delta = _load_vec(DELTA, q_bh, q_n, Nq, q_valid, 0.0, EVEN)
         pf = q
         if HAS_FEAT:
-            pf = tl.load(PF + q_row[:, None] * DF + offs_f[None, :], mask=q_valid[:, None], other=0.0)
+            pf = _load(PF, q_bh, q_n, Nq, q_valid, DF, EVEN).to(kf.dtype)
         # transposed tiles [BN, BM]: keys along rows, as this program accumulates per key
         sT = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale
         if HAS_FEAT:
             sT += tl.dot(kf, tl.trans(pf), input_precision=PREC)
         if HAS_BIAS:
             sT -= bias[:, None]
-        keep = k_valid[:, None] & q_valid[None, :]
-        if PACKED:
-            keep = keep & (k_grp[:, None] == q_grp[None, :])
         lse_safe = tl.where(lse == float("-inf"), float("inf"), lse)
-        pT = tl.where(keep, tl.math.exp2(sT - lse_safe[None, :]), 0.0)
+        pT = tl.math.exp2(sT - lse_safe[None, :])
+        if PACKED:
+            pT = tl.where(k_valid[:, None] & q_valid[None, :] & (k_grp[:, None] == q_grp[None, :]), pT, 0.0)
+        elif not EVEN:
+            pT = tl.where(k_valid[:, None] & q_valid[None, :], pT, 0.0)
         dv += tl.dot(pT.to(do.dtype), do, input_precision=PREC)
         dpT = tl.dot(v, tl.trans(do), input_precision=PREC)
         dsT = pT * (dpT - delta[None, :])
@@ -203,65 +236,63 @@ def attn_bwd_dkdv(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA,
         if PACKED:
             ds = tl.trans(dsT)
             dq = tl.dot(ds.to(k.dtype), k, input_precision=PREC) * scale
-            tl.store(DQ + q_row[:, None] * D + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=q_valid[:, None])
+            _store(DQ, dq, q_bh, q_n, Nq, q_valid, D, False)
             if HAS_FEAT:
                 dpf = tl.dot(ds.to(kf.dtype), kf, input_precision=PREC) * (1.0 / 1.4426950408889634)
-                tl.store(DPF + q_row[:, None] * DF + offs_f[None, :], dpf.to(DPF.dtype.element_ty),
-                         mask=q_valid[:, None])
+                _store(DPF, dpf, q_bh, q_n, Nq, q_valid, DF, False)
 
-    tl.store(DK + k_row[:, None] * D + offs_d[None, :], (dk * scale).to(DK.dtype.element_ty), mask=k_valid[:, None])
-    tl.store(DV_ + k_row[:, None] * DV + offs_v[None, :], dv.to(DV_.dtype.element_ty), mask=k_valid[:, None])
+    _store(DK, dk * scale, k_bh, k_n, Nk, k_valid, D, EVEN)
+    _store(DV_, dv, k_bh, k_n, Nk, k_valid, DV, EVEN)
     if HAS_FEAT:
-        dkf = dkf * (1.0 / 1.4426950408889634)
-        tl.store(DKF + k_row[:, None] * DF + offs_f[None, :], dkf.to(DKF.dtype.element_ty), mask=k_valid[:, None])
+        _store(DKF, dkf * (1.0 / 1.4426950408889634), k_bh, k_n, Nk, k_valid, DF, EVEN)
     if HAS_BIAS:
-        tl.store(DBIAS + k_row, -dbias * (1.0 / 1.4426950408889634), mask=k_valid)
+        offs = k_bh.to(tl.int64) * Nk + k_n
+        tl.store(DBIAS + offs, -dbias * (1.0 / 1.4426950408889634), mask=k_valid)
 
 
 @triton.jit
 def attn_bwd_dq(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA, DQ, DPF,
-                Nq, Nk, G, BH, qk_scale, scale,
+                Nq, Nk, BH, n_tiles, KF_HDIV, qk_scale, scale,
                 D: tl.constexpr, DF: tl.constexpr, DV: tl.constexpr,
-                HAS_FEAT: tl.constexpr, HAS_BIAS: tl.constexpr,
+                HAS_FEAT: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr):
     """One program per query tile; loops over key tiles (unpacked tiling only)."""
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    offs_d = tl.arange(0, D)
-    offs_f = tl.arange(0, DF)
-    offs_v = tl.arange(0, DV)
+    pid = tl.program_id(0)
+    pid_bh = pid // n_tiles
+    pid_m = pid - pid_bh * n_tiles
 
-    q_row, q_valid, q_grp = _tile_rows(pid_m, pid_bh, Nq, G, BH, BLOCK_M, False)
-    q = tl.load(Q + q_row[:, None] * D + offs_d[None, :], mask=q_valid[:, None], other=0.0)
-    do = tl.load(DO + q_row[:, None] * DV + offs_v[None, :], mask=q_valid[:, None], other=0.0)
-    lse = tl.load(LSE + q_row, mask=q_valid, other=float("inf"))
-    delta = tl.load(DELTA + q_row, mask=q_valid, other=0.0)
+    q_bh, q_n, q_valid, q_grp = _tile_rows(pid_m, pid_bh, Nq, 1, BH, BLOCK_M, False)
+    q = _load(Q, q_bh, q_n, Nq, q_valid, D, EVEN)
+    do = _load(DO, q_bh, q_n, Nq, q_valid, DV, EVEN)
+    lse = _load_vec(LSE, q_bh, q_n, Nq, q_valid, float("inf"), EVEN)
+    delta = _load_vec(DELTA, q_bh, q_n, Nq, q_valid, 0.0, EVEN)
     lse_safe = tl.where(lse == float("-inf"), float("inf"), lse)
     pf = q
     if HAS_FEAT:
-        pf = tl.load(PF + q_row[:, None] * DF + offs_f[None, :], mask=q_valid[:, None], other=0.0)
+        pf = _load(PF, q_bh, q_n, Nq, q_valid, DF, EVEN).to(q.dtype)
 
     dq = tl.zeros([BLOCK_M, D], dtype=tl.float32)
     dpf = tl.zeros([BLOCK_M, DF], dtype=tl.float32)
     for jb in range(0, tl.cdiv(Nk, BLOCK_N)):
-        k_row, k_valid, k_grp = _tile_rows(jb, pid_bh, Nk, G, BH, BLOCK_N, False)
-        k = tl.load(K + k_row[:, None] * D + offs_d[None, :], mask=k_valid[:, None], other=0.0)
-        v = tl.load(V + k_row[:, None] * DV + offs_v[None, :], mask=k_valid[:, None], other=0.0)
+        k_bh, k_n, k_valid, k_grp = _tile_rows(jb, pid_bh, Nk, 1, BH, BLOCK_N, False)
+        k = _load(K, k_bh, k_n, Nk, k_valid, D, EVEN)
+        v = _load(V, k_bh, k_n, Nk, k_valid, DV, EVEN)
         kf = k
         bias = k_valid
         if HAS_FEAT:
-            kf = tl.load(KF + k_row[:, None] * DF + offs_f[None, :], mask=k_valid[:, None], other=0.0)
+            kf = _load(KF, k_bh // KF_HDIV, k_n, Nk, k_valid, DF, EVEN)
         if HAS_BIAS:
-            bias = tl.load(BIAS + k_row, mask=k_valid, other=0.0)
+            bias = _load_vec(BIAS, k_bh, k_n, Nk, k_valid, 0.0, EVEN)
         s = _scores(q, k, pf, kf, bias, qk_scale, HAS_FEAT, HAS_BIAS, PREC)
-        p = tl.where(k_valid[None, :], tl.math.exp2(s - lse_safe[:, None]), 0.0)
+        p = tl.math.exp2(s - lse_safe[:, None])
+        if not EVEN:
+            p = tl.where(k_valid[None, :], p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=PREC)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
         if HAS_FEAT:
             dpf += tl.dot(ds.to(kf.dtype), kf, input_precision=PREC)
 
-    tl.store(DQ + q_row[:, None] * D + offs_d[None, :], (dq * scale).to(DQ.dtype.element_ty), mask=q_valid[:, None])
+    _store(DQ, dq * scale, q_bh, q_n, Nq, q_valid, D, EVEN)
     if HAS_FEAT:
-        dpf = dpf * (1.0 / 1.4426950408889634)
-        tl.store(DPF + q_row[:, None] * DF + offs_f[None, :], dpf.to(DPF.dtype.element_ty), mask=q_valid[:, None])
+        _store(DPF, dpf * (1.0 / 1.4426950408889634), q_bh, q_n, Nq, q_valid, DF, EVEN)

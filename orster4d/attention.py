@@ -211,9 +211,13 @@ def _validate(q, k, v, s_q, u_q, s_k, u_k, params, mode, key_padding_mask, scale
 # Folding of the Gaussian term into augmented features
 # ---------------------------------------------------------------------------------------------
 def _fold(params, s_q, u_q, s_k, u_k, mode, key_padding_mask, B, H, Nk, dtype):
-    """Augmented features ``pf [B,H,Nq,2Dk]`` (None in density mode), ``kf [B,H,Nk,2Dk]``
-    (None in density mode) and the per-key bias ``c [B,H,Nk]`` (``+inf`` on padded keys), in the
-    compute dtype ``dtype`` (float32 or float64). Differentiable in every input."""
+    """Augmented features and per-key bias, differentiable in every input.
+
+    Returns ``pf [B, H, Nq, 2Dk]`` (``dtype``; None in density mode), ``kf [B, 1 or H, Nk, 2Dk]``
+    (the features' own dtype; None in density mode) and ``c [B, H, Nk]`` (``dtype``, ``+inf`` on
+    padded keys; None without kernel and mask). ``pf`` is one small matmul per head:
+    ``[s_q, u_q] @ kron([[A, Bx], [Bx, C]], I)``. ``dtype`` is float32 or float64.
+    """
     pf = kf = bias = None
     if s_k is not None:
         a, b, c = (t.to(dtype).view(1, H, 1) for t in quadratic_form_coefficients(params))
@@ -221,10 +225,12 @@ def _fold(params, s_q, u_q, s_k, u_k, mode, key_padding_mask, B, H, Nk, dtype):
         bias = 0.5 * (a * sk.pow(2).sum(-1) + c * uk.pow(2).sum(-1) + 2.0 * b * (sk * uk).sum(-1))
         bias = bias.expand(B, H, Nk)
         if mode == "pairwise":
-            sq, uq = s_q.to(dtype), u_q.to(dtype)
-            a4, b4, c4 = a[..., None], b[..., None], c[..., None]
-            pf = torch.cat([a4 * sq + b4 * uq, b4 * sq + c4 * uq], -1)
-            kf = torch.cat(torch.broadcast_tensors(sk, uk), -1)
+            dk = s_k.shape[-1]
+            prec = torch.stack([torch.stack([a, b], -1), torch.stack([b, c], -1)], -2)  # [1,H,1,2,2]
+            eye = torch.eye(dk, dtype=dtype, device=a.device)
+            mix = (prec.view(H, 2, 1, 2, 1) * eye.view(1, 1, dk, 1, dk)).reshape(1, H, 2 * dk, 2 * dk)
+            pf = torch.cat(torch.broadcast_tensors(s_q, u_q), -1).to(dtype) @ mix
+            kf = torch.cat(torch.broadcast_tensors(s_k, u_k), -1)
     if key_padding_mask is not None:
         if bias is None:
             bias = torch.zeros(B, H, Nk, dtype=dtype, device=key_padding_mask.device)
@@ -282,6 +288,7 @@ def _eager_chunk(q, k, v, pf, kf, bias, scale):
 def _eager(q, k, v, pf, kf, bias, scale, chunk_elems: int = 1 << 24):
     cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
     qc, kc, vc = q.to(cdt), k.to(cdt), v.to(cdt)
+    kf = None if kf is None else kf.to(cdt)
     B, H, Nq, _ = q.shape
     chunk = max(1, min(Nq, chunk_elems // max(1, B * H * k.shape[2])))
     grad = torch.is_grad_enabled() and any(
@@ -313,86 +320,104 @@ def _pad_last(x: Optional[Tensor], width: int) -> Optional[Tensor]:
     return torch.nn.functional.pad(x, (0, width - x.shape[-1]))
 
 
-def _tiling(Nq: int, Nk: int, BH: int):
-    """Tile sizes and head packing. Short sequences pack G heads per tile (temporal regime)."""
+def _tiling(Nq: int, Nk: int, BH: int, has_feat: bool):
+    """Tile sizes ``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` per kernel, and head packing.
+
+    Short sequences (the temporal regime) pack ``G`` heads into one tile. The unpacked sizes
+    come from a sweep on an H100 (``benchmarks/_tune_attention.py``)."""
     if max(Nq, Nk) <= 32:
-        block = 64
+        block = 128 if max(Nq, Nk) > 16 else 64
         g = max(1, min(block // Nq, block // Nk, BH))
         return dict(packed=True, G=g, fwd=(block, block, 4, 2), bwd=(block, block, 4, 2))
-    # (BLOCK_M, BLOCK_N, num_warps, num_stages)
-    return dict(packed=False, G=1, fwd=(128, 64, 4, 3), bwd=(32, 64, 4, 3), dq=(64, 32, 4, 3))
+    if has_feat or Nq > 4 * Nk:
+        return dict(packed=False, G=1, fwd=(128, 64, 4, 3), bwd=(64, 128, 8, 3), dq=(128, 64, 8, 3))
+    return dict(packed=False, G=1, fwd=(64, 128, 4, 3), bwd=(32, 128, 4, 3), dq=(128, 32, 4, 3))
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 class _AugmentedAttention(torch.autograd.Function):
-    """softmax(scale q k^T + pf kf^T / log2e... ) in base-2 units; see kernels/orster_attention.py.
+    """Triton attention over augmented scores (see ``kernels/orster_attention.py``).
 
-    Inputs are ``[BH, N, *]`` contiguous tensors (widths already powers of two):
-    ``q, k [*, D]``, ``v [*, DV]``, ``pf [BH, Nq, DF]`` and ``kf [BH, Nk, DF]`` (or None),
-    ``bias [BH, Nk]`` float32 (or None). ``pf`` and ``bias`` are in log2 units.
+    Inputs (widths already powers of two, contiguous): ``q, k [BH, N, D]``, ``v [BH, Nk, DV]``,
+    ``pf [BH, Nq, DF]`` float32 in log2 units or None, ``kf [BH / hdiv, Nk, DF]`` in q's dtype or
+    None, ``bias [BH, Nk]`` float32 in log2 units or None; ``hdiv`` heads share one ``kf`` row.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, pf, kf, bias, scale):
+    def forward(ctx, q, k, v, pf, kf, bias, scale, hdiv):
         from orster4d.kernels import orster_attention as K
         BH, Nq, D = q.shape
         Nk, DV = k.shape[1], v.shape[2]
-        DF = pf.shape[2] if pf is not None else 16
-        t = _tiling(Nq, Nk, BH)
+        has_feat, has_bias = pf is not None, bias is not None
+        DF = pf.shape[2] if has_feat else 16
+        t = _tiling(Nq, Nk, BH, has_feat)
         prec = "ieee" if q.dtype == torch.float32 else "tf32"
         o = torch.empty(BH, Nq, DV, device=q.device, dtype=q.dtype)
         lse = torch.empty(BH, Nq, device=q.device, dtype=torch.float32)
         bm, bn, nw, ns = t["fwd"]
-        grid = (1, triton_cdiv(BH, t["G"])) if t["packed"] else (triton_cdiv(Nq, bm), BH)
-        dummy = q
-        K.attn_fwd[grid](q, k, v, pf if pf is not None else dummy, kf if kf is not None else dummy,
-                         bias if bias is not None else lse, o, lse,
-                         Nq, Nk, t["G"], BH, scale * LOG2E,
-                         D=D, DF=DF, DV=DV, HAS_FEAT=pf is not None, HAS_BIAS=bias is not None,
-                         PACKED=t["packed"], BLOCK_M=bm, BLOCK_N=bn, PREC=prec,
-                         num_warps=nw, num_stages=ns)
+        n_tiles = 1 if t["packed"] else _cdiv(Nq, bm)
+        n_heads = _cdiv(BH, t["G"]) if t["packed"] else BH
+        even = not t["packed"] and Nq % bm == 0 and Nk % bn == 0
+        K.attn_fwd[(n_tiles * n_heads,)](
+            q, k, v, pf if has_feat else lse, kf if has_feat else q, bias if has_bias else lse, o, lse,
+            Nq, Nk, t["G"], BH, n_tiles, hdiv, scale * LOG2E,
+            D=D, DF=DF, DV=DV, HAS_FEAT=has_feat, HAS_BIAS=has_bias, PACKED=t["packed"], EVEN=even,
+            BLOCK_M=bm, BLOCK_N=bn, PREC=prec, num_warps=nw, num_stages=ns)
         ctx.save_for_backward(q, k, v, pf, kf, bias, o, lse)
-        ctx.scale, ctx.tiling, ctx.prec, ctx.DF = scale, t, prec, DF
+        ctx.scale, ctx.tiling, ctx.prec, ctx.DF, ctx.hdiv = scale, t, prec, DF, hdiv
         return o
 
     @staticmethod
     def backward(ctx, do):
         from orster4d.kernels import orster_attention as K
         q, k, v, pf, kf, bias, o, lse = ctx.saved_tensors
-        t, prec, DF, scale = ctx.tiling, ctx.prec, ctx.DF, ctx.scale
+        t, prec, DF, scale, hdiv = ctx.tiling, ctx.prec, ctx.DF, ctx.scale, ctx.hdiv
         BH, Nq, D = q.shape
         Nk, DV = k.shape[1], v.shape[2]
         do = do.contiguous()
         delta = torch.empty_like(lse)
-        K.attn_bwd_preprocess[(triton_cdiv(BH * Nq, 128),)](o, do, delta, BH * Nq, DV=DV, BLOCK=128)
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        K.attn_bwd_preprocess[(_cdiv(BH * Nq, 128),)](o, do, delta, BH * Nq, DV=DV, BLOCK=128)
         has_feat, has_bias = pf is not None, bias is not None
-        dpf = torch.empty_like(pf) if has_feat else None
-        dkf = torch.empty_like(kf) if has_feat else None
-        dbias = torch.empty_like(bias) if has_bias else None
-        dummy = q
-        pf_, kf_ = (pf, kf) if has_feat else (dummy, dummy)
-        dpf_, dkf_ = (dpf, dkf) if has_feat else (dq, dk)
-        bias_, dbias_ = (bias, dbias) if has_bias else (lse, delta)
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        dpf = torch.empty_like(pf) if has_feat else lse
+        dkf = torch.empty(BH, Nk, DF, device=q.device, dtype=torch.float32) if has_feat else lse
+        dbias = torch.empty_like(bias) if has_bias else lse
+        pf_, kf_, bias_ = (pf if has_feat else lse), (kf if has_feat else q), (bias if has_bias else lse)
         bm, bn, nw, ns = t["bwd"]
-        grid = (1, triton_cdiv(BH, t["G"])) if t["packed"] else (triton_cdiv(Nk, bn), BH)
-        K.attn_bwd_dkdv[grid](q, k, v, pf_, kf_, bias_, do, lse, delta,
-                              dq, dk, dv, dpf_, dkf_, dbias_,
-                              Nq, Nk, t["G"], BH, scale * LOG2E, scale,
-                              D=D, DF=DF, DV=DV, HAS_FEAT=has_feat, HAS_BIAS=has_bias,
-                              PACKED=t["packed"], BLOCK_M=bm, BLOCK_N=bn, PREC=prec,
-                              num_warps=nw, num_stages=ns)
+        n_tiles = 1 if t["packed"] else _cdiv(Nk, bn)
+        n_heads = _cdiv(BH, t["G"]) if t["packed"] else BH
+        even = not t["packed"] and Nq % bm == 0 and Nk % bn == 0
+        K.attn_bwd_dkdv[(n_tiles * n_heads,)](
+            q, k, v, pf_, kf_, bias_, do, lse, delta, dq, dk, dv, dpf, dkf, dbias,
+            Nq, Nk, t["G"], BH, n_tiles, hdiv, scale * LOG2E, scale,
+            D=D, DF=DF, DV=DV, HAS_FEAT=has_feat, HAS_BIAS=has_bias, PACKED=t["packed"], EVEN=even,
+            BLOCK_M=bm, BLOCK_N=bn, PREC=prec, num_warps=nw, num_stages=ns)
         if not t["packed"]:
             bm, bn, nw, ns = t["dq"]
-            K.attn_bwd_dq[(triton_cdiv(Nq, bm), BH)](q, k, v, pf_, kf_, bias_, do, lse, delta, dq, dpf_,
-                                                     Nq, Nk, 1, BH, scale * LOG2E, scale,
-                                                     D=D, DF=DF, DV=DV, HAS_FEAT=has_feat, HAS_BIAS=has_bias,
-                                                     BLOCK_M=bm, BLOCK_N=bn, PREC=prec,
-                                                     num_warps=nw, num_stages=ns)
-        return dq, dk, dv, dpf, dkf, dbias, None
+            n_tiles = _cdiv(Nq, bm)
+            even = Nq % bm == 0 and Nk % bn == 0
+            K.attn_bwd_dq[(n_tiles * BH,)](
+                q, k, v, pf_, kf_, bias_, do, lse, delta, dq, dpf,
+                Nq, Nk, BH, n_tiles, hdiv, scale * LOG2E, scale,
+                D=D, DF=DF, DV=DV, HAS_FEAT=has_feat, HAS_BIAS=has_bias, EVEN=even,
+                BLOCK_M=bm, BLOCK_N=bn, PREC=prec, num_warps=nw, num_stages=ns)
+        if has_feat:
+            dkf = dkf.view(BH // hdiv, hdiv, Nk, DF).sum(1).to(kf.dtype)
+        return (dq, dk, dv, dpf if has_feat else None, dkf if has_feat else None,
+                dbias if has_bias else None, None, None)
 
 
-def triton_cdiv(a: int, b: int) -> int:
-    return -(-a // b)
+def _pow2(n: int) -> int:
+    return max(16, 1 << (int(n) - 1).bit_length())
+
+
+def _pad_last(x: Optional[Tensor], width: int) -> Optional[Tensor]:
+    if x is None or x.shape[-1] == width:
+        return x
+    return torch.nn.functional.pad(x, (0, width - x.shape[-1]))
 
 
 def _triton(q, k, v, pf, kf, bias, scale):
@@ -404,17 +429,19 @@ def _triton(q, k, v, pf, kf, bias, scale):
     Dp, DVp = _pow2(D), _pow2(DV)
 
     def flat(x, n, width):
-        return _pad_last(x, width).reshape(B * H, n, width).contiguous()
+        return _pad_last(x, width).reshape(-1, n, width).contiguous()
 
     qf, kk, vf = flat(q, Nq, Dp), flat(k, Nk, Dp), flat(v, Nk, DVp)
     pf2 = kf2 = bias2 = None
+    hdiv = 1
     if pf is not None:
         DFp = _pow2(pf.shape[-1])
-        pf2 = flat(pf * LOG2E, Nq, DFp).to(q.dtype)
-        kf2 = flat(kf.expand(B, H, Nk, kf.shape[-1]), Nk, DFp).to(q.dtype)
+        pf2 = flat(pf * LOG2E, Nq, DFp)
+        kf2 = flat(kf.to(q.dtype), Nk, DFp)
+        hdiv = H if kf.shape[1] == 1 else 1
     if bias is not None:
         bias2 = (bias * LOG2E).reshape(B * H, Nk).contiguous()
-    o = _AugmentedAttention.apply(qf, kk, vf, pf2, kf2, bias2, scale)
+    o = _AugmentedAttention.apply(qf, kk, vf, pf2, kf2, bias2, scale, hdiv)
     return o.reshape(B, H, Nq, DVp)[..., :DV]
 
 
