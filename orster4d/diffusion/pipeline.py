@@ -26,6 +26,15 @@ def sample_latents(model, scheduler, shape, context: torch.Tensor, latent_cond: 
                    num_inference_steps: int = 50, guidance_scale: float = 1.0,
                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Draw latents ``[B, C, T, h, w]`` (``shape``) for ``context [B, L, D]``."""
+    was_training = model.training
+    model.eval()  # the temporal convs of UNet3DConditionModel have dropout
+    try:
+        return _sample(model, scheduler, shape, context, latent_cond, num_inference_steps, guidance_scale, generator)
+    finally:
+        model.train(was_training)
+
+
+def _sample(model, scheduler, shape, context, latent_cond, num_inference_steps, guidance_scale, generator):
     device = context.device
     scheduler.set_timesteps(num_inference_steps, device=device)
     z = torch.randn(shape, generator=generator, device=device) * scheduler.init_noise_sigma

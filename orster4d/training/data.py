@@ -137,7 +137,8 @@ def make_loader(dataset: Dataset, local_batch: int, seed: int, start_step: int, 
 
     sampler = ResumableSampler(len(dataset), seed, start=start_step * local_batch * world, rank=rank, world=world)
     return DataLoader(dataset, batch_size=local_batch, sampler=sampler, num_workers=num_workers,
-                      drop_last=True, persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available())
+                      drop_last=True, persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available(),
+                      generator=torch.Generator().manual_seed(seed))  # keeps the global RNG untouched
 
 
 def write_video_folder(folder: str, video: np.ndarray, prompt: Optional[str] = None,
