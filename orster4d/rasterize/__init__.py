@@ -8,6 +8,7 @@ float64.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -46,7 +47,7 @@ class RenderOutput:
 def _flat(x: torch.Tensor, batch: torch.Size, trailing: int) -> torch.Tensor:
     """Broadcast the leading dims of ``x`` to ``batch`` and flatten them: ``[B, *trailing dims]``."""
     tail = x.shape[x.dim() - trailing:]
-    return x.expand(*batch, *tail).reshape(-1, *tail)
+    return x.expand(*batch, *tail).reshape(math.prod(batch), *tail)
 
 
 def rasterize_gaussians(means, quats, scales, opacities, colors, viewmats, Ks, width, height, *,

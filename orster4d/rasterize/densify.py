@@ -56,7 +56,7 @@ class DensifyStats:
             raise ValueError(f"out.means2d must have shape [..., C, {N}, 2], got {tuple(out.means2d.shape)}")
         grad = out.means2d.grad.detach().reshape(-1, N, 2).to(torch.float32)
         if self.ndc:
-            H, W = out.rgb.shape[-4], out.rgb.shape[-3]
+            H, W = out.rgb.shape[-3], out.rgb.shape[-2]
             grad = grad * torch.tensor([0.5 * W, 0.5 * H], device=grad.device)
         visible = out.radii.reshape(-1, N) > 0
         norms = torch.where(visible, grad.norm(dim=-1), torch.zeros((), device=grad.device))
