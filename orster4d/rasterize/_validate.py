@@ -156,9 +156,10 @@ def check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, h
         try:
             batch = torch.broadcast_shapes(batch, lead)
         except RuntimeError:
+            listing = ", ".join(f"{k} {tuple(v)}" for k, v in leads.items())
             raise ValueError(
                 f"the leading batch dims of {name} {tuple(lead)} do not match (or broadcast with) those of the "
-                f"other inputs {tuple(batch)}; every input shares the same leading dims '...'"
+                f"inputs before it {tuple(batch)}; every input shares the same leading dims '...' (got {listing})"
             ) from None
 
     # values
