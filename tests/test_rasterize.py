@@ -317,3 +317,13 @@ def test_intersect_tiles_sorted_and_complete(rng_seed, poison):
                 expect.append(gid)
         assert sorted(run.tolist()) == expect
         assert (flat_d[run][1:] >= flat_d[run][:-1]).all()
+
+
+def test_near_far_culling_matches_reference(rng_seed, poison):
+    """Planes through the scene cull part of it; the kernels and the reference agree on which part."""
+    s = make_scene(rng_seed, n=100, batch=())
+    out = render(s, near=3.5, far=4.5)
+    ref = render(s, backend="reference", dtype=torch.float64, near=3.5, far=4.5)
+    frac = (ref.radii > 0).float().mean().item()
+    assert 0.1 < frac < 0.9
+    assert_forward_close(out, ref)
