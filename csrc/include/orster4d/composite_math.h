@@ -43,17 +43,21 @@ template <typename T> struct AlphaGrad {
 
 // VJP of alpha = min(kAlphaMax, o exp(-sigma(conic, mean2d - p))) given v_alpha = dL/dalpha.
 // Exact: zero where the cap is active (o exp(-sigma) > kAlphaMax).
+// `vis` = exp(-sigma) as already evaluated by the caller.
 template <typename T>
-ORSTER4D_HD AlphaGrad<T> gaussian_alpha_vjp(Sym2<T> conic, T opacity, T dx, T dy, T v_alpha) {
+ORSTER4D_HD AlphaGrad<T> gaussian_alpha_vjp(Sym2<T> conic, T opacity, T dx, T dy, T vis, T v_alpha) {
   AlphaGrad<T> g;
-  const T sigma = gaussian_sigma(conic, dx, dy);
-  const T vis = exp_(-sigma);
   if (opacity * vis > T(kAlphaMax)) v_alpha = T(0);
   const T v_sigma = -opacity * vis * v_alpha;
   g.v_opacity = vis * v_alpha;
   g.v_conic = {T(0.5) * v_sigma * dx * dx, v_sigma * dx * dy, T(0.5) * v_sigma * dy * dy};
   g.v_mean2d = {v_sigma * (conic.xx * dx + conic.xy * dy), v_sigma * (conic.xy * dx + conic.yy * dy)};
   return g;
+}
+
+template <typename T>
+ORSTER4D_HD AlphaGrad<T> gaussian_alpha_vjp(Sym2<T> conic, T opacity, T dx, T dy, T v_alpha) {
+  return gaussian_alpha_vjp(conic, opacity, dx, dy, exp_(-gaussian_sigma(conic, dx, dy)), v_alpha);
 }
 
 // dL/dalpha_i of the composited outputs for splat i, walking back to front.

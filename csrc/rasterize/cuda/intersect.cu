@@ -67,6 +67,9 @@ __global__ void count_tiles_kernel(int64_t total, int64_t CN, int64_t N, const i
   counts[s] = (t.x1 - t.x0) * (t.y1 - t.y0);
 }
 
+// One (camera | tile) key per intersected tile, written cooperatively: the 32 lanes of a warp
+// take the warp's 32 Gaussians in turn and write each one's run of keys together, so every
+// store instruction writes consecutive addresses.
 template <typename KeyT>
 __global__ void emit_kernel(int64_t total, int64_t CN, int64_t N, const int32_t* __restrict__ order,
                             const float* __restrict__ means2d, const int32_t* __restrict__ radii,
@@ -74,19 +77,30 @@ __global__ void emit_kernel(int64_t total, int64_t CN, int64_t N, const int32_t*
                             int tile_w, int tile_h, int tile_bits, const int32_t* __restrict__ cum,
                             KeyT* __restrict__ keys, int32_t* __restrict__ ids) {
   const int64_t s = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (s >= total) return;
-  const int32_t gid = order[s];
-  const TileBox t = tile_box(gid, CN, N, means2d, radii, conics, opacities, tile_size, tile_w, tile_h);
-  const int count = (t.x1 - t.x0) * (t.y1 - t.y0);
-  if (count == 0) return;
-  int64_t pos = int64_t(cum[s]) - count;
-  const KeyT cam = KeyT(gid / N);
-  for (int y = t.y0; y < t.y1; ++y)
-    for (int x = t.x0; x < t.x1; ++x) {
-      keys[pos] = (cam << tile_bits) | KeyT(y * tile_w + x);
-      ids[pos] = gid;
-      ++pos;
+  const int lane = threadIdx.x & 31;
+  int32_t gid = 0, pos = 0, count = 0;
+  TileBox t = {0, 0, 0, 0};
+  if (s < total) {
+    gid = order[s];
+    t = tile_box(gid, CN, N, means2d, radii, conics, opacities, tile_size, tile_w, tile_h);
+    count = (t.x1 - t.x0) * (t.y1 - t.y0);
+    pos = cum[s] - count;
+  }
+  for (int src = 0; src < 32; ++src) {
+    const int c = __shfl_sync(0xffffffffu, count, src);
+    if (c == 0) continue;
+    const int32_t p0 = __shfl_sync(0xffffffffu, pos, src);
+    const int32_t g = __shfl_sync(0xffffffffu, gid, src);
+    const int x0 = __shfl_sync(0xffffffffu, t.x0, src);
+    const int bw = __shfl_sync(0xffffffffu, t.x1, src) - x0;
+    const int y0 = __shfl_sync(0xffffffffu, t.y0, src);
+    const KeyT cam = KeyT(g / N);
+    for (int k = lane; k < c; k += 32) {
+      const int y = y0 + k / bw, x = x0 + k % bw;
+      keys[p0 + k] = (cam << tile_bits) | KeyT(y * tile_w + x);
+      ids[p0 + k] = g;
     }
+  }
 }
 
 // offsets[cam * n_tiles + tile] = first index of that tile's run (empty runs point at the next run).

@@ -59,9 +59,17 @@ __global__ void rasterize_bwd_kernel(
   }
 
   const int32_t warp_bin_final = warp_max(bin_final);
+  // batches wholly behind every pixel of the block are never loaded
+  __shared__ int32_t s_block_final;
+  if (tr == 0) s_block_final = -1;
+  __syncthreads();
+  if (lane == 0) atomicMax(&s_block_final, warp_bin_final);
+  __syncthreads();
+  const int32_t block_final = s_block_final;
+  const int first_batch = block_final < range_start ? n_batches : (range_end - 1 - block_final) / bsize;
   Vec3<float> S = {0.f, 0.f, 0.f};
   float S_d = 0.f;
-  for (int batch = 0; batch < n_batches; ++batch) {
+  for (int batch = first_batch; batch < n_batches; ++batch) {
     const int32_t batch_end = range_end - 1 - batch * bsize;  // first (deepest) index of this batch
     const int n = min(bsize, batch_end + 1 - range_start);
     __syncthreads();
@@ -85,7 +93,8 @@ __global__ void rasterize_bwd_kernel(
       const Sym2<float> conic = {cc.x, cc.y, cc.z};
       const float dx = geo.x - px, dy = geo.y - py;
       const float sigma = gaussian_sigma(conic, dx, dy);
-      const float alpha = gaussian_alpha(geo.z, sigma);
+      const float vis = exp_(-sigma);
+      const float alpha = min_(kAlphaMax, geo.z * vis);
       valid = valid && splat_contributes(sigma, alpha);
       if (!__any_sync(0xffffffffu, valid)) continue;
       float g_mx = 0.f, g_my = 0.f, g_ca = 0.f, g_cb = 0.f, g_cc = 0.f, g_r = 0.f, g_g = 0.f, g_b = 0.f, g_o = 0.f,
@@ -101,7 +110,7 @@ __global__ void rasterize_bwd_kernel(
         g_d = w * vd;
         const Vec3<float> col = {rgb.x, rgb.y, rgb.z};
         const float v_a = composite_alpha_grad(alpha, T, col, geo.w, S, S_d, T_final, vr, vd, va, bg);
-        const AlphaGrad<float> ag = gaussian_alpha_vjp(conic, geo.z, dx, dy, v_a);
+        const AlphaGrad<float> ag = gaussian_alpha_vjp(conic, geo.z, dx, dy, vis, v_a);
         g_mx = ag.v_mean2d.x;
         g_my = ag.v_mean2d.y;
         g_ca = ag.v_conic.xx;
