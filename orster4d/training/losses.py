@@ -23,52 +23,43 @@ def match_resolution(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class OrsterTransferLoss(nn.Module):
-    """L_orster over the ``teacher_map`` entries (SPEC section 4).
+    """L_orster (plus the kernel fit) over the ``teacher_map`` (SPEC section 4).
 
-    ``teacher_channels[i]`` / ``student_channels[i]``: widths of entry ``i``'s teacher and student
-    blocks. Spatial entries pair the spatial teacher's block with the student's spatial-channel
-    block, temporal entries the temporal ones; the loss is
-    ``lambda_o * mean_spatial + (1 - lambda_o) * mean_temporal`` of the transfer module's per-pair
-    losses (``orster4d.orster``).
+    The map's spatial entries and temporal entries are paired in order (the i-th spatial with
+    the i-th temporal): each pair is one :class:`orster4d.orster.OrsterTransfer`, fed with the
+    spatial teacher's block, the temporal teacher's block, the student's spatial-channel block and
+    the student's temporal-channel block. Teacher features are resized per frame to the student
+    spatial block's ``(h, w)`` when their grids differ, so all four are aligned token for token.
+    Returns the mean over pairs of ``orster + nll`` and logs of its parts.
     """
 
     def __init__(self, teacher_map: List[dict], teacher_channels: List[int], student_channels: List[int],
                  lambda_o: float = 0.5, options: dict = None):
         super().__init__()
-        self.teacher_map = [dict(e) for e in teacher_map]
-        self.lambda_o = float(lambda_o)
+        from ..orster import OrsterTransfer
+
+        sp = [(e, ct, cs) for e, ct, cs in zip(teacher_map, teacher_channels, student_channels) if e["teacher"] == "spatial"]
+        tp = [(e, ct, cs) for e, ct, cs in zip(teacher_map, teacher_channels, student_channels) if e["teacher"] == "temporal"]
+        if len(sp) != len(tp) or not sp:
+            raise ValueError(f"teachers.map: needs matching spatial and temporal entries (paired in order), got "
+                             f"{len(sp)} spatial and {len(tp)} temporal")
+        self.entries = [(a[0], b[0]) for a, b in zip(sp, tp)]
         self.pairs = nn.ModuleList(
-            _pair_module(ct, cs, e["teacher"], options or {})
-            for e, ct, cs in zip(self.teacher_map, teacher_channels, student_channels))
+            OrsterTransfer(a[1], b[1], lambda_o=lambda_o, student_spatial_channels=a[2],
+                           student_temporal_channels=b[2], **(options or {}))
+            for a, b in zip(sp, tp))
 
     def forward(self, teacher_feats: Dict[str, Dict[str, torch.Tensor]],
-                student_feats: Dict[str, Dict[str, torch.Tensor]]) -> Tuple[torch.Tensor, Dict[str, float]]:
-        sums = {"spatial": [], "temporal": []}
-        for e, mod in zip(self.teacher_map, self.pairs):
-            role = e["teacher"]
-            f_s = student_feats[role][e["student"]]
-            f_t = match_resolution(teacher_feats[role][e["block"]], f_s)
-            sums[role].append(mod(f_t, f_s))
-        zero = next(iter(self.parameters())).new_zeros(())
-        ls = torch.stack(sums["spatial"]).mean() if sums["spatial"] else zero
-        lt = torch.stack(sums["temporal"]).mean() if sums["temporal"] else zero
-        loss = self.lambda_o * ls + (1.0 - self.lambda_o) * lt
-        return loss, {"orster_s": float(ls), "orster_t": float(lt)}
-
-
-class _ProjectedL1(nn.Module):
-    """Placeholder pair loss: ``|f_student - P f_teacher|`` with a learned 1x1 projection P."""
-
-    def __init__(self, ct: int, cs: int):
-        super().__init__()
-        self.proj = nn.Conv3d(ct, cs, 1)
-
-    def forward(self, f_teacher, f_student):
-        return (f_student - self.proj(f_teacher)).abs().mean()
-
-
-def _pair_module(ct: int, cs: int, role: str, options: dict) -> nn.Module:
-    return _ProjectedL1(ct, cs)
+                student_feats: Dict[str, Dict[str, torch.Tensor]]) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        outs = []
+        for (es, et), mod in zip(self.entries, self.pairs):
+            f4d_s = student_feats["spatial"][es["student"]]
+            f4d_t = match_resolution(student_feats["temporal"][et["student"]], f4d_s)
+            f3d_s = match_resolution(teacher_feats["spatial"][es["block"]], f4d_s)
+            fv_t = match_resolution(teacher_feats["temporal"][et["block"]], f4d_s)
+            outs.append(mod(f4d_s.float(), f4d_t.float(), f3d_s, fv_t))
+        mean = lambda k: torch.stack([o[k] for o in outs]).mean()  # noqa: E731
+        return mean("loss"), {k: mean(k).detach() for k in ("orster", "spatial", "temporal", "nll")}
 
 
 def temporal_smoothness(feats: Dict[str, torch.Tensor]) -> torch.Tensor:

@@ -174,7 +174,7 @@ class _STD4DStage(StageBase):
 
 
 class Stage2(_STD4DStage):
-    """Orster transfer: ``L_ldm + w * L_orster + beta * KL (+ ortho)`` with frozen teachers."""
+    """Orster transfer: ``L_ldm + w * (L_orster + kernel NLL) + beta * KL (+ ortho)``, frozen teachers."""
 
     def __init__(self, cfg, device):
         super().__init__(cfg, device)
@@ -202,7 +202,8 @@ class Stage2(_STD4DStage):
         student = {"spatial": out["spatial_features"], "temporal": out["temporal_features"]}
         lo, logs = self.orster(teach, student)
         loss = ldm + self.cfg["orster"]["weight"] * lo + self.kl_terms(out)
-        return loss, {"ldm": ldm.detach(), "orster": lo.detach(), "kl": out["kl"].detach(), **logs}
+        logs = {f"orster_{k}" if k != "orster" else k: v for k, v in logs.items()}
+        return loss, {"ldm": ldm.detach(), "kl": out["kl"].detach(), **logs}
 
     def save_model(self, folder, final=False):
         from safetensors.torch import save_file
