@@ -1,4 +1,6 @@
 // Python bindings of the C++ CPU rasterizer ops (contract: csrc/rasterize/README.md).
+#include <torch/extension.h>
+
 #include "ops.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -1,7 +1,14 @@
 // Declarations of the C++ CPU rasterizer ops (contract: csrc/rasterize/README.md).
 #pragma once
 
-#include <torch/extension.h>
+// Slim ATen headers only (fast to compile); bindings.cpp alone includes torch/extension.h.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <c10/util/Exception.h>
+#include <optional>
 
 #include <vector>
 
@@ -26,25 +33,25 @@ std::vector<at::Tensor> project_bwd_cpu(const at::Tensor& means, const at::Tenso
                                         const at::Tensor& conics, const at::Tensor& v_means2d,
                                         const at::Tensor& v_depths, const at::Tensor& v_conics);
 at::Tensor sh_fwd_cpu(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs,
-                      const c10::optional<at::Tensor>& radii);
+                      const std::optional<at::Tensor>& radii);
 std::vector<at::Tensor> sh_bwd_cpu(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs,
-                                   const c10::optional<at::Tensor>& radii, const at::Tensor& v_colors);
+                                   const std::optional<at::Tensor>& radii, const at::Tensor& v_colors);
 
 // rasterize.cpp
 std::vector<at::Tensor> intersect_tiles_cpu(const at::Tensor& means2d, const at::Tensor& radii,
                                             const at::Tensor& depths, int64_t tile_size, int64_t tile_w,
-                                            int64_t tile_h, const c10::optional<at::Tensor>& conics,
-                                            const c10::optional<at::Tensor>& opacities);
+                                            int64_t tile_h, const std::optional<at::Tensor>& conics,
+                                            const std::optional<at::Tensor>& opacities);
 std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::Tensor& conics,
                                           const at::Tensor& colors, const at::Tensor& opacities,
-                                          const at::Tensor& depths, const c10::optional<at::Tensor>& backgrounds,
+                                          const at::Tensor& depths, const std::optional<at::Tensor>& backgrounds,
                                           int64_t width, int64_t height, int64_t tile_size,
                                           const at::Tensor& isect_offsets, const at::Tensor& flatten_ids);
-std::vector<c10::optional<at::Tensor>> rasterize_bwd_cpu(
+std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
     const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors, const at::Tensor& opacities,
-    const at::Tensor& depths, const c10::optional<at::Tensor>& backgrounds, int64_t width, int64_t height,
+    const at::Tensor& depths, const std::optional<at::Tensor>& backgrounds, int64_t width, int64_t height,
     int64_t tile_size, const at::Tensor& isect_offsets, const at::Tensor& flatten_ids, const at::Tensor& render,
     const at::Tensor& render_depth, const at::Tensor& alpha, const at::Tensor& last_ids, const at::Tensor& v_render,
-    const c10::optional<at::Tensor>& v_render_depth, const c10::optional<at::Tensor>& v_alpha);
+    const std::optional<at::Tensor>& v_render_depth, const std::optional<at::Tensor>& v_alpha);
 
 }  // namespace orster4d

@@ -115,7 +115,7 @@ std::vector<at::Tensor> project_bwd_cpu(const at::Tensor& means, const at::Tenso
 }
 
 namespace {
-void check_sh(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs, const c10::optional<at::Tensor>& radii) {
+void check_sh(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs, const std::optional<at::Tensor>& radii) {
   TORCH_CHECK(degree >= 0 && degree <= 3, "sh degree must be in 0..3, got ", degree);
   ORSTER4D_CHECK_CPU_F32(dirs);
   ORSTER4D_CHECK_CPU_F32(coeffs);
@@ -130,7 +130,7 @@ void check_sh(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs, 
 }  // namespace
 
 at::Tensor sh_fwd_cpu(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs,
-                      const c10::optional<at::Tensor>& radii) {
+                      const std::optional<at::Tensor>& radii) {
   check_sh(degree, dirs, coeffs, radii);
   const int64_t B = dirs.size(0), C = dirs.size(1), N = dirs.size(2), K = coeffs.size(2);
   at::Tensor colors = at::empty({B, C, N, 3}, dirs.options());
@@ -152,7 +152,7 @@ at::Tensor sh_fwd_cpu(int64_t degree, const at::Tensor& dirs, const at::Tensor& 
 }
 
 std::vector<at::Tensor> sh_bwd_cpu(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs,
-                                   const c10::optional<at::Tensor>& radii, const at::Tensor& v_colors) {
+                                   const std::optional<at::Tensor>& radii, const at::Tensor& v_colors) {
   check_sh(degree, dirs, coeffs, radii);
   ORSTER4D_CHECK_CPU_F32(v_colors);
   const int64_t B = dirs.size(0), C = dirs.size(1), N = dirs.size(2), K = coeffs.size(2);

@@ -67,7 +67,7 @@ TileRange tile_pixels(int64_t tile, int64_t tile_w, int64_t tile_size, int64_t w
 
 void check_raster_inputs(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors,
                          const at::Tensor& opacities, const at::Tensor& depths,
-                         const c10::optional<at::Tensor>& backgrounds, const at::Tensor& isect_offsets,
+                         const std::optional<at::Tensor>& backgrounds, const at::Tensor& isect_offsets,
                          const at::Tensor& flatten_ids, int64_t width, int64_t height, int64_t tile_size) {
   ORSTER4D_CHECK_CPU_F32(means2d);
   ORSTER4D_CHECK_CPU_F32(conics);
@@ -90,8 +90,8 @@ void check_raster_inputs(const at::Tensor& means2d, const at::Tensor& conics, co
 
 std::vector<at::Tensor> intersect_tiles_cpu(const at::Tensor& means2d, const at::Tensor& radii,
                                             const at::Tensor& depths, int64_t tile_size, int64_t tile_w,
-                                            int64_t tile_h, const c10::optional<at::Tensor>& conics,
-                                            const c10::optional<at::Tensor>& opacities) {
+                                            int64_t tile_h, const std::optional<at::Tensor>& conics,
+                                            const std::optional<at::Tensor>& opacities) {
   ORSTER4D_CHECK_CPU_F32(means2d);
   ORSTER4D_CHECK_CPU_I32(radii);
   ORSTER4D_CHECK_CPU_F32(depths);
@@ -150,7 +150,7 @@ std::vector<at::Tensor> intersect_tiles_cpu(const at::Tensor& means2d, const at:
 
 std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::Tensor& conics,
                                           const at::Tensor& colors, const at::Tensor& opacities,
-                                          const at::Tensor& depths, const c10::optional<at::Tensor>& backgrounds,
+                                          const at::Tensor& depths, const std::optional<at::Tensor>& backgrounds,
                                           int64_t width, int64_t height, int64_t tile_size,
                                           const at::Tensor& isect_offsets, const at::Tensor& flatten_ids) {
   check_raster_inputs(means2d, conics, colors, opacities, depths, backgrounds, isect_offsets, flatten_ids, width,
@@ -216,12 +216,12 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::T
   return {render, render_depth, alpha, last_ids};
 }
 
-std::vector<c10::optional<at::Tensor>> rasterize_bwd_cpu(
+std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
     const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors, const at::Tensor& opacities,
-    const at::Tensor& depths, const c10::optional<at::Tensor>& backgrounds, int64_t width, int64_t height,
+    const at::Tensor& depths, const std::optional<at::Tensor>& backgrounds, int64_t width, int64_t height,
     int64_t tile_size, const at::Tensor& isect_offsets, const at::Tensor& flatten_ids, const at::Tensor& render,
     const at::Tensor& render_depth, const at::Tensor& alpha, const at::Tensor& last_ids, const at::Tensor& v_render,
-    const c10::optional<at::Tensor>& v_render_depth, const c10::optional<at::Tensor>& v_alpha) {
+    const std::optional<at::Tensor>& v_render_depth, const std::optional<at::Tensor>& v_alpha) {
   check_raster_inputs(means2d, conics, colors, opacities, depths, backgrounds, isect_offsets, flatten_ids, width,
                       height, tile_size);
   ORSTER4D_CHECK_CPU_F32(alpha);
@@ -315,10 +315,24 @@ std::vector<c10::optional<at::Tensor>> rasterize_bwd_cpu(
       }
     }
   }
-  c10::optional<at::Tensor> v_backgrounds;
+  std::optional<at::Tensor> v_backgrounds;
   if (backgrounds.has_value()) {
-    // d render / d background = T_final per pixel
-    v_backgrounds = (v_render * (1.f - alpha)).sum({2, 3});
+    // d render / d background = T_final = 1 - alpha per pixel
+    v_backgrounds = at::empty({B, C, 3}, means2d.options());
+    float* obg = v_backgrounds->data_ptr<float>();
+#pragma omp parallel for schedule(static)
+    for (int64_t bc = 0; bc < BC; ++bc) {
+      double s0 = 0, s1 = 0, s2 = 0;
+      for (int64_t i = bc * HW; i < (bc + 1) * HW; ++i) {
+        const double t = 1.0 - palpha[i];
+        s0 += t * gr[3 * i];
+        s1 += t * gr[3 * i + 1];
+        s2 += t * gr[3 * i + 2];
+      }
+      obg[3 * bc] = float(s0);
+      obg[3 * bc + 1] = float(s1);
+      obg[3 * bc + 2] = float(s2);
+    }
   }
   return {v_means2d, v_conics, v_colors, v_opacities, v_depths, v_backgrounds};
 }
