@@ -201,3 +201,31 @@ def test_missing_weights_name_the_file(ws, tmp_path):
 
     with pytest.raises(FileNotFoundError, match="lpips_alex.pth"):
         load_lpips(str(tmp_path))
+
+
+def test_cli_runs_a_stage(ws, tmp_path, capsys):
+    out = str(tmp_path / "cli")
+    args = ["--stage", "1", "--no-progress"] + sum((["--set", o] for o in tiny_overrides(ws, out, steps=2)), [])
+    assert cli_main(args) == 0
+    assert capsys.readouterr().out.strip().endswith("checkpoint-000002")
+    assert len(_log(out, 1)) == 2
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo(ws, tmp_path):
+    """``torchrun --nproc_per_node=2`` on CPU (gloo): the run completes, rank 0 alone writes."""
+    import subprocess
+    import sys
+
+    out = str(tmp_path / "ddp")
+    args = ["--stage", "1", "--no-progress"] + sum((["--set", o] for o in tiny_overrides(ws, out, steps=3)), [])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "orster4d.cli.train"] + args
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip().splitlines()[-1].endswith("checkpoint-000003")
+    assert res.stdout.count("checkpoint-000003") == 1  # only rank 0 reports and writes
+    assert [r["step"] for r in _log(out, 1)] == [1, 2, 3]
+    st = json.load(open(os.path.join(out, "stage1", "final", "state.json")))
+    assert st["world_size"] == 2 and st["step"] == 3

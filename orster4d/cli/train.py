@@ -72,7 +72,8 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    print(path)
+    if path is not None:
+        print(path)
     return 0
 
 

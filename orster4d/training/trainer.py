@@ -193,6 +193,16 @@ class Trainer:
             set_rng_state(rng, self.gen)
         self.step = int(st["step"])
 
+    def _mean_over_ranks(self, logs: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        """Logged values averaged over the DDP processes (one all-reduce of a small vector)."""
+        keys = list(logs)
+        vec = torch.stack([torch.as_tensor(logs[k], dtype=torch.float32, device=self.device).detach().reshape(())
+                           for k in keys])
+        if self.world > 1:
+            torch.distributed.all_reduce(vec)
+            vec = vec / self.world
+        return dict(zip(keys, vec.tolist()))
+
     # -- loop -------------------------------------------------------------------------------------
     def _log_writer(self):
         if not self.is_main:
@@ -240,7 +250,8 @@ class Trainer:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
                 dt = time.perf_counter() - t0
-                rec = {"step": self.step, "loss": float(loss), **{k: float(v) for k, v in logs.items()},
+                vals = self._mean_over_ranks({"loss": loss.detach(), **logs})
+                rec = {"step": self.step, **vals,
                        "lr": self.sched.get_last_lr()[0], "step_time_s": dt,
                        "samples_per_s": self.cfg["data"]["batch_size"] / dt}
                 if self.is_main and (self.step % tr["log_every"] == 0 or self.step == total):
@@ -271,5 +282,10 @@ class Trainer:
         return self.save_checkpoint(final=True)
 
 
-def train_stage(cfg: dict, resume: bool = False, progress: bool = True) -> str:
-    return Trainer(cfg, resume=resume, progress=progress).train()
+def train_stage(cfg: dict, resume: bool = False, progress: bool = True) -> Optional[str]:
+    """Train one stage; returns the final checkpoint folder on rank 0 (None on other ranks)."""
+    tr = Trainer(cfg, resume=resume, progress=progress)
+    path = tr.train()
+    if tr.world > 1:
+        torch.distributed.destroy_process_group()
+    return path if tr.is_main else None
