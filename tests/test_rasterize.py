@@ -327,3 +327,35 @@ def test_near_far_culling_matches_reference(rng_seed, poison):
     frac = (ref.radii > 0).float().mean().item()
     assert 0.1 < frac < 0.9
     assert_forward_close(out, ref)
+
+
+def test_intersect_tiles_tight_boxes_drop_only_invisible_splats(rng_seed, poison):
+    """With conics and opacities the boxes shrink, but a dropped (Gaussian, tile) pair never has a pixel
+    with alpha >= 1/255; runs stay sorted front to back."""
+    ext = extension("cpu")
+    s = make_scene(rng_seed, n=60, cams=1, w=50, h=37, batch=(), log_scale=-2.0)
+    s.opacities = s.opacities * 0.2  # low opacities: the opacity-aware box is smaller than the circle
+    radii, means2d, depths, conics = ext.project_fwd(s.means[None].contiguous(), s.quats[None].contiguous(),
+                                                     s.scales[None].contiguous(), s.viewmats[None].contiguous(),
+                                                     s.Ks[None].contiguous(), 50, 37, 0.01, 1e10, 0.3)
+    opac = s.opacities[None].contiguous()
+    tw, th = math.ceil(50 / TILE_SIZE), math.ceil(37 / TILE_SIZE)
+    off_c, ids_c = ext.intersect_tiles(means2d, radii, depths, TILE_SIZE, tw, th)
+    off_t, ids_t = ext.intersect_tiles(means2d, radii, depths, TILE_SIZE, tw, th, conics, opac)
+    assert ids_t.numel() < ids_c.numel()
+    runs = lambda off, ids: [ids[a:b].tolist() for a, b in zip(off.reshape(-1).tolist(), off.reshape(-1).tolist()[1:] + [ids.numel()])]  # noqa: E731
+    m, con, o = means2d[0, 0].double(), conics[0, 0].double(), s.opacities.double()
+    for tile, (circ, tight) in enumerate(zip(runs(off_c, ids_c), runs(off_t, ids_t))):
+        assert set(tight) <= set(circ)
+        assert (depths.reshape(-1)[tight][1:] >= depths.reshape(-1)[tight][:-1]).all()
+        dropped = torch.tensor(sorted(set(circ) - set(tight)), dtype=torch.long)
+        if dropped.numel() == 0:
+            continue
+        ty, tx = divmod(tile, tw)
+        ys, xs = torch.meshgrid(torch.arange(ty * 16, min(ty * 16 + 16, 37), dtype=torch.float64) + 0.5,
+                                torch.arange(tx * 16, min(tx * 16 + 16, 50), dtype=torch.float64) + 0.5, indexing="ij")
+        dx = m[dropped, 0, None] - xs.reshape(1, -1)
+        dy = m[dropped, 1, None] - ys.reshape(1, -1)
+        sigma = 0.5 * (con[dropped, 0, None] * dx**2 + con[dropped, 2, None] * dy**2) + con[dropped, 1, None] * dx * dy
+        alpha = o[dropped, None] * torch.exp(-sigma)
+        assert (alpha < reference.ALPHA_MIN).all()
