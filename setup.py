@@ -43,6 +43,7 @@ setup(
             "orster4d-build=orster4d.build:main",
             "orster4d-render=orster4d.cli.render:main",
             "orster4d-train=orster4d.cli.train:main",
+            "orster4d-construct=orster4d.cli.construct:main",
         ]
     },
 )
