@@ -47,7 +47,9 @@ class RenderOutput:
 def _flat(x: torch.Tensor, batch: torch.Size, trailing: int) -> torch.Tensor:
     """Broadcast the leading dims of ``x`` to ``batch`` and flatten them: ``[B, *trailing dims]``."""
     tail = x.shape[x.dim() - trailing:]
-    return x.expand(*batch, *tail).reshape(math.prod(batch), *tail)
+    if x.shape[: x.dim() - trailing] != batch:
+        x = x.expand(*batch, *tail)
+    return x.reshape(math.prod(batch), *tail)
 
 
 def rasterize_gaussians(means, quats, scales, opacities, colors, viewmats, Ks, width, height, *,
@@ -125,6 +127,7 @@ def rasterize_gaussians(means, quats, scales, opacities, colors, viewmats, Ks, w
             rgb_c = SHColors.apply(sh_degree, dirs, col, radii, ext)
         render, render_depth, alpha = Rasterize.apply(means2d, conics, rgb_c, o, depths, bg, radii, width, height,
                                                       ext)
+    chk.raise_if_not_finite()
     depth = render_depth / torch.clamp(alpha, min=1e-10)
     img = (*batch, C, height, width)
     return RenderOutput(

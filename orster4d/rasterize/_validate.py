@@ -5,6 +5,7 @@ value) with a message that names the argument and what was expected.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,20 @@ class Checked:
     C: int
     K: int  # SH coefficients per channel (0 for RGB colours)
     backend: str  # "cpu", "cuda" or "reference"
+    names: list  # the tensor arguments, in the order of `finite`
+    finite: torch.Tensor  # [len(names)] bool, on the inputs' device: max |x| is finite
+
+    def raise_if_not_finite(self) -> None:
+        """Raises ValueError naming the first input that holds NaN or inf.
+
+        Reading the flags synchronises with the device; the rasterizer calls this after its forward
+        pass, which synchronises anyway (to size the tile-intersection list), so no stall is added.
+        The kernels cull non-finite Gaussians and cameras, so running them first is harmless.
+        """
+        flags = self.finite.tolist()
+        if not all(flags):
+            bad = self.names[flags.index(False)]
+            raise ValueError(f"{bad} must be finite (it holds NaN or inf)")
 
 
 def _tensor(name: str, x) -> torch.Tensor:
@@ -39,6 +54,19 @@ def _shape(name: str, x: torch.Tensor, trailing: tuple, desc: str) -> None:
 def _size(name: str, value: int, expected: int, what: str, desc: str, shape) -> None:
     if value != expected:
         raise ValueError(f"{name} must have shape {desc} with {what}, got {tuple(shape)}")
+
+
+def _broadcast(a: tuple, b: tuple):
+    """NumPy broadcasting of two shapes; None when they do not broadcast."""
+    if len(a) < len(b):
+        a, b = b, a
+    b = (1,) * (len(a) - len(b)) + tuple(b)
+    out = []
+    for x, y in zip(a, b):
+        if x != y and x != 1 and y != 1:
+            return None
+        out.append(y if x == 1 else x)
+    return tuple(out)
 
 
 def _positive_int(name: str, v) -> int:
@@ -151,20 +179,22 @@ def check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, h
         _shape("backgrounds", backgrounds, (None, 3), "[..., C, 3]")
         _size("backgrounds", backgrounds.shape[-2], C, f"C={C} (from viewmats)", "[..., C, 3]", backgrounds.shape)
         leads["backgrounds"] = backgrounds.shape[:-2]
-    batch = torch.Size()
+    batch = ()
     for name, lead in leads.items():
-        try:
-            batch = torch.broadcast_shapes(batch, lead)
-        except RuntimeError:
+        new = _broadcast(batch, tuple(lead))
+        if new is None:
             listing = ", ".join(f"{k} {tuple(v)}" for k, v in leads.items())
             raise ValueError(
                 f"the leading batch dims of {name} {tuple(lead)} do not match (or broadcast with) those of the "
-                f"inputs before it {tuple(batch)}; every input shares the same leading dims '...' (got {listing})"
-            ) from None
+                f"inputs before it {batch}; every input shares the same leading dims '...' (got {listing})"
+            )
+        batch = new
+    batch = torch.Size(batch)
 
-    # values
-    flags = torch.stack([torch.isfinite(x).all() for x in tensors.values()])
-    if not bool(flags.all()):
-        bad = [name for name, ok in zip(tensors, flags.tolist()) if not ok]
-        raise ValueError(f"{bad[0]} must be finite (it holds NaN or inf)")
-    return Checked(batch=batch, N=N, C=C, K=K, backend=resolved)
+    # values: one fused reduction, read later (see Checked.raise_if_not_finite)
+    names = [k for k, x in tensors.items() if x.numel() > 0]  # inf-norm of an empty tensor is undefined
+    if names:
+        finite = torch.isfinite(torch.stack(torch._foreach_norm([tensors[k] for k in names], math.inf)))
+    else:
+        finite = torch.ones(0, dtype=torch.bool)
+    return Checked(batch=batch, N=N, C=C, K=K, backend=resolved, names=names, finite=finite)
