@@ -2,7 +2,7 @@
 
 Output layout (``out_dir/stage{N}/``): ``checkpoint-{step:06d}/`` every ``train.ckpt_every`` steps
 and at the end, ``final/`` (the last checkpoint's copy, read by stage N+1), ``log.jsonl`` (one JSON
-object per logged step: step, losses, lr, step time, samples/s), ``events.*`` when
+object per logged step: step, losses (averaged over ranks), lr, step and data-wait time, samples/s), ``events.*`` when
 ``train.tensorboard`` is on and TensorBoard is installed. A checkpoint holds ``model/`` (the
 stage's model folders), ``optimizer.pt``, ``lr_scheduler.pt``, ``ema.safetensors``, ``rng.pt``
 (Python, NumPy, torch CPU/CUDA and the training generator), ``state.json`` (stage, step) and the
@@ -193,6 +193,24 @@ class Trainer:
             set_rng_state(rng, self.gen)
         self.step = int(st["step"])
 
+    def train_step(self, batch: dict):
+        """One optimisation step on a device batch; returns ``(loss, logs)`` and advances ``step``."""
+        tr = self.cfg["train"]
+        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
+        with ctx:
+            loss, logs = self.module(batch, self.gen)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"stage {self.stage_n} step {self.step}: loss is {float(loss)}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if tr["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(self.params, tr["grad_clip"])
+        self.opt.step()
+        self.sched.step()
+        self.ema.update(self.stage)
+        self.step += 1
+        return loss, logs
+
     def _mean_over_ranks(self, logs: Dict[str, torch.Tensor]) -> Dict[str, float]:
         """Logged values averaged over the DDP processes (one all-reduce of a small vector)."""
         keys = list(logs)
@@ -234,25 +252,14 @@ class Trainer:
             while self.step < total:
                 t0 = time.perf_counter()
                 batch = _to_device(next(it), self.device)
-                ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
-                with ctx:
-                    loss, logs = self.module(batch, self.gen)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"stage {self.stage_n} step {self.step}: loss is {float(loss)}")
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if tr["grad_clip"]:
-                    torch.nn.utils.clip_grad_norm_(self.params, tr["grad_clip"])
-                self.opt.step()
-                self.sched.step()
-                self.ema.update(self.stage)
-                self.step += 1
+                t_data = time.perf_counter() - t0
+                loss, logs = self.train_step(batch)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
                 dt = time.perf_counter() - t0
                 vals = self._mean_over_ranks({"loss": loss.detach(), **logs})
                 rec = {"step": self.step, **vals,
-                       "lr": self.sched.get_last_lr()[0], "step_time_s": dt,
+                       "lr": self.sched.get_last_lr()[0], "step_time_s": dt, "data_time_s": t_data,
                        "samples_per_s": self.cfg["data"]["batch_size"] / dt}
                 if self.is_main and (self.step % tr["log_every"] == 0 or self.step == total):
                     log.write(json.dumps(rec) + "\n")

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""GPU report of training: the ``small`` preset's four stages on one GPU.
+
+For each stage (run in order, each initialised from the previous one's checkpoint): median and
+minimum step time over ``--steps`` optimisation steps on a fixed batch (after 3 warm-up steps),
+samples/s, peak allocated memory, the share of the step spent in the Orster attention (stage 2),
+and the target ratio stage-2 step / stage-1 step (target < 3). Weights are random (nothing is
+downloaded; see ``benchmarks/train_cases.py``), so only speed and memory are meaningful.
+
+Usage: python scripts/gpu_train_report.py [--out PATH] [--steps N] [--preset small]
+Writes JSON (default ``benchmarks/results/train_<gpu-name>.json``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from train_cases import AttentionTimer, make_small_workspace, small_config, timed_steps  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--preset", default="small")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("gpu_train_report: needs a CUDA device", file=sys.stderr)
+        return 2
+    import diffusers
+
+    from orster4d.training.trainer import Trainer
+
+    gpu = torch.cuda.get_device_name(0)
+    report = {"gpu": gpu, "torch": torch.__version__, "diffusers": diffusers.__version__,
+              "python": platform.python_version(), "preset": args.preset, "steps_timed": args.steps,
+              "stages": {}}
+    root = tempfile.mkdtemp(prefix="orster4d_train_report_")
+    t0 = time.time()
+    ws = make_small_workspace(root + "/ws", preset=args.preset)
+    out = root + "/run"
+    for stage in (1, 2, 3, 4):
+        cfg = small_config(ws, out, stage, steps=1, preset=args.preset)
+        tr = Trainer(cfg, progress=False)
+        if stage == 2:
+            with AttentionTimer() as at:
+                res = timed_steps(tr, args.steps)
+            # the timer synchronises around each call: report its share from a separate timed run
+            res_plain = timed_steps(tr, args.steps, warmup=0)
+            res["orster_attention_ms_per_step"] = 1e3 * at.seconds / (args.steps + 3)
+            res["orster_attention_share"] = (1e3 * at.seconds / (args.steps + 3)) / res["step_ms_median"]
+            res.update({k: res_plain[k] for k in ("step_ms_median", "step_ms_min", "samples_per_s")})
+        else:
+            res = timed_steps(tr, args.steps)
+        res["config"] = {"resolution": cfg["data"]["resolution"], "frames": cfg["data"]["frames"],
+                         "batch_size": cfg["data"]["batch_size"], "bf16": tr.autocast,
+                         "gradient_checkpointing": tr.stage.grad_ckpt,
+                         "unet_block_out_channels": list(cfg["model"]["unet"]["block_out_channels"])}
+        tr.train()  # one more step and the final checkpoint the next stage reads
+        report["stages"][str(stage)] = res
+        print(f"stage {stage}: {res['step_ms_median']:.1f} ms/step, peak {res['peak_mem_gib']:.2f} GiB", flush=True)
+        del tr
+        torch.cuda.empty_cache()
+    s = report["stages"]
+    report["stage2_over_stage1"] = s["2"]["step_ms_median"] / s["1"]["step_ms_median"]
+    report["target_stage2_over_stage1_lt_3"] = report["stage2_over_stage1"] < 3.0
+    report["wall_s"] = time.time() - t0
+    name = "".join(c if c.isalnum() else "_" for c in gpu)
+    path = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"train_{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k != "stages"}, indent=2))
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
