@@ -81,7 +81,7 @@ def run_eager(inp, params, mode):
                          B, H, k.shape[2], torch.float32)
     scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(D) - bias[:, :, None, :]
     if pf is not None:
-        scores = scores + pf @ kf.transpose(-1, -2)
+        scores = scores + pf @ kf.to(pf.dtype).transpose(-1, -2)
     return torch.softmax(scores, -1).to(v.dtype) @ v
 
 

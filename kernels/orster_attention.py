@@ -2,15 +2,15 @@
 
 The kernels compute softmax attention over *augmented* scores, in base-2 units:
 
-    S2_ij = qk_scale * <q_i, k_j> + <pf_i, kf_j> - bias_j          (qk_scale = scale * log2(e))
+    S2_ij = qk_scale * <q_i, k_j> + log2(e) * <pf_i, kf_j> - bias_j     (qk_scale = scale * log2(e))
     out_i = sum_j softmax2_j(S2_ij) * v_j
 
-``pf`` (query-side kernel features, already multiplied by the quadratic-form coefficients and
-log2(e)), ``kf`` (key-side kernel features) and ``bias`` (the key's half quadratic form times
+``pf`` (query-side kernel features, already multiplied by the quadratic-form coefficients), ``kf`` (key-side kernel features) and ``bias`` (the key's half quadratic form times
 log2(e), ``+inf`` on padded keys) are prepared by :mod:`orster4d.attention`; see ``docs/kernels.md``
 for how ``-1/2 Qf(s_i - s_j, u_i - u_j)`` expands into this form. Every tensor is contiguous and
 flattened over (batch, head): ``q [BH, Nq, D]``, ``k [BH, Nk, D]``, ``v [BH, Nk, DV]``,
-``pf [BH, Nq, DF]`` (float32, rounded to the dtype of ``kf`` inside the tile), ``kf [BH / KF_HDIV,
+``pf [BH, Nq, DF]`` (float32, natural units: scaled by log2(e) and rounded to the dtype of
+``kf`` once per query tile), ``kf [BH / KF_HDIV,
 Nk, DF]`` (``KF_HDIV = H`` when every head shares the key features), ``bias [BH, Nk]`` (float32),
 ``lse``/``delta [BH, Nq]`` (float32). Grids are one-dimensional (``tiles per head x heads``) so
 that hundreds of thousands of heads fit.
@@ -106,7 +106,7 @@ def attn_fwd(Q, K, V, PF, KF, BIAS, O, LSE,
     q = _load(Q, q_bh, q_n, Nq, q_valid, D, EVEN)
     pf = q
     if HAS_FEAT:
-        pf = _load(PF, q_bh, q_n, Nq, q_valid, DF, EVEN).to(q.dtype)
+        pf = (_load(PF, q_bh, q_n, Nq, q_valid, DF, EVEN) * 1.4426950408889634).to(q.dtype)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -169,7 +169,7 @@ def attn_bwd_preprocess(O, DO, DELTA, n_rows, DV: tl.constexpr, BLOCK: tl.conste
 # Backward
 #   dS_ij = P_ij * (dP_ij - delta_i) is the gradient of the natural-unit score;
 #   dq = scale dS k,  dk = scale dS^T q,  dv = P^T dO,
-#   dpf = dS kf / log2e,  dkf = dS^T pf / log2e,  dbias = -colsum(dS) / log2e.
+#   dpf = dS kf,  dkf = dS^T (log2e pf) / log2e,  dbias = -colsum(dS) / log2e.
 #   dkf is written per batch-head (float32); heads that share kf are summed by the caller.
 # --------------------------------------------------------------------------------------------
 @triton.jit
@@ -212,7 +212,7 @@ def attn_bwd_dkdv(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA,
         delta = _load_vec(DELTA, q_bh, q_n, Nq, q_valid, 0.0, EVEN)
         pf = q
         if HAS_FEAT:
-            pf = _load(PF, q_bh, q_n, Nq, q_valid, DF, EVEN).to(kf.dtype)
+            pf = (_load(PF, q_bh, q_n, Nq, q_valid, DF, EVEN) * 1.4426950408889634).to(kf.dtype)
         # transposed tiles [BN, BM]: keys along rows, as this program accumulates per key
         sT = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale
         if HAS_FEAT:
@@ -238,7 +238,7 @@ def attn_bwd_dkdv(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA,
             dq = tl.dot(ds.to(k.dtype), k, input_precision=PREC) * scale
             _store(DQ, dq, q_bh, q_n, Nq, q_valid, D, False)
             if HAS_FEAT:
-                dpf = tl.dot(ds.to(kf.dtype), kf, input_precision=PREC) * (1.0 / 1.4426950408889634)
+                dpf = tl.dot(ds.to(kf.dtype), kf, input_precision=PREC)
                 _store(DPF, dpf, q_bh, q_n, Nq, q_valid, DF, False)
 
     _store(DK, dk * scale, k_bh, k_n, Nk, k_valid, D, EVEN)
@@ -269,7 +269,7 @@ def attn_bwd_dq(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA, DQ, DPF,
     lse_safe = tl.where(lse == float("-inf"), float("inf"), lse)
     pf = q
     if HAS_FEAT:
-        pf = _load(PF, q_bh, q_n, Nq, q_valid, DF, EVEN).to(q.dtype)
+        pf = (_load(PF, q_bh, q_n, Nq, q_valid, DF, EVEN) * 1.4426950408889634).to(q.dtype)
 
     dq = tl.zeros([BLOCK_M, D], dtype=tl.float32)
     dpf = tl.zeros([BLOCK_M, DF], dtype=tl.float32)
@@ -295,4 +295,4 @@ def attn_bwd_dq(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA, DQ, DPF,
 
     _store(DQ, dq * scale, q_bh, q_n, Nq, q_valid, D, EVEN)
     if HAS_FEAT:
-        _store(DPF, dpf * (1.0 / 1.4426950408889634), q_bh, q_n, Nq, q_valid, DF, EVEN)
+        _store(DPF, dpf, q_bh, q_n, Nq, q_valid, DF, EVEN)

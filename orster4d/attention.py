@@ -132,6 +132,21 @@ def _check_feature(name: str, x, q: Tensor, n: int, n_name: str):
         raise ValueError(f"{name} must have shape [{B}, {H} or 1, {n} ({n_name}), D_k], got {tuple(x.shape)}")
 
 
+def _check_scalar_values(scal):
+    ss, st, sst, alpha = (t.detach().double() for t in scal)
+    bx = alpha / sst ** 2
+    ok = torch.stack([torch.isfinite(torch.stack([ss, st, sst, alpha])).all(),
+                      (ss > 0).all() & (st > 0).all() & (sst > 0).all(),
+                      (bx * bx < ss.pow(-2) * st.pow(-2)).all()]).tolist()
+    if not ok[0]:
+        raise ValueError("params must be finite (sigma_s, sigma_t, sigma_st, alpha)")
+    if not ok[1]:
+        raise ValueError("params sigma_s, sigma_t and sigma_st must be > 0")
+    if not ok[2]:
+        raise ValueError("params are not positive definite: need (alpha/sigma_st^2)^2 < "
+                         "1/(sigma_s^2 sigma_t^2) per head")
+
+
 def _validate(q, k, v, s_q, u_q, s_k, u_k, params, mode, key_padding_mask, scale, backend):
     _check_4d("q", q)
     if q.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
@@ -168,19 +183,10 @@ def _validate(q, k, v, s_q, u_q, s_k, u_k, params, mode, key_padding_mask, scale
                 raise ValueError(f"params.{nm} must have shape [{H}] (one per head), got {tuple(t.shape)}")
             if t.device != q.device:
                 raise ValueError(f"params.{nm} is on {t.device}, expected {q.device}")
-        ss, st, sst, alpha = (t.detach().double() for t in scal)
-        ok = torch.stack([torch.isfinite(torch.stack([ss, st, sst, alpha])).all(),
-                          (ss > 0).all() & (st > 0).all() & (sst > 0).all()])
-        bx = alpha / sst ** 2
-        pd = (bx * bx < ss.pow(-2) * st.pow(-2)).all()
-        ok = torch.cat([ok, pd[None]]).tolist()
-        if not ok[0]:
-            raise ValueError("params must be finite (sigma_s, sigma_t, sigma_st, alpha)")
-        if not ok[1]:
-            raise ValueError("params sigma_s, sigma_t and sigma_st must be > 0")
-        if not ok[2]:
-            raise ValueError("params are not positive definite: need (alpha/sigma_st^2)^2 < "
-                             "1/(sigma_s^2 sigma_t^2) per head")
+        if not isinstance(params, GaussianKernelParams):
+            # explicit scalars are value-checked (one host synchronisation); GaussianKernelParams
+            # are positive and positive definite by construction and skip the synchronisation
+            _check_scalar_values(scal)
     if mode == "pairwise":
         if not has_kernel:
             raise ValueError("mode='pairwise' needs the key-side kernel features s_k and u_k")
@@ -204,7 +210,7 @@ def _validate(q, k, v, s_q, u_q, s_k, u_k, params, mode, key_padding_mask, scale
         scale = 1.0 / math.sqrt(D)
     if isinstance(scale, Tensor) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         raise ValueError(f"scale must be a finite Python float, got {scale!r}")
-    return float(scale)
+    return float(scale), (scal if has_kernel else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +262,7 @@ def orster_attention_reference(q, k, v, *, s_k=None, u_k=None, s_q=None, u_q=Non
 
     Materialises ``[B, H, Nq, Nk, D_k]``: tiny inputs only. Returns ``[B, H, Nq, Dv]`` float64.
     """
-    scale = _validate(q, k, v, s_q, u_q, s_k, u_k, params, mode, key_padding_mask, scale, "eager")
+    scale, _ = _validate(q, k, v, s_q, u_q, s_k, u_k, params, mode, key_padding_mask, scale, "eager")
     q, k, v = q.double(), k.double(), v.double()
     scores = scale * q @ k.transpose(-1, -2)
     if s_k is not None:
@@ -342,7 +348,7 @@ class _AugmentedAttention(torch.autograd.Function):
     """Triton attention over augmented scores (see ``kernels/orster_attention.py``).
 
     Inputs (widths already powers of two, contiguous): ``q, k [BH, N, D]``, ``v [BH, Nk, DV]``,
-    ``pf [BH, Nq, DF]`` float32 in log2 units or None, ``kf [BH / hdiv, Nk, DF]`` in q's dtype or
+    ``pf [BH, Nq, DF]`` float32 or None, ``kf [BH / hdiv, Nk, DF]`` in q's dtype or
     None, ``bias [BH, Nk]`` float32 in log2 units or None; ``hdiv`` heads share one ``kf`` row.
     """
 
@@ -436,7 +442,7 @@ def _triton(q, k, v, pf, kf, bias, scale):
     hdiv = 1
     if pf is not None:
         DFp = _pow2(pf.shape[-1])
-        pf2 = flat(pf * LOG2E, Nq, DFp)
+        pf2 = flat(pf, Nq, DFp)
         kf2 = flat(kf.to(q.dtype), Nk, DFp)
         hdiv = H if kf.shape[1] == 1 else 1
     if bias is not None:
@@ -463,7 +469,8 @@ def orster_attention(q: Tensor, k: Tensor, v: Tensor, *,
             (a head dim of 1 is shared by every head). Both None: plain softmax attention.
         s_q, u_q: query-side features ``[B, H or 1, Nq, D_k]``; ``mode="pairwise"`` only.
         params: per-head ``(sigma_s, sigma_t, sigma_st, alpha)`` as a :class:`GaussianKernelParams`
-            or a tuple of four ``[H]`` tensors; must be finite and positive definite.
+            (positive definite by construction) or a tuple of four ``[H]`` tensors, which are
+            checked to be finite, positive and positive definite (one host synchronisation).
         mode: ``"density"`` (query features zero: the key's log-kappa, Eq. 11) or ``"pairwise"``.
         key_padding_mask: bool ``[B, Nk]``, True marks a padded key (excluded). A query whose
             keys are all padded gets a zero output.
@@ -475,7 +482,7 @@ def orster_attention(q: Tensor, k: Tensor, v: Tensor, *,
         ``[B, H, Nq, Dv]`` in q's dtype. Differentiable in q, k, v, all kernel features and the
         four scalars; memory is linear in Nq and Nk on every backend.
     """
-    scale = _validate(q, k, v, s_q, u_q, s_k, u_k, params, mode, key_padding_mask, scale, backend)
+    scale, scalars = _validate(q, k, v, s_q, u_q, s_k, u_k, params, mode, key_padding_mask, scale, backend)
     if backend == "auto":
         backend = "triton" if q.is_cuda else "eager"
     if backend == "triton" and not q.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
@@ -483,7 +490,7 @@ def orster_attention(q: Tensor, k: Tensor, v: Tensor, *,
     B, H, _, _ = q.shape
     Nk = k.shape[2]
     cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
-    pf, kf, bias = _fold(params, s_q, u_q, s_k, u_k, mode, key_padding_mask, B, H, Nk, cdt)
+    pf, kf, bias = _fold(scalars, s_q, u_q, s_k, u_k, mode, key_padding_mask, B, H, Nk, cdt)
     if backend == "eager":
         return _eager(q, k, v, pf, kf, bias, scale)
     return _triton(q, k, v, pf, kf, bias, scale)
