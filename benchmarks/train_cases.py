@@ -49,6 +49,11 @@ def small_config(ws: Dict[str, str], out: str, stage: int, steps: int, preset: s
     return resolve_config(preset, stage, overrides=[f"{k}={json.dumps(v)}" for k, v in items.items()] + list(extra))
 
 
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 class AttentionTimer:
     """Wraps ``orster4d.orster.orster_attention`` to sum its CUDA time (synchronising around each call)."""
 
@@ -62,10 +67,10 @@ class AttentionTimer:
 
     def __enter__(self):
         def timed(*args, **kwargs):
-            torch.cuda.synchronize()
+            sync()
             t0 = time.perf_counter()
             out = self.orig(*args, **kwargs)
-            torch.cuda.synchronize()
+            sync()
             self.seconds += time.perf_counter() - t0
             self.calls += 1
             return out
@@ -87,14 +92,17 @@ def timed_steps(trainer, n: int, warmup: int = 3) -> Dict[str, float]:
     trainer.module.train()
     for _ in range(warmup):
         trainer.train_step(batch)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    sync()
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     times: List[float] = []
     for _ in range(n):
         t0 = time.perf_counter()
         loss, _ = trainer.train_step(batch)
-        torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - t0)
     return {"step_ms_median": 1e3 * statistics.median(times), "step_ms_min": 1e3 * min(times),
-            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2 ** 30, "last_loss": float(loss),
+            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None,
+            "last_loss": float(loss),
             "samples_per_s": trainer.cfg["data"]["batch_size"] / statistics.median(times)}

@@ -29,6 +29,48 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from train_cases import AttentionTimer, make_small_workspace, small_config, timed_steps  # noqa: E402
 
 
+def run_report(preset: str, steps: int, device_name: str) -> dict:
+    """Time the four stages of ``preset`` in order; returns the report dict."""
+    import diffusers
+
+    from orster4d.training.trainer import Trainer
+
+    report = {"gpu": device_name, "torch": torch.__version__, "diffusers": diffusers.__version__,
+              "python": platform.python_version(), "preset": preset, "steps_timed": steps, "stages": {}}
+    root = tempfile.mkdtemp(prefix="orster4d_train_report_")
+    t0 = time.time()
+    ws = make_small_workspace(root + "/ws", preset=preset)
+    out = root + "/run"
+    for stage in (1, 2, 3, 4):
+        cfg = small_config(ws, out, stage, steps=1, preset=preset)
+        tr = Trainer(cfg, progress=False)
+        if stage == 2:
+            with AttentionTimer() as at:  # synchronises around each call: its own timed run
+                timed = timed_steps(tr, steps)
+            res = timed_steps(tr, steps, warmup=0)
+            per_step = at.seconds / (steps + 3)
+            res["orster_attention_ms_per_step"] = 1e3 * per_step
+            res["orster_attention_share"] = 1e3 * per_step / timed["step_ms_median"]
+            res["orster_attention_calls_per_step"] = at.calls / (steps + 3)
+        else:
+            res = timed_steps(tr, steps)
+        res["config"] = {"resolution": cfg["data"]["resolution"], "frames": cfg["data"]["frames"],
+                         "batch_size": cfg["data"]["batch_size"], "bf16": tr.autocast,
+                         "gradient_checkpointing": tr.stage.grad_ckpt,
+                         "unet_block_out_channels": list(cfg["model"]["unet"]["block_out_channels"])}
+        tr.train()  # one more step and the final checkpoint the next stage reads
+        report["stages"][str(stage)] = res
+        print(f"stage {stage}: {res['step_ms_median']:.1f} ms/step, peak {res['peak_mem_gib']} GiB", flush=True)
+        del tr
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    s = report["stages"]
+    report["stage2_over_stage1"] = s["2"]["step_ms_median"] / s["1"]["step_ms_median"]
+    report["target_stage2_over_stage1_lt_3"] = report["stage2_over_stage1"] < 3.0
+    report["wall_s"] = time.time() - t0
+    return report
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=None)
@@ -38,44 +80,8 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("gpu_train_report: needs a CUDA device", file=sys.stderr)
         return 2
-    import diffusers
-
-    from orster4d.training.trainer import Trainer
-
     gpu = torch.cuda.get_device_name(0)
-    report = {"gpu": gpu, "torch": torch.__version__, "diffusers": diffusers.__version__,
-              "python": platform.python_version(), "preset": args.preset, "steps_timed": args.steps,
-              "stages": {}}
-    root = tempfile.mkdtemp(prefix="orster4d_train_report_")
-    t0 = time.time()
-    ws = make_small_workspace(root + "/ws", preset=args.preset)
-    out = root + "/run"
-    for stage in (1, 2, 3, 4):
-        cfg = small_config(ws, out, stage, steps=1, preset=args.preset)
-        tr = Trainer(cfg, progress=False)
-        if stage == 2:
-            with AttentionTimer() as at:
-                res = timed_steps(tr, args.steps)
-            # the timer synchronises around each call: report its share from a separate timed run
-            res_plain = timed_steps(tr, args.steps, warmup=0)
-            res["orster_attention_ms_per_step"] = 1e3 * at.seconds / (args.steps + 3)
-            res["orster_attention_share"] = (1e3 * at.seconds / (args.steps + 3)) / res["step_ms_median"]
-            res.update({k: res_plain[k] for k in ("step_ms_median", "step_ms_min", "samples_per_s")})
-        else:
-            res = timed_steps(tr, args.steps)
-        res["config"] = {"resolution": cfg["data"]["resolution"], "frames": cfg["data"]["frames"],
-                         "batch_size": cfg["data"]["batch_size"], "bf16": tr.autocast,
-                         "gradient_checkpointing": tr.stage.grad_ckpt,
-                         "unet_block_out_channels": list(cfg["model"]["unet"]["block_out_channels"])}
-        tr.train()  # one more step and the final checkpoint the next stage reads
-        report["stages"][str(stage)] = res
-        print(f"stage {stage}: {res['step_ms_median']:.1f} ms/step, peak {res['peak_mem_gib']:.2f} GiB", flush=True)
-        del tr
-        torch.cuda.empty_cache()
-    s = report["stages"]
-    report["stage2_over_stage1"] = s["2"]["step_ms_median"] / s["1"]["step_ms_median"]
-    report["target_stage2_over_stage1_lt_3"] = report["stage2_over_stage1"] < 3.0
-    report["wall_s"] = time.time() - t0
+    report = run_report(args.preset, args.steps, gpu)
     name = "".join(c if c.isalnum() else "_" for c in gpu)
     path = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"train_{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

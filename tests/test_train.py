@@ -130,6 +130,10 @@ def test_config_overrides_and_presets():
         resolve_config("huge", 1)
     with pytest.raises(ValueError, match="backbone_dir"):
         resolve_config("paper", 1)
+    with pytest.raises(ValueError, match="model.mode"):
+        resolve_config("tiny", 2, overrides=["model.mode=three_channel"])
+    with pytest.raises(ValueError, match="cond.kind"):
+        resolve_config("tiny", 4, overrides=["cond.kind=audio"])
 
 
 @pytest.mark.parametrize("stage", ["0", "5", "two", "1.5"])
@@ -187,6 +191,13 @@ def test_data_mismatch_errors(ws, tmp_path):
     other = make_videos(str(tmp_path / "d"), n=1, frames=6)
     with pytest.raises(ValueError, match="has 6 frames"):
         Trainer(_cfg(ws, str(tmp_path), 1, **{"data.root": other}), progress=False)
+    no_static = str(tmp_path / "ns")
+    from orster4d.training.data import write_video_folder
+
+    write_video_folder(os.path.join(no_static, "v"), torch.rand(8, 32, 32, 3).numpy())
+    ds = OrbitalVideoDataset(no_static, 8, 32)
+    with pytest.raises(ValueError, match="static3d"):
+        ds.require_static()
     with pytest.raises(FileNotFoundError, match="data.root"):
         Trainer(_cfg(ws, str(tmp_path), 1, **{"data.root": str(tmp_path / "none")}), progress=False)
 

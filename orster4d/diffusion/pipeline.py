@@ -37,7 +37,8 @@ def sample_latents(model, scheduler, shape, context: torch.Tensor, latent_cond: 
 def _sample(model, scheduler, shape, context, latent_cond, num_inference_steps, guidance_scale, generator):
     device = context.device
     scheduler.set_timesteps(num_inference_steps, device=device)
-    z = torch.randn(shape, generator=generator, device=device) * scheduler.init_noise_sigma
+    gdev = generator.device if generator is not None else device
+    z = torch.randn(shape, generator=generator, device=gdev).to(device) * scheduler.init_noise_sigma
     guided = guidance_scale != 1.0
     for t in scheduler.timesteps:
         tt = t.expand(shape[0]).to(device)

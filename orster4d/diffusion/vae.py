@@ -97,7 +97,8 @@ class DisentanglementVAE(PretrainedModule):
         for key, which in (("zs", "spatial"), ("zt", "temporal")):
             mean, logvar = self.encode(z4d, which)
             if sample:
-                eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+                gdev = generator.device if generator is not None else mean.device
+                eps = torch.randn(mean.shape, generator=generator, device=gdev).to(mean)
                 res[key] = mean + torch.exp(0.5 * logvar) * eps
             else:
                 res[key] = mean

@@ -129,9 +129,16 @@ def resolve_config(preset: str = "tiny", stage: int = 1, files: Iterable[str] = 
     for item in overrides:
         apply_override(cfg, item)
     check_stage(cfg["stage"])
-    if cfg["model"]["unet"] is None and not cfg["model"]["backbone_dir"]:
+    if cfg["stage"] == 1 and cfg["model"]["unet"] is None and not cfg["model"]["backbone_dir"]:
         raise ValueError("model.unet is unset (paper preset): set model.backbone_dir to a pretrained "
                          "UNet3DConditionModel folder")
+    from ..diffusion.conditions import CONDITION_KINDS
+    from ..diffusion.unet4d import MODES
+
+    if cfg["model"]["mode"] not in MODES:
+        raise ValueError(f"model.mode: expected one of {MODES}, got {cfg['model']['mode']!r}")
+    if cfg["cond"]["kind"] not in CONDITION_KINDS:
+        raise ValueError(f"cond.kind: expected one of {CONDITION_KINDS}, got {cfg['cond']['kind']!r}")
     return cfg
 
 

@@ -64,6 +64,13 @@ class OrbitalVideoDataset(Dataset):
         for folder in self.folders:
             self._check(folder)
 
+    def require_static(self) -> None:
+        """Raise unless every video names its static orbital video (static-3D condition)."""
+        for folder in self.folders:
+            if not _extra_meta(folder).get("static"):
+                raise ValueError(f"data: {folder}/transforms.json has no 'static' sub-folder, needed by "
+                                 f"cond.kind=static3d")
+
     def _check(self, folder: str) -> None:
         n, hw = self._peek(folder)
         if n != self.frames:

@@ -200,7 +200,8 @@ class Stage2(_STD4DStage):
         ldm = F.mse_loss(out["eps"].float(), eps)
         teach = {r: te(zt, t) for r, te in self.frozen.teachers.items()}
         student = {"spatial": out["spatial_features"], "temporal": out["temporal_features"]}
-        lo, logs = self.orster(teach, student)
+        with torch.autocast(z0.device.type, enabled=False):  # kernel fit and targets in float32
+            lo, logs = self.orster(teach, student)
         loss = ldm + self.cfg["orster"]["weight"] * lo + self.kl_terms(out)
         logs = {f"orster_{k}" if k != "orster" else k: v for k, v in logs.items()}
         return loss, {"ldm": ldm.detach(), "kl": out["kl"].detach(), **logs}

@@ -111,6 +111,8 @@ class Trainer:
         if not dc["root"]:
             raise ValueError("data.root: set the folder of orbital videos (data.root=...)")
         self.dataset = OrbitalVideoDataset(dc["root"], dc["frames"], dc["resolution"])
+        if self.stage_n == 4 and cfg["cond"]["kind"] == "static3d":
+            self.dataset.require_static()
         torch.manual_seed(cfg["seed"])
         self.stage = STAGE_CLASSES[self.stage_n](cfg, self.device)
         self._check_latent_size()
