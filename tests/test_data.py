@@ -121,7 +121,7 @@ def test_dnerf_layout_reads_into_the_same_type(tmp_path):
                                rtol=0)
     torch.testing.assert_close(ds.times, torch.tensor([f["time"] for f in fr], dtype=torch.float32))
     torch.testing.assert_close(ds.Ks[0], intrinsics_from_fov(float(np.degrees(fov)), 10, 10))
-    rgba = torch.from_numpy(np.asarray(Image.open(tmp_path / "train" / "r_000.png"))).float() / 255
+    rgba = torch.from_numpy(np.array(Image.open(tmp_path / "train" / "r_000.png"))).float() / 255
     want = rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])
     torch.testing.assert_close(ds.images[0], want)
     assert ds.split("test").num_frames == 2

@@ -61,10 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _cuda() -> bool:
+def _device(name: str):
     import torch
 
-    return torch.cuda.is_available()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def main(argv=None) -> int:
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
                     return 2
             print(f"generating a procedural '{args.family}' (seed {args.seed}) into {scene}")
             generate_scene(scene, args.family, args.seed, args.frames, args.size, args.size, args.views,
-                           device="cuda" if args.device == "auto" and _cuda() else None)
+                           device=_device(args.device), backend=args.rasterizer_backend)
         args.input = str(scene / args.demo_input)
         args.static = args.static or str(scene / "static")
     elif not args.input:
