@@ -6,11 +6,12 @@
 // (float4 for float32, double2 for float64 when C allows it).
 //
 // Forward: six bilinear lookups, Hadamard product, one vector store.
-// Backward: recompute the six lookups, then for each plane p the product of the other
-// five planes (prefix/suffix products, no division); plane gradients are scattered with
-// vector atomics (sm_90 float4/float2 atomicAdd, scalar elsewhere), point gradients
-// are reduced over the channel runs of a (point, level) with warp shuffles and added
-// with one atomic per coordinate and level.
+// Backward: recompute the six lookups while carrying the point gradient in forward mode
+// (running product and its derivatives along x, y, z, t); then for each plane p the
+// product of the other five planes (prefix/suffix products, no division) scales the
+// plane gradient, scattered with vector atomics (sm_90 float4/float2 atomicAdd, scalar
+// elsewhere). Point gradients are reduced over the channel runs of a (point, level)
+// with warp shuffles and added with one atomic per coordinate and level.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -150,58 +151,82 @@ __global__ void __launch_bounds__(256, 2) hexplane_backward_kernel(const T* __re
     for (int i = 0; i < 4; ++i) u[i] = __ldg(pts + t.n * 4 + i);
     const ohp::LevelDesc& d = lay.level[t.l];
     const int col = t.k * V;
-    // Pass 1: the six samples (only their values stay in registers).
+    // Pass 1: the six samples. The point gradient is carried in forward mode alongside:
+    // P = prod_{q <= p} f_q and dP/du_axis for the four axes (product rule), so no plane
+    // value has to be read twice.
+    const bool want_pts = gpts != nullptr;
     T val[ohp::kNumPlanes][V];
+    T prod[V], dprod[4][V];
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      prod[i] = T(1);
+#pragma unroll
+      for (int ax = 0; ax < 4; ++ax) dprod[ax][i] = T(0);
+    }
 #pragma unroll
     for (int p = 0; p < ohp::kNumPlanes; ++p) {
-      ohp::AxisSample<T> sx, sy;
-      ohp::CornerRows r;
-      sample_plane<T, V>(planes, C, col, d, p, u, sx, sy, r, val[p]);
-    }
-    T g[V];
-    load_vec<T, V>(gout + tid * V, g);
-    // Pass 2: others_p = prefix_p * suffix_p (no division); the lookup of plane p is
-    // recomputed (its corners are L1 hits) to scatter its gradient and, if asked, to
-    // differentiate the bilinear sample with respect to the coordinates.
-    T suffix[V];
-#pragma unroll
-    for (int i = 0; i < V; ++i) suffix[i] = T(1);
-#pragma unroll
-    for (int p = ohp::kNumPlanes - 1; p >= 0; --p) {
-      T gv[V];
-#pragma unroll
-      for (int i = 0; i < V; ++i) {
-        T pre = T(1);
-#pragma unroll
-        for (int q = 0; q < p; ++q) pre *= val[q][i];
-        gv[i] = g[i] * pre * suffix[i];
-        suffix[i] *= val[p][i];
-      }
       const int a = ohp::plane_axis_w(p), b = ohp::plane_axis_h(p);
       const auto sx = ohp::axis_sample<T>(u[a], d.res[a]);
       const auto sy = ohp::axis_sample<T>(u[b], d.res[b]);
       const auto r = ohp::corner_rows<T>(d.offset[p], d.res[a], sx, sy);
-      if (gplanes != nullptr) {
+      const auto w = ohp::bilinear_weights<T>(sx.frac, sy.frac);
+      T v00[V], v10[V], v01[V], v11[V];
+      load_vec<T, V>(planes + r.r00 * C + col, v00);
+      load_vec<T, V>(planes + r.r10 * C + col, v10);
+      load_vec<T, V>(planes + r.r01 * C + col, v01);
+      load_vec<T, V>(planes + r.r11 * C + col, v11);
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        const T f = ohp::bilinear<T>(w, v00[i], v10[i], v01[i], v11[i]);
+        val[p][i] = f;
+        if (want_pts) {
+          const T fa = ohp::bilinear_dx<T>(sy.frac, v00[i], v10[i], v01[i], v11[i]) * sx.dpos;
+          const T fb = ohp::bilinear_dy<T>(sx.frac, v00[i], v10[i], v01[i], v11[i]) * sy.dpos;
+#pragma unroll
+          for (int ax = 0; ax < 4; ++ax) {
+            if (ax == a) dprod[ax][i] = dprod[ax][i] * f + prod[i] * fa;
+            else if (ax == b) dprod[ax][i] = dprod[ax][i] * f + prod[i] * fb;
+            else dprod[ax][i] *= f;
+          }
+        }
+        prod[i] *= f;
+      }
+    }
+    T g[V];
+    load_vec<T, V>(gout + tid * V, g);
+    if (want_pts) {
+#pragma unroll
+      for (int ax = 0; ax < 4; ++ax) {
+#pragma unroll
+        for (int i = 0; i < V; ++i) gp[ax] += g[i] * dprod[ax][i];
+      }
+    }
+    // Pass 2 (plane gradients): others_p = prefix_p * suffix_p (no division); the corner
+    // rows and weights of plane p are recomputed from the coordinates (no memory reads).
+    if (gplanes != nullptr) {
+      T suffix[V];
+#pragma unroll
+      for (int i = 0; i < V; ++i) suffix[i] = T(1);
+#pragma unroll
+      for (int p = ohp::kNumPlanes - 1; p >= 0; --p) {
+        T gv[V];
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+          T pre = T(1);
+#pragma unroll
+          for (int q = 0; q < p; ++q) pre *= val[q][i];
+          gv[i] = g[i] * pre * suffix[i];
+          suffix[i] *= val[p][i];
+        }
+        const int a = ohp::plane_axis_w(p), b = ohp::plane_axis_h(p);
+        const auto sx = ohp::axis_sample<T>(u[a], d.res[a]);
+        const auto sy = ohp::axis_sample<T>(u[b], d.res[b]);
+        const auto r = ohp::corner_rows<T>(d.offset[p], d.res[a], sx, sy);
         const auto w = ohp::bilinear_weights<T>(sx.frac, sy.frac);
         atomic_add_vec<T, V>(gplanes + r.r00 * C + col, w.w00, gv);
         atomic_add_vec<T, V>(gplanes + r.r10 * C + col, w.w10, gv);
         atomic_add_vec<T, V>(gplanes + r.r01 * C + col, w.w01, gv);
         atomic_add_vec<T, V>(gplanes + r.r11 * C + col, w.w11, gv);
-      }
-      if (gpts != nullptr) {
-        T v00[V], v10[V], v01[V], v11[V];
-        load_vec<T, V>(planes + r.r00 * C + col, v00);
-        load_vec<T, V>(planes + r.r10 * C + col, v10);
-        load_vec<T, V>(planes + r.r01 * C + col, v01);
-        load_vec<T, V>(planes + r.r11 * C + col, v11);
-        T dx = T(0), dy = T(0);
-#pragma unroll
-        for (int i = 0; i < V; ++i) {
-          dx += gv[i] * ohp::bilinear_dx<T>(sy.frac, v00[i], v10[i], v01[i], v11[i]);
-          dy += gv[i] * ohp::bilinear_dy<T>(sx.frac, v00[i], v10[i], v01[i], v11[i]);
-        }
-        gp[a] += dx * sx.dpos;
-        gp[b] += dy * sy.dpos;
       }
     }
   }
