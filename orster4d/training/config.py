@@ -46,7 +46,7 @@ DEFAULTS: Dict[str, Any] = {
     "noise": {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear",
               "beta_start": 0.00085, "beta_end": 0.012},
     "train": {"steps": 30, "lr": 1e-3, "weight_decay": 0.0, "warmup": 0, "grad_clip": 1.0,
-              "ema_decay": 0.999, "ckpt_every": 10, "log_every": 1, "mixed_precision": "auto",
+              "ema_decay": 0.999, "ckpt_every": 10, "keep_checkpoints": 3, "log_every": 1, "mixed_precision": "auto",
               "tensorboard": False},
 }
 

@@ -1,7 +1,7 @@
 """The training loop shared by all stages: data, DDP, bf16, EMA, logs, checkpoints, resume.
 
 Output layout (``out_dir/stage{N}/``): ``checkpoint-{step:06d}/`` every ``train.ckpt_every`` steps
-and at the end, ``final/`` (the last checkpoint's copy, read by stage N+1), ``log.jsonl`` (one JSON
+and at the end (the last ``train.keep_checkpoints`` are kept), ``final/`` (the last checkpoint's copy, read by stage N+1), ``log.jsonl`` (one JSON
 object per logged step: step, losses (averaged over ranks), lr, step and data-wait time, samples/s), ``events.*`` when
 ``train.tensorboard`` is on and TensorBoard is installed. A checkpoint holds ``model/`` (the
 stage's model folders), ``optimizer.pt``, ``lr_scheduler.pt``, ``ema.safetensors``, ``rng.pt``
@@ -170,6 +170,10 @@ class Trainer:
                            "final": final}, f)
             shutil.rmtree(path, ignore_errors=True)
             os.replace(tmp, path)  # a checkpoint folder is either complete or absent
+            keep = int(self.cfg["train"]["keep_checkpoints"])
+            old = sorted(d for d in os.listdir(self.stage_dir) if d.startswith("checkpoint-") and not d.endswith(".tmp"))
+            for d in (old[:-keep] if keep > 0 else []):
+                shutil.rmtree(os.path.join(self.stage_dir, d), ignore_errors=True)
             if final:
                 fin = os.path.join(self.stage_dir, "final")
                 shutil.rmtree(fin, ignore_errors=True)
@@ -194,6 +198,12 @@ class Trainer:
         if st.get("world_size", 1) == self.world:
             set_rng_state(rng, self.gen)
         self.step = int(st["step"])
+        log = os.path.join(self.stage_dir, "log.jsonl")
+        if self.is_main and os.path.isfile(log):  # drop lines of steps the resumed run will redo
+            with open(log) as f:
+                lines = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= self.step]
+            with open(log, "w") as f:
+                f.writelines(lines)
 
     def train_step(self, batch: dict):
         """One optimisation step on a device batch; returns ``(loss, logs)`` and advances ``step``."""
@@ -234,6 +244,7 @@ class Trainer:
                 from torch.utils.tensorboard import SummaryWriter
                 tb = SummaryWriter(self.stage_dir)
             except ImportError:
+                print("train.tensorboard: TensorBoard is not installed; logging to log.jsonl only")
                 tb = None
         return open(os.path.join(self.stage_dir, "log.jsonl"), "a"), tb
 
