@@ -69,6 +69,13 @@ def test_four_stages_end_to_end_loss_falls(ws, tmp_path):
         cfg_saved = json.load(open(os.path.join(final, "config.json")))
         assert cfg_saved["stage"] == stage and cfg_saved["train"]["steps"] == steps
         assert len(_log(out, stage)) == steps
+    for kind in ("image", "static3d"):  # the other two conditions, from the same stage-3 checkpoint
+        kout = str(tmp_path / kind)
+        tr = Trainer(_cfg(ws, kout, 4, steps=10, **{"cond.kind": kind,
+                                                     "init": os.path.join(out, "stage3", "final")}), progress=False)
+        before = _fixed_loss(tr, batch)
+        tr.train()
+        assert _fixed_loss(tr, batch) < before, kind
     import diffusers
 
     for stage in (2, 3, 4):  # the unified 4D-UNet is exported at the end of stages 2-4
@@ -77,12 +84,14 @@ def test_four_stages_end_to_end_loss_falls(ws, tmp_path):
     assert os.path.isfile(os.path.join(out, "stage4", "final", "model", "cond", "model.safetensors"))
 
 
-def test_resume_after_ctrl_c_matches_uninterrupted(ws, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stage", [1, 2])
+def test_resume_after_ctrl_c_matches_uninterrupted(ws, tmp_path, monkeypatch, stage, stage1_done):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    Trainer(_cfg(ws, a, 1, steps=6), progress=False).train()
-    full = [r["loss"] for r in _log(a, 1)]
+    extra = {"init": os.path.join(stage1_done, "stage1", "final")} if stage == 2 else {}
+    Trainer(_cfg(ws, a, stage, steps=6, **extra), progress=False).train()
+    full = [r["loss"] for r in _log(a, stage)]
 
-    tr = Trainer(_cfg(ws, b, 1, steps=6), progress=False)
+    tr = Trainer(_cfg(ws, b, stage, steps=6, **extra), progress=False)
     orig = type(tr.stage).forward
     calls = {"n": 0}
 
@@ -96,14 +105,25 @@ def test_resume_after_ctrl_c_matches_uninterrupted(ws, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         tr.train()
     monkeypatch.setattr(type(tr.stage), "forward", orig)
-    ck = os.path.join(b, "stage1", "checkpoint-000003")
-    for name in ("model/unet/config.json", "optimizer.pt", "lr_scheduler.pt", "ema.safetensors", "rng.pt",
-                 "state.json", "config.json"):
+    ck = os.path.join(b, f"stage{stage}", "checkpoint-000003")
+    model = "model/unet/config.json" if stage == 1 else "model/std4d/model.safetensors"
+    for name in (model, "optimizer.pt", "lr_scheduler.pt", "ema.safetensors", "rng.pt", "state.json", "config.json"):
         assert os.path.isfile(os.path.join(ck, name)), name
-    Trainer(_cfg(ws, b, 1, steps=6), resume=True, progress=False).train()
-    resumed = [r["loss"] for r in _log(b, 1)]
-    assert [r["step"] for r in _log(b, 1)] == [1, 2, 3, 4, 5, 6]
+    Trainer(_cfg(ws, b, stage, steps=6, **extra), resume=True, progress=False).train()
+    resumed = [r["loss"] for r in _log(b, stage)]
+    assert [r["step"] for r in _log(b, stage)] == [1, 2, 3, 4, 5, 6]
     assert resumed == pytest.approx(full, rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["no_disentangle", "no_spatial", "no_temporal"])
+def test_stage2_ablation_modes_train(ws, tmp_path, stage1_done, mode):
+    import diffusers
+
+    cfg = _cfg(ws, str(tmp_path), 2, steps=2, **{"model.mode": mode,
+                                                 "init": os.path.join(stage1_done, "stage1", "final")})
+    final = Trainer(cfg, progress=False).train()
+    assert all(r["loss"] == r["loss"] for r in _log(str(tmp_path), 2))  # finite, not NaN
+    diffusers.UNet3DConditionModel.from_pretrained(os.path.join(final, "model", "merged_unet"))
 
 
 def test_sampler_is_deterministic_sharded_and_resumable():
