@@ -11,8 +11,9 @@ import sys
 
 def table(rep: dict) -> str:
     rows = ["| case | ours fwd (ms) | gsplat fwd (ms) | ratio | ours fwd+bwd (ms) | gsplat fwd+bwd (ms) | ratio | "
+            "ops-only fwd / fwd+bwd (ms) | "
             "peak mem ours / gsplat (MiB, fwd+bwd) | image max err | grad rel err (max) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, c in rep["cases"].items():
         t = c.get("one_launch", c)
         corr = c.get("correctness", {})
@@ -21,6 +22,7 @@ def table(rep: dict) -> str:
         label = name if name != "4d" else f"4D one launch (T={c['T']} x {c['N'] // 1000}k @{c['res']})"
         rows.append(f"| {label} | {g('ours_fwd_ms'):.2f} | {g('gsplat_fwd_ms'):.2f} | {g('ratio_fwd'):.2f} | "
                     f"{g('ours_fwd+bwd_ms'):.2f} | {g('gsplat_fwd+bwd_ms'):.2f} | {g('ratio_fwd+bwd'):.2f} | "
+                    f"{g('ours_ops_fwd_ms'):.2f} / {g('ours_ops_fwd+bwd_ms'):.2f} | "
                     f"{g('ours_fwd+bwd_peak_mem_mb'):.0f} / {g('gsplat_fwd+bwd_peak_mem_mb'):.0f} | "
                     f"{corr.get('image_max_abs_err', float('nan')):.1e} | {gerr:.1e} |")
         if name == "4d":
@@ -29,6 +31,7 @@ def table(rep: dict) -> str:
                         f"{s.get('gsplat_fwd_ms', float('nan')):.2f} | {s.get('ratio_fwd', float('nan')):.2f} | "
                         f"{s.get('ours_fwd+bwd_ms', float('nan')):.2f} | {s.get('gsplat_fwd+bwd_ms', float('nan')):.2f} | "
                         f"{s.get('ratio_fwd+bwd', float('nan')):.2f} | "
+                        f"{s.get('ours_ops_fwd_ms', float('nan')):.2f} / {s.get('ours_ops_fwd+bwd_ms', float('nan')):.2f} | "
                         f"{s.get('ours_fwd+bwd_peak_mem_mb', float('nan')):.0f} / "
                         f"{s.get('gsplat_fwd+bwd_peak_mem_mb', float('nan')):.0f} | | |")
     return "\n".join(rows)
