@@ -42,8 +42,10 @@ def markdown(report) -> str:
         tf = f"{o['tflops_fwd']:.0f} / {o['tflops_bwd']:.0f}" if "tflops_fwd" in o else "-"
         mem = f"{o['peak_extra_MB']:.0f}" if "peak_extra_MB" in o else "-"
         errs = c.get("errors", {})
-        err = " / ".join(f"{max(v for v in errs[d].values()):.1e}" if d in errs and "error" not in errs[d] else "-"
-                         for d in ("bfloat16", "float32"))
+        # dlog_sigma_st has an exact gradient of 0 (over-complete parametrisation): its relative
+        # error is rounding noise over ~0 and is left out of the maximum
+        err = " / ".join(f"{max(v for k, v in errs[d].items() if k != 'dlog_sigma_st'):.1e}"
+                         if d in errs and "error" not in errs[d] else "-" for d in ("bfloat16", "float32"))
         lines.append(f"| {c['case']} | {c['mode']} | " + " | ".join(cells) + f" | {tf} | {mem} | {err} |")
     return "\n".join(lines)
 
