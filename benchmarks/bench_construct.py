@@ -45,8 +45,8 @@ def test_paths_agree():
     with torch.no_grad():
         for x, y in zip(a.field(a.gauss.means, times), b.field(b.gauss.means, times)):
             torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
-    la = a.step(True, _LPIPS(a.cfg, "cuda"))
-    lb = b.step(True, _LPIPS(b.cfg, "cuda"))
+    la = {k: float(v) for k, v in a.step(True, _LPIPS(a.cfg, "cuda")).items()}
+    lb = {k: float(v) for k, v in b.step(True, _LPIPS(b.cfg, "cuda")).items()}
     assert abs(la["loss"] - lb["loss"]) < 1e-3 * max(abs(lb["loss"]), 1e-3) or abs(la["l1"] - lb["l1"]) < 1e-4
 
 
@@ -55,7 +55,7 @@ def test_construct_iteration(benchmark, backend):
     run = _run(backend)
     lp = _LPIPS(run.cfg, "cuda")
     logs = run.step(True, lp)
-    assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+    assert all(torch.isfinite(v).all() for v in logs.values())
 
     def step():
         run.step(True, lp)

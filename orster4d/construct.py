@@ -6,7 +6,8 @@
 * ``gaussians/canonical.ply`` and ``gaussians/t_XXXX.ply`` (one standard 3DGS ``.ply`` per timestamp),
 * ``deformation.pt`` (state dict) and ``config.json`` (construct + field configuration, bounds),
 * ``trajectory.json`` (the input's, or an orbit fitted to its cameras),
-* ``turntable.gif`` and ``turntable.mp4`` (frame ``i`` of ``n``: azimuth ``360 i / n``, time ``i / (n - 1)``),
+* ``turntable.gif`` and ``turntable.mp4`` (frame ``i`` of ``n``: azimuth ``360 i / n``, time ``i / (n - 1)``)
+  with their ``turntable_trajectory.json``,
 * ``metrics.json`` (PSNR / SSIM / LPIPS on training frames, and on held-out views and times when
   ground truth exists: the input's ``test`` split or ``eval_data``),
 * ``checkpoints/last.pt`` (written every ``checkpoint_every`` iterations, on Ctrl-C and at the end).
@@ -127,6 +128,8 @@ def validate_inputs(cfg: ConstructConfig, resume: bool = False, overwrite: bool 
         raise InputError(f"{cfg.input}: no training frames")
     if evald is None and data.has_split("test"):
         evald = data.split("test")
+    elif evald is not None and evald.has_split("test"):
+        evald = evald.split("test")  # held-out views and times of a ground-truth set
     for name, ds in (("static video", static), ("eval data", evald)):
         if ds is not None and (ds.width, ds.height) != (train.width, train.height):
             raise InputError(f"{ds.files[0]}: {name} resolution {ds.width}x{ds.height} differs from the input's "
@@ -265,6 +268,10 @@ class _Run:
         self.history: List[Dict] = []
         self.initial_psnr: Optional[float] = None
         self._index_times()
+        # training tensors live on the device once (no per-step host-to-device copies)
+        self._dev = {}
+        for name, ds in (("train", self.train), ("coarse", self.coarse_data)):
+            self._dev[name] = (ds.images.to(device), ds.viewmats.to(device), ds.Ks.to(device))
 
     # ---- data indexing
     def _index_times(self):
@@ -277,6 +284,11 @@ class _Run:
             self.frames_at.append(normal if normal.numel() else at)
             ref = at[tr.reference[at]]
             self.ref_at.append(int(ref[0]) if ref.numel() else -1)
+        # padded [T, max frames] table of candidate frames per time, for vectorised sampling
+        width = max(f.numel() for f in self.frames_at)
+        self.cand = torch.stack([torch.cat([f, f.new_full((width - f.numel(),), int(f[0]))]) for f in self.frames_at])
+        self.cand_n = torch.tensor([f.numel() for f in self.frames_at])
+        self.ref_idx = torch.tensor(self.ref_at)
         self.use_hex = self.cfg.lambda_hex > 0 and all(r >= 0 for r in self.ref_at)
         if self.cfg.lambda_hex > 0 and not self.use_hex:
             self.hex_reason = "L_hex off: the input has no reference-view frame at every training time"
@@ -365,26 +377,26 @@ class _Run:
                 g["lr"] = base * (0.1 ** frac)
 
     def _batch(self, fine: bool):
-        """Targets and cameras of one step: ``(times [T], viewmats [T, C, 4, 4], Ks, gt [T, C, H, W, 3], n_views)``."""
+        """Targets and cameras of one step: ``(times [T], viewmats [T, C, 4, 4], Ks [T, C, 3, 3],
+        gt [T, C, H, W, 3], n_views, dataset)``; the last camera of each time is the reference view
+        when L_hex is on."""
         if not fine:
             ds = self.coarse_data
-            idx = torch.randperm(ds.num_frames, generator=self.gen)[: self.cfg.coarse_batch]
-            return (torch.zeros(1), ds.viewmats[idx][None], ds.Ks[idx][None], ds.images[idx][None], idx.numel(), ds)
-        tr = self.train
-        rows = []
-        for k in range(len(self.times)):
-            cand = self.frames_at[k]
-            pick = cand[torch.randint(0, cand.numel(), (self.cfg.views_per_time,), generator=self.gen)]
-            if self.use_hex:
-                pick = torch.cat([pick, torch.tensor([self.ref_at[k]])])
-            rows.append(pick)
-        idx = torch.stack(rows)  # [T, C]
-        return self.times, tr.viewmats[idx], tr.Ks[idx], tr.images[idx], self.cfg.views_per_time, tr
+            images, vms, Ks = self._dev["coarse"]
+            idx = torch.randperm(ds.num_frames, generator=self.gen)[: self.cfg.coarse_batch].to(self.device)
+            return torch.zeros(1, device=self.device), vms[idx][None], Ks[idx][None], images[idx][None], idx.numel(), ds
+        images, vms, Ks = self._dev["train"]
+        T, V = self.times.shape[0], self.cfg.views_per_time
+        col = (torch.rand(T, V, generator=self.gen) * self.cand_n[:, None]).long().clamp_max(self.cand.shape[1] - 1)
+        idx = self.cand.gather(1, col)  # [T, V]
+        if self.use_hex:
+            idx = torch.cat([idx, self.ref_idx[:, None]], 1)
+        idx = idx.to(self.device)
+        return self.times.to(self.device), vms[idx], Ks[idx], images[idx], V, self.train
 
     def step(self, fine: bool, lp: _LPIPS) -> Dict:
         cfg, dev = self.cfg, self.device
         times, vm, K, gt, n_views, ds = self._batch(fine)
-        times, vm, K, gt = times.to(dev), vm.to(dev), K.to(dev), gt.to(dev)
         out = render(self.gauss, self.field if fine else None, times, vm, K, ds.width, ds.height, cfg.background,
                      cfg.rasterizer_backend)
         out.means2d.retain_grad()
@@ -392,19 +404,19 @@ class _Run:
         tgt = gt[:, :n_views]
         l1 = (rgb - tgt).abs().mean()
         loss = cfg.lambda_l1 * l1
-        logs = {"l1": l1.item()}
+        logs = {"l1": l1.detach()}
         if cfg.lambda_lpips > 0 and lp.available:
             lv = lp(rgb, tgt).mean()
             loss = loss + cfg.lambda_lpips * lv
-            logs["lpips"] = lv.item()
+            logs["lpips"] = lv.detach()
         if cfg.lambda_dep > 0:
             dep = depth_smoothness(out.depth[:, :n_views], out.alpha[:, :n_views])
             loss = loss + cfg.lambda_dep * dep
-            logs["dep"] = dep.item()
+            logs["dep"] = dep.detach()
         if fine and self.use_hex:
             hexl = ((out.rgb[:, n_views:] - gt[:, n_views:]) ** 2).mean()
             loss = loss + cfg.lambda_hex * hexl
-            logs["hex"] = hexl.item()
+            logs["hex"] = hexl.detach()
         if fine:
             loss = loss + self.field.regularisation(cfg.plane_tv, cfg.time_smoothness, cfg.time_l1)
         self.gopt.zero_grad(set_to_none=True)
@@ -417,9 +429,9 @@ class _Run:
         self.gopt.step()
         if fine:
             self.fopt.step()
-        logs["loss"] = loss.item()
-        logs["psnr"] = float(psnr(rgb.detach().clamp(0, 1), tgt).mean())
-        return logs
+        logs["loss"] = loss.detach()
+        logs["psnr"] = psnr(rgb.detach().clamp(0, 1), tgt).mean()
+        return logs  # 0-d tensors: converting them syncs the device, so the caller does it when logging
 
     def maybe_densify(self, phase_it: int, fine: bool):
         sch = self.cfg.densify
@@ -476,6 +488,7 @@ def write_outputs(run: _Run, out: Path, lp: _LPIPS, wall: float) -> Dict:
     tt = OrbitTrajectory(num_frames=n, elevation_deg=traj.elevation_deg, radius=traj.radius, fov_deg=traj.fov_deg,
                          width=traj.width, height=traj.height, center=traj.center,
                          azimuth_offset_deg=traj.azimuth_offset_deg)
+    tt.save(out / "turntable_trajectory.json")
     frames = render_frames(g, fld, tt.times().to(dev), tt.viewmats().to(dev), tt.Ks().to(dev), tt.width, tt.height,
                            cfg.background, cfg.rasterizer_backend).cpu()
     write_gif(out / "turntable.gif", frames, cfg.fps)
@@ -556,6 +569,7 @@ def construct(cfg: ConstructConfig, resume: bool = False, overwrite: bool = Fals
             run.iteration += 1
             run.maybe_densify(phase_it + 1, fine)
             if run.iteration % 10 == 0 or run.iteration == total:
+                logs = {k: float(v) for k, v in logs.items()}
                 logs.update(n=run.gauss.num_gaussians, it=run.iteration)
                 run.history.append(logs)
                 bar.set_postfix({"phase": "fine" if fine else "coarse", "loss": f"{logs['loss']:.4f}",

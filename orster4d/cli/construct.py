@@ -89,6 +89,8 @@ def main(argv=None) -> int:
                            device=_device(args.device), backend=args.rasterizer_backend)
         args.input = str(scene / args.demo_input)
         args.static = args.static or str(scene / "static")
+        if args.demo_input == "orbital" and not args.eval_data:
+            args.eval_data = str(scene / "multiview")  # its test split: held-out views and times
     elif not args.input:
         print("orster4d-construct: give an input folder, or --demo", file=sys.stderr)
         return 2
