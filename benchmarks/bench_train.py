@@ -53,6 +53,8 @@ def test_train_step(benchmark, trainers, stage):
 
     benchmark.group = "small preset: one training step"
     benchmark.pedantic(run, warmup_rounds=3, rounds=15, iterations=1)
+    if benchmark.stats is None:  # --benchmark-disable: ran once for correctness only
+        return
     _STATE[stage] = benchmark.stats.stats.median
     if stage == 2:
         with AttentionTimer() as at:

@@ -260,3 +260,22 @@ def test_ddp_two_processes_gloo(ws, tmp_path):
     assert [r["step"] for r in _log(out, 1)] == [1, 2, 3]
     st = json.load(open(os.path.join(out, "stage1", "final", "state.json")))
     assert st["world_size"] == 2 and st["step"] == 3
+
+
+def test_stage1_from_pretrained_backbone_folder(ws, tmp_path):
+    out = str(tmp_path / "bb")
+    cfg = _cfg(ws, out, 1, steps=1, **{"model.backbone_dir": ws["teacher_spatial"], "model.unet.block_out_channels": [8, 8]})
+    tr = Trainer(cfg, progress=False)
+    assert list(tr.cfg["model"]["unet"]["block_out_channels"]) == [32, 64]  # architecture from the folder
+    ref = dict(__import__("diffusers").UNet3DConditionModel.from_pretrained(ws["teacher_spatial"]).state_dict())
+    assert all(torch.equal(v, ref[k]) for k, v in tr.stage.unet.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="model.backbone_dir"):
+        Trainer(_cfg(ws, out, 1, **{"model.backbone_dir": str(tmp_path / "none")}), progress=False)
+
+
+def test_teacher_map_must_pair_spatial_and_temporal(ws, stage1_done):
+    tmap = [{"teacher": "spatial", "block": "down_blocks.0.attentions.0", "student": "down_blocks.0.attentions.0"}]
+    with pytest.raises(ValueError, match="1 spatial and 0 temporal"):
+        Trainer(_cfg(ws, stage1_done, 2, **{"teachers.map": tmap}), progress=False)
+    with pytest.raises(ValueError, match="teacher_map\\[0\\].teacher"):
+        Trainer(_cfg(ws, stage1_done, 2, **{"teachers.map": [dict(tmap[0], teacher="audio")]}), progress=False)
