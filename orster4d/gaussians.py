@@ -42,6 +42,20 @@ def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
     ], dim=-1).reshape(q.shape[:-1] + (3, 3))
 
 
+def _knn_distance(points: torch.Tensor, k: int = 3, chunk: int = 4096) -> torch.Tensor:
+    """``[N]`` mean distance of each point to its ``k`` nearest neighbours (0.01 for a lone point)."""
+    n = points.shape[0]
+    if n < 2:
+        return torch.full((n,), 0.01, device=points.device)
+    k = min(k, n - 1)
+    out = []
+    for s in range(0, n, chunk):
+        d = torch.cdist(points[s:s + chunk], points)
+        d[torch.arange(d.shape[0]), torch.arange(s, s + d.shape[0])] = float("inf")
+        out.append(d.topk(k, largest=False).values.mean(-1))
+    return torch.cat(out).clamp_min(1e-4)
+
+
 @dataclass
 class DensifySchedule:
     """3DGS densification schedule (iterations count within the phase that densifies).
@@ -98,12 +112,7 @@ class GaussianModel(nn.Module):
         with torch.no_grad():
             model.means.copy_(points)
             if scale is None:
-                d = torch.cdist(points, points)
-                d.fill_diagonal_(float("inf"))
-                k = min(3, max(n - 1, 1))
-                scale_t = d.topk(k, largest=False).values.mean(-1).clamp_min(1e-4) if n > 1 \
-                    else torch.full((n,), 0.01, device=points.device)
-                model.log_scales.copy_(scale_t.log()[:, None].expand(n, 3))
+                model.log_scales.copy_(_knn_distance(points).log()[:, None].expand(n, 3))
             else:
                 model.log_scales.fill_(float(torch.log(torch.tensor(scale))))
             model.logit_opacities.fill_(float(torch.logit(torch.tensor(opacity))))
