@@ -240,6 +240,34 @@ template <typename T> ORSTER4D_HD Sym2<T> cov2d_from_conic(Sym2<T> conic) {
   return inverse_sym2(conic, det);
 }
 
+// ---------------------------------------------------------------- tile intersection
+// Tiles [x0, x1) x [y0, y1) (tile units) touched by a projected Gaussian: the box of half-size
+// `radius` (px) around mean2d, tightened to tight_extent() when `conic` is non-null (then
+// `opacity` is used); empty ({0, 0, 0, 0}) when radius <= 0 or both tight extents are 0.
+// Tile (tx, ty) covers pixels [tx * tile_size, (tx + 1) * tile_size) (same for y).
+struct GaussianTiles { int x0, x1, y0, y1; };
+
+template <typename T>
+ORSTER4D_HD GaussianTiles gaussian_tiles(Vec2<T> mean2d, int radius, const Sym2<T>* conic, T opacity, int tile_size, int tile_w,
+                             int tile_h) {
+  GaussianTiles t = {0, 0, 0, 0};
+  if (radius <= 0) return t;
+  T rx = T(radius), ry = T(radius);
+  if (conic != nullptr) {
+    const Vec2<T> e = tight_extent(cov2d_from_conic(*conic), opacity);
+    rx = min_(rx, e.x);
+    ry = min_(ry, e.y);
+    if (rx <= T(0) && ry <= T(0)) return t;
+  }
+  const T inv = T(1) / T(tile_size);
+  const T mx = mean2d.x * inv, my = mean2d.y * inv, trx = rx * inv, try_ = ry * inv;
+  t.x0 = min_(max_(0, int(floor_(mx - trx))), tile_w);
+  t.x1 = min_(max_(0, int(ceil_(mx + trx))), tile_w);
+  t.y0 = min_(max_(0, int(floor_(my - try_))), tile_h);
+  t.y1 = min_(max_(0, int(ceil_(my + try_))), tile_h);
+  return t;
+}
+
 // ---------------------------------------------------------------- the whole projection
 template <typename T> struct Projected {
   Vec2<T> mean2d;  // px

@@ -16,34 +16,20 @@
 namespace orster4d {
 namespace {
 
-struct TileBox { int x0, x1, y0, y1; };
-
-// Tiles [x0, x1) x [y0, y1) touched by the box of Gaussian `gid` (flat index into B*C*N).
-// With conics and opacities the box is the opacity-aware tight box, clipped to the circle.
-__device__ __forceinline__ TileBox tile_box(int64_t gid, int64_t CN, int64_t N, const float* __restrict__ means2d,
-                                            const int32_t* __restrict__ radii, const float* __restrict__ conics,
-                                            const float* __restrict__ opacities, int tile_size, int tile_w,
-                                            int tile_h) {
-  TileBox t = {0, 0, 0, 0};
+// Tiles touched by Gaussian `gid` (flat index into B*C*N); with conics and opacities the box is
+// the opacity-aware tight box clipped to the bounding circle (gaussian_math.h: gaussian_tiles).
+__device__ __forceinline__ GaussianTiles tile_box_of(int64_t gid, int64_t CN, int64_t N, const float* __restrict__ means2d,
+                                               const int32_t* __restrict__ radii, const float* __restrict__ conics,
+                                               const float* __restrict__ opacities, int tile_size, int tile_w,
+                                               int tile_h) {
   const int r = radii[gid];
-  if (r <= 0) return t;
-  float rx = float(r), ry = float(r);
+  if (r <= 0) return GaussianTiles{0, 0, 0, 0};
+  const Vec2<float> m = {means2d[2 * gid], means2d[2 * gid + 1]};
   if (conics != nullptr && opacities != nullptr) {
     const Sym2<float> conic = {conics[3 * gid], conics[3 * gid + 1], conics[3 * gid + 2]};
-    const float opac = opacities[(gid / CN) * N + gid % N];
-    const Vec2<float> e = tight_extent(cov2d_from_conic(conic), opac);
-    rx = fminf(rx, e.x);
-    ry = fminf(ry, e.y);
-    if (rx <= 0.f && ry <= 0.f) return t;
+    return gaussian_tiles(m, r, &conic, opacities[(gid / CN) * N + gid % N], tile_size, tile_w, tile_h);
   }
-  const float inv = 1.f / float(tile_size);
-  const float mx = means2d[2 * gid] * inv, my = means2d[2 * gid + 1] * inv;
-  const float trx = rx * inv, try_ = ry * inv;
-  t.x0 = min(max(0, int(floorf(mx - trx))), tile_w);
-  t.x1 = min(max(0, int(ceilf(mx + trx))), tile_w);
-  t.y0 = min(max(0, int(floorf(my - try_))), tile_h);
-  t.y1 = min(max(0, int(ceilf(my + try_))), tile_h);
-  return t;
+  return gaussian_tiles<float>(m, r, nullptr, 0.f, tile_size, tile_w, tile_h);
 }
 
 __global__ void depth_keys_kernel(int64_t total, int64_t N, const float* __restrict__ depths,
@@ -63,7 +49,7 @@ __global__ void count_tiles_kernel(int64_t total, int64_t CN, int64_t N, const i
                                    int tile_size, int tile_w, int tile_h, int32_t* __restrict__ counts) {
   const int64_t s = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (s >= total) return;
-  const TileBox t = tile_box(order[s], CN, N, means2d, radii, conics, opacities, tile_size, tile_w, tile_h);
+  const GaussianTiles t = tile_box_of(order[s], CN, N, means2d, radii, conics, opacities, tile_size, tile_w, tile_h);
   counts[s] = (t.x1 - t.x0) * (t.y1 - t.y0);
 }
 
@@ -79,10 +65,10 @@ __global__ void emit_kernel(int64_t total, int64_t CN, int64_t N, const int32_t*
   const int64_t s = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int lane = threadIdx.x & 31;
   int32_t gid = 0, pos = 0, count = 0;
-  TileBox t = {0, 0, 0, 0};
+  GaussianTiles t = {0, 0, 0, 0};
   if (s < total) {
     gid = order[s];
-    t = tile_box(gid, CN, N, means2d, radii, conics, opacities, tile_size, tile_w, tile_h);
+    t = tile_box_of(gid, CN, N, means2d, radii, conics, opacities, tile_size, tile_w, tile_h);
     count = (t.x1 - t.x0) * (t.y1 - t.y0);
     pos = cum[s] - count;
   }
