@@ -21,7 +21,6 @@ Shapes: latents ``[B, C, T, h, w]``; timesteps ``[B]`` (long); context ``[B, L, 
 """
 from __future__ import annotations
 
-import copy
 import math
 from typing import Dict, Iterable, List, Optional
 
@@ -270,7 +269,3 @@ class STD4DUNet(PretrainedModule):
         unet.load_state_dict(self.merged_state_dict())
         unet.save_pretrained(folder)
         return unet
-
-    def copy_channel(self, which: str):
-        """A standalone deep copy of one channel (``'spatial'`` or ``'temporal'``)."""
-        return copy.deepcopy(getattr(self, which))

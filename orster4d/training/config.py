@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable
 
 from .tiny_assets import TINY_TEACHER_MAP, TINY_UNET
 
