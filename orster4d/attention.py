@@ -326,15 +326,25 @@ def _pad_last(x: Optional[Tensor], width: int) -> Optional[Tensor]:
     return torch.nn.functional.pad(x, (0, width - x.shape[-1]))
 
 
-def _tiling(Nq: int, Nk: int, BH: int, has_feat: bool):
+def _tiling(Nq: int, Nk: int, BH: int, has_feat: bool, width: int = 64):
     """Tile sizes ``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` per kernel, and head packing.
 
-    Short sequences (the temporal regime) pack ``G`` heads into one tile. The unpacked sizes
-    come from a sweep on an H100 (``benchmarks/_tune_attention.py``)."""
+    ``width`` is the widest of the (padded) head, value and feature widths. Short sequences (the
+    temporal regime) pack ``G`` heads into one tile. The sizes for widths up to 64 come from a
+    sweep on an H100 (``benchmarks/_tune_attention.py``); wider heads get smaller tiles so that
+    the operands fit in shared memory (not tuned)."""
     if max(Nq, Nk) <= 32:
         block = 128 if max(Nq, Nk) > 16 else 64
+        if width > 128:
+            block = 32
+        elif width > 64:
+            block = min(block, 64)
         g = max(1, min(block // Nq, block // Nk, BH))
         return dict(packed=True, G=g, fwd=(block, block, 4, 2), bwd=(block, block, 4, 2))
+    if width > 128:
+        return dict(packed=False, G=1, fwd=(32, 32, 4, 1), bwd=(16, 32, 4, 1), dq=(32, 16, 4, 1))
+    if width > 64:
+        return dict(packed=False, G=1, fwd=(64, 64, 4, 2), bwd=(32, 64, 4, 2), dq=(64, 32, 4, 2))
     if has_feat or Nq > 4 * Nk:
         return dict(packed=False, G=1, fwd=(128, 64, 4, 3), bwd=(64, 128, 8, 3), dq=(128, 64, 8, 3))
     return dict(packed=False, G=1, fwd=(64, 128, 4, 3), bwd=(32, 128, 4, 3), dq=(128, 32, 4, 3))
@@ -359,7 +369,7 @@ class _AugmentedAttention(torch.autograd.Function):
         Nk, DV = k.shape[1], v.shape[2]
         has_feat, has_bias = pf is not None, bias is not None
         DF = pf.shape[2] if has_feat else 16
-        t = _tiling(Nq, Nk, BH, has_feat)
+        t = _tiling(Nq, Nk, BH, has_feat, max(D, DV, DF if has_feat else 0))
         prec = "ieee" if q.dtype == torch.float32 else "tf32"
         o = torch.empty(BH, Nq, DV, device=q.device, dtype=q.dtype)
         lse = torch.empty(BH, Nq, device=q.device, dtype=torch.float32)

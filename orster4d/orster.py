@@ -80,8 +80,10 @@ class OrsterTransfer(nn.Module):
         spatial_channels: channels of ``f3d_s`` (spatial teacher features).
         temporal_channels: channels of ``fv_t`` (temporal teacher features).
         kernel_dim: width ``D_k`` of the kernel features ``s`` and ``u``.
-        num_heads: attention heads of SptAttn / TmprAttn (must divide both channel counts); the
-            kernel scalars are shared by the heads (one joint distribution).
+        num_heads: attention heads of SptAttn / TmprAttn (must divide both channel counts). Default
+            None: ``C // 64`` heads of width 64 for each of the two attentions where 64 divides the
+            channel count ``C``, else one head. The kernel scalars are shared by the heads (one
+            joint distribution).
         lambda_o: weight of the spatial term, in [0, 1].
         mode: ``"density"`` (Eq. 11 as written) or ``"pairwise"``, see :mod:`orster4d.attention`.
         use_kernel, spatial_attention, temporal_attention: ablation switches.
@@ -90,7 +92,7 @@ class OrsterTransfer(nn.Module):
     """
 
     def __init__(self, spatial_channels: int, temporal_channels: int, *, kernel_dim: int = 32,
-                 num_heads: int = 1, lambda_o: float = 0.5, mode: str = "density",
+                 num_heads: Optional[int] = None, lambda_o: float = 0.5, mode: str = "density",
                  use_kernel: bool = True, spatial_attention: bool = True, temporal_attention: bool = True,
                  student_spatial_channels: Optional[int] = None,
                  student_temporal_channels: Optional[int] = None):
@@ -100,10 +102,12 @@ class OrsterTransfer(nn.Module):
         if mode not in ("density", "pairwise"):
             raise ValueError(f"mode must be 'density' or 'pairwise', got {mode!r}")
         for name, ch in (("spatial_channels", spatial_channels), ("temporal_channels", temporal_channels)):
-            if ch % num_heads:
+            if num_heads is not None and (num_heads < 1 or ch % num_heads):
                 raise ValueError(f"num_heads={num_heads} must divide {name}={ch}")
         self.spatial_channels, self.temporal_channels = spatial_channels, temporal_channels
-        self.num_heads, self.lambda_o, self.mode = num_heads, float(lambda_o), mode
+        self.heads_s = num_heads or (spatial_channels // 64 if spatial_channels % 64 == 0 else 1)
+        self.heads_t = num_heads or (temporal_channels // 64 if temporal_channels % 64 == 0 else 1)
+        self.lambda_o, self.mode = float(lambda_o), mode
         self.use_kernel, self.spatial_attention, self.temporal_attention = use_kernel, spatial_attention, temporal_attention
         self.proj_s = nn.Linear(spatial_channels, kernel_dim, bias=False)
         self.proj_t = nn.Linear(temporal_channels, kernel_dim, bias=False)
@@ -130,10 +134,9 @@ class OrsterTransfer(nn.Module):
         u = centre_and_scale(self.proj_t(_tokens(fv_t).float()))
         return s, u
 
-    def _attend(self, x: Tensor, s: Tensor, u: Tensor, use_kernel: bool) -> Tensor:
-        """Self-attention of ``x [G, N, C]`` with kernel features ``s, u [G, N, D_k]``."""
+    def _attend(self, x: Tensor, s: Tensor, u: Tensor, use_kernel: bool, H: int) -> Tensor:
+        """``H``-head self-attention of ``x [G, N, C]`` with kernel features ``s, u [G, N, D_k]``."""
         G, N, C = x.shape
-        H = self.num_heads
         xh = x.view(G, N, H, C // H).transpose(1, 2)
         kw = {}
         if use_kernel:
@@ -158,7 +161,7 @@ class OrsterTransfer(nn.Module):
             if self.spatial_attention:  # SptAttn: the h*w tokens of each frame
                 x = f3d_s.permute(0, 2, 3, 4, 1).reshape(B * F, h * w, -1)
                 ks = (s.reshape(B * F, h * w, -1), u.reshape(B * F, h * w, -1)) if s is not None else (None, None)
-                y = self._attend(x, *ks, use_kernel=s is not None)
+                y = self._attend(x, *ks, use_kernel=s is not None, H=self.heads_s)
                 fbar_s = y.view(B, F, h, w, -1).permute(0, 4, 1, 2, 3)
         if need_temporal:
             fbar_t = fv_t
@@ -167,7 +170,7 @@ class OrsterTransfer(nn.Module):
                 ks = (None, None)
                 if s is not None:
                     ks = tuple(t.view(B, F, h * w, -1).transpose(1, 2).reshape(B * h * w, F, -1) for t in (s, u))
-                y = self._attend(x, *ks, use_kernel=s is not None)
+                y = self._attend(x, *ks, use_kernel=s is not None, H=self.heads_t)
                 fbar_t = y.view(B, h, w, F, -1).permute(0, 4, 3, 1, 2)
         return fbar_s.detach() if fbar_s is not None else None, fbar_t.detach() if fbar_t is not None else None
 

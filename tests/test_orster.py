@@ -180,3 +180,19 @@ def test_bad_inputs_are_named():
         m(f4d_s, f4d_s, f3d_s, fv_t)
     with pytest.raises(ValueError, match=r"f4d_s must be a \[B, C, F, h, w\]"):
         m(f4d_s[0], f4d_t, f3d_s, fv_t)
+
+
+def test_default_heads_have_width_64(rng_seed):
+    m = OrsterTransfer(128, 192, kernel_dim=4)
+    assert (m.heads_s, m.heads_t) == (2, 3)
+    assert (OrsterTransfer(320, 40).heads_s, OrsterTransfer(320, 40).heads_t) == (5, 1)
+    f3d_s, fv_t = torch.randn(1, 128, 2, 3, 3), torch.randn(1, 192, 2, 3, 3)
+    fs, ft = m.targets(f3d_s, fv_t)
+    # two heads: channel halves are attended independently of each other
+    f3d_b = f3d_s.clone()
+    f3d_b[:, 64:] = torch.randn_like(f3d_b[:, 64:])
+    m.use_kernel = False
+    fs_a, _ = m.targets(f3d_s, fv_t)
+    fs_b, _ = m.targets(f3d_b, fv_t)
+    assert torch.allclose(fs_a[:, :64], fs_b[:, :64], atol=1e-6)
+    assert fs.shape == f3d_s.shape and ft.shape == fv_t.shape
