@@ -258,3 +258,19 @@ def test_scale_default_is_inverse_sqrt_d(rng_seed):
     b = orster_attention(q, k, v, scale=1 / math.sqrt(9))
     c = orster_attention(q, k, v, scale=1.0)
     assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_cuda_many_heads_and_long_rows(rng_seed, dtype):
+    """More batch-heads than a CUDA grid's y/z limit (packed temporal tiling), and a row count that
+    fills whole tiles (unmasked path), against the float64 eager path."""
+    for shape in ((70000, 1, 6, 6), (2, 2, 1024, 512)):
+        B, H, Nq, Nk = shape
+        inp, params, mask = make_case(B, H, Nq, Nk, 32, 32, 8, "pairwise", dtype, True, False)
+        g_out = torch.randn(B, H, Nq, 32, device=DEV, dtype=torch.float64)
+        out_ref, g_ref = grads(lambda *a, **k: orster_attention(*a, backend="eager", **k),
+                               {k: v.detach().double().requires_grad_() for k, v in inp.items()},
+                               tuple(p.detach().double().requires_grad_() for p in params), mask, "pairwise", g_out)
+        out, g = grads(orster_attention, inp, params, mask, "pairwise", g_out)
+        assert_close_all(out, g, out_ref, g_ref, rtol=3e-2 if dtype == torch.bfloat16 else 1e-4)
