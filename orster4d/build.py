@@ -99,11 +99,23 @@ def _digest(files: list[Path]) -> str:
     return h.hexdigest()[:12]
 
 
+def cxx_standard() -> str:
+    """The C++ standard torch's headers need: C++20 for recent releases, C++17 before."""
+    from torch.utils import cpp_extension
+
+    aten = Path(cpp_extension.include_paths()[0]) / "ATen" / "ATen.h"
+    try:
+        return "c++20" if "C++20" in aten.read_text() else "c++17"
+    except OSError:
+        return "c++17"
+
+
 def _cflags(backend: str) -> tuple[list[str], list[str]]:
-    cflags = ["-O3", "-std=c++17"]
+    std = f"-std={cxx_standard()}"
+    cflags = ["-O3", std]
     if backend == "cpu":
         cflags += ["-fopenmp"]
-    nvcc = ["-O3", "-std=c++17", "--use_fast_math", "--expt-relaxed-constexpr", "-lineinfo"]
+    nvcc = ["-O3", std, "--use_fast_math", "--expt-relaxed-constexpr", "-lineinfo"]
     return cflags, nvcc
 
 
@@ -177,9 +189,11 @@ def compile_cuda_only(arch: str = "90", out: Path | None = None, verbose: bool =
     """``nvcc -c`` every ``.cu`` file (no GPU needed); raises BuildError on the first failure."""
     from torch.utils import cpp_extension
 
-    if cpp_extension.CUDA_HOME is None:
-        raise BuildError("nvcc not found: set CUDA_HOME (e.g. /usr/local/cuda)")
-    nvcc = str(Path(cpp_extension.CUDA_HOME) / "bin" / "nvcc")
+    homes = [os.environ.get("CUDA_HOME"), cpp_extension.CUDA_HOME, "/usr/local/cuda"]
+    nvccs = [Path(h) / "bin" / "nvcc" for h in homes if h]
+    nvcc = next((str(p) for p in nvccs if p.is_file()), None)
+    if nvcc is None:
+        raise BuildError(f"nvcc not found (looked in {', '.join(map(str, nvccs))}): set CUDA_HOME")
     includes = [f"-I{p}" for p in cpp_extension.include_paths(device_type="cuda")] if _include_takes_device() else [
         f"-I{p}" for p in cpp_extension.include_paths(cuda=True)
     ]
@@ -197,7 +211,7 @@ def compile_cuda_only(arch: str = "90", out: Path | None = None, verbose: bool =
         for src in sorted(folder.glob("*.cu")):
             obj = out / f"{fam}_{src.stem}.o"
             cmd = [nvcc, "-c", str(src), "-o", str(obj), f"-gencode=arch=compute_{arch},code=sm_{arch}",
-                   "-O3", "-std=c++17", "--use_fast_math", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC",
+                   "-O3", f"-std={cxx_standard()}", "--use_fast_math", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC",
                    f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-DTORCH_EXTENSION_NAME=orster4d_check",
                    "-DTORCH_API_INCLUDE_EXTENSION_H", *includes]
             t0 = time.time()
