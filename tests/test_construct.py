@@ -14,29 +14,29 @@ from orster4d.deformation import DeformationField
 from orster4d.gaussians import GaussianModel
 from orster4d.io import mp4_available, read_ply, read_video_frame_count
 
-SIZE, FRAMES, VIEWS = 16, 4, 3
-# The dense PyTorch rasterizer and the grid_sample HexPlane keep these tests independent of the
-# JIT-built CPU extensions (their own tests cover them against these references).
-RB = "reference"
-HB = "grid_sample"
+SIZE, FRAMES, VIEWS = 32, 8, 3
+# The C++ CPU rasterizer and the fused CPU HexPlane (JIT-built); the ST-HexPlane test takes the
+# grid_sample path.
+RB = "cpu"
+HB = "fused"
 
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     root = tmp_path_factory.mktemp("scene")
     generate_scene(root, "waver", seed=5, num_frames=FRAMES, width=SIZE, height=SIZE, num_views=VIEWS,
-                   num_gaussians=150, radius=2.6, backend=RB)
+                   num_gaussians=400, radius=2.6, backend=RB)
     return root
 
 
 def _cfg(scene, out, **kw):
     cfg = ConstructConfig(input=str(scene / "multiview"), output=str(out), static=str(scene / "static"),
-                          coarse_iters=60, fine_iters=60, init_points=120, max_sh_degree=1, sh_up_every=40,
+                          coarse_iters=100, fine_iters=100, init_points=300, max_sh_degree=1, sh_up_every=40,
                           coarse_batch=2, hexplane_channels=4, hexplane_resolution=[8, 4], mlp_width=16,
                           checkpoint_every=40, progress=False, eval_max_frames=8,
                           rasterizer_backend=RB, hexplane_backend=HB)
-    cfg.densify.start, cfg.densify.interval, cfg.densify.stop = 20, 20, 50
-    cfg.densify.max_gaussians = 250
+    cfg.densify.start, cfg.densify.interval, cfg.densify.stop = 20, 20, 80
+    cfg.densify.max_gaussians = 600
     for k, v in kw.items():
         setattr(cfg, k, v)
     return cfg
@@ -52,7 +52,8 @@ def asset(scene, tmp_path_factory):
 
 def test_construct_improves_and_writes_every_output(asset):
     out, metrics, logs = asset
-    assert metrics["train"]["psnr"] > metrics["initial_train_psnr"] + 1.0
+    print("train PSNR", metrics["initial_train_psnr"], "->", metrics["train"]["psnr"], "held-out", metrics["heldout"])
+    assert metrics["train"]["psnr"] > metrics["initial_train_psnr"] + 3.0
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["train"]["psnr"] == metrics["train"]["psnr"]
     held = on_disk["heldout"]
@@ -162,7 +163,7 @@ def test_bad_inputs_stop_before_any_work(scene, tmp_path):
     other = tmp_path / "other"
     generate_scene(other, "ball", seed=1, num_frames=3, width=SIZE // 2, height=SIZE // 2, num_views=2,
                    num_gaussians=60, backend=RB)
-    _bad(scene, out, r"static video resolution 8x8 differs", static=str(other / "static"))
+    _bad(scene, out, r"static video resolution 16x16 differs", static=str(other / "static"))
     # prior file of the wrong shape / unreadable
     p = tmp_path / "priors.pt"
     torch.save({"spatial": torch.randn(4, 8), "temporal": torch.randn(4)}, p)
@@ -189,7 +190,8 @@ def test_st_hexplane_priors_construct(scene, tmp_path):
     p = tmp_path / "priors.pt"
     torch.save({"spatial": torch.randn(10, 6), "temporal": torch.randn(FRAMES, 5)}, p)
     out = tmp_path / "st"
-    metrics = construct(_cfg(scene, out, priors=str(p), coarse_iters=10, fine_iters=10), log=lambda s: None)
+    metrics = construct(_cfg(scene, out, priors=str(p), coarse_iters=10, fine_iters=10,
+                             hexplane_backend="grid_sample"), log=lambda s: None)
     assert metrics["iterations"] == 20
     sd = torch.load(out / "deformation.pt", weights_only=True)
     assert sd["prior_spatial"].shape == (10, 6) and sd["prior_temporal"].shape == (FRAMES, 5)
@@ -222,3 +224,18 @@ def test_orbital_input_uses_reference_video_and_eval_data(scene, tmp_path):
     assert metrics["heldout"]["frames"] == min(n_test, 8)
     traj = json.loads((out / "trajectory.json").read_text())
     assert traj == json.loads((scene / "orbital" / "trajectory.json").read_text())
+
+
+def test_lpips_term_and_metric_with_local_weights(scene, tmp_path):
+    import torchvision
+
+    feats = torchvision.models.alexnet(weights=None).features
+    torch.save({f"features.{k}": v for k, v in feats.state_dict().items()}, tmp_path / "alex.pth")
+    logs = []
+    metrics = construct(_cfg(scene, tmp_path / "lp", lpips_net="alex", lpips_weights=str(tmp_path / "alex.pth"),
+                             coarse_iters=6, fine_iters=6), log=logs.append)
+    assert metrics["lpips_available"] and metrics["lpips_unavailable_reason"] is None
+    assert isinstance(metrics["heldout"]["lpips"], float) and metrics["heldout"]["lpips"] >= 0
+    assert not any("LPIPS term off" in line for line in logs)
+    ck = torch.load(tmp_path / "lp" / CHECKPOINT, map_location="cpu", weights_only=False)
+    assert any("lpips" in h for h in ck["history"])

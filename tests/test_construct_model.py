@@ -258,3 +258,25 @@ def test_gif_frame_count(tmp_path):
     frames = torch.rand(5, 8, 10, 3)
     write_gif(tmp_path / "a.gif", frames, fps=5)
     assert read_video_frame_count(tmp_path / "a.gif") == 5
+
+
+def test_lpips_loads_a_local_backbone_file(tmp_path):
+    """A torchvision-layout backbone file is mapped into the LPIPS network; the distance behaves."""
+    import torchvision
+
+    feats = torchvision.models.alexnet(weights=None).features
+    state = {f"features.{k}": v for k, v in feats.state_dict().items()}
+    torch.save(state, tmp_path / "alex.pth")
+    model, why = load_lpips("alex", str(tmp_path / "alex.pth"))
+    assert model is not None, why
+    torch.testing.assert_close(getattr(model.net.slice1, "0").weight, state["features.0.weight"])
+    torch.testing.assert_close(getattr(model.net.slice5, "10").weight, state["features.10.weight"])
+    from orster4d.losses import lpips_distance
+
+    a = torch.rand(2, 32, 32, 3)
+    d_same = lpips_distance(model, a, a)
+    d_diff = lpips_distance(model, a, torch.rand(2, 32, 32, 3))
+    assert d_same.shape == (2,) and float(d_same.abs().max()) < 1e-6 and bool((d_diff > 0).all())
+    torch.save({"classifier.1.weight": torch.zeros(3)}, tmp_path / "wrong.pth")
+    model, why = load_lpips("alex", str(tmp_path / "wrong.pth"))
+    assert model is None and "wrong.pth" in why
