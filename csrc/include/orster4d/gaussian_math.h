@@ -268,6 +268,22 @@ ORSTER4D_HD GaussianTiles gaussian_tiles(Vec2<T> mean2d, int radius, const Sym2<
   return t;
 }
 
+// gaussian_tiles() for entry `gid` of the flat B*C*N arrays written by the projection:
+// means2d [B*C*N, 2], radii [B*C*N], optional conics [B*C*N, 3] and opacities [B, N]
+// (CN = C*N); both backends' tile intersection call this.
+ORSTER4D_HD GaussianTiles gaussian_tiles_at(int64_t gid, int64_t CN, int64_t N, const float* means2d, const int32_t* radii,
+                                            const float* conics, const float* opacities, int tile_size, int tile_w,
+                                            int tile_h) {
+  const int r = radii[gid];
+  if (r <= 0) return GaussianTiles{0, 0, 0, 0};
+  const Vec2<float> m = {means2d[2 * gid], means2d[2 * gid + 1]};
+  if (conics != nullptr && opacities != nullptr) {
+    const Sym2<float> conic = {conics[3 * gid], conics[3 * gid + 1], conics[3 * gid + 2]};
+    return gaussian_tiles(m, r, &conic, opacities[(gid / CN) * N + gid % N], tile_size, tile_w, tile_h);
+  }
+  return gaussian_tiles<float>(m, r, nullptr, 0.f, tile_size, tile_w, tile_h);
+}
+
 // ---------------------------------------------------------------- the whole projection
 template <typename T> struct Projected {
   Vec2<T> mean2d;  // px

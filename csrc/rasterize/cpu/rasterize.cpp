@@ -11,34 +11,6 @@
 namespace orster4d {
 namespace {
 
-struct TileBox { int x0, x1, y0, y1; };
-
-// Tiles [x0, x1) x [y0, y1) touched by the box of projected Gaussian `gid` (flat index into B*C*N):
-// the bounding circle, tightened to the opacity-aware box when conics and opacities are given.
-TileBox tile_box(int64_t gid, int64_t CN, int64_t N, const float* means2d, const int32_t* radii, const float* conics,
-                 const float* opacities, int tile_size, int tile_w, int tile_h) {
-  TileBox t = {0, 0, 0, 0};
-  const int r = radii[gid];
-  if (r <= 0) return t;
-  float rx = float(r), ry = float(r);
-  if (conics != nullptr && opacities != nullptr) {
-    const Sym2<float> conic = {conics[3 * gid], conics[3 * gid + 1], conics[3 * gid + 2]};
-    const float opac = opacities[(gid / CN) * N + gid % N];
-    const Vec2<float> e = tight_extent(cov2d_from_conic(conic), opac);
-    rx = std::min(rx, e.x);
-    ry = std::min(ry, e.y);
-    if (rx <= 0.f && ry <= 0.f) return t;
-  }
-  const float inv = 1.f / float(tile_size);
-  const float mx = means2d[2 * gid] * inv, my = means2d[2 * gid + 1] * inv;
-  const float trx = rx * inv, try_ = ry * inv;
-  t.x0 = std::min(std::max(0, int(std::floor(mx - trx))), tile_w);
-  t.x1 = std::min(std::max(0, int(std::ceil(mx + trx))), tile_w);
-  t.y0 = std::min(std::max(0, int(std::floor(my - try_))), tile_h);
-  t.y1 = std::min(std::max(0, int(std::ceil(my + try_))), tile_h);
-  return t;
-}
-
 // One (camera | tile | depth) key with its Gaussian; positive float depths order like their bits.
 struct Isect {
   uint64_t bin;    // camera * n_tiles + tile
@@ -115,7 +87,7 @@ std::vector<at::Tensor> intersect_tiles_cpu(const at::Tensor& means2d, const at:
   std::vector<int64_t> start(total + 1, 0);
 #pragma omp parallel for schedule(static)
   for (int64_t g = 0; g < total; ++g) {
-    const TileBox t = tile_box(g, CN, N, pm, pr, pc, po, int(tile_size), int(tile_w), int(tile_h));
+    const GaussianTiles t = gaussian_tiles_at(g, CN, N, pm, pr, pc, po, int(tile_size), int(tile_w), int(tile_h));
     start[g + 1] = int64_t(t.x1 - t.x0) * int64_t(t.y1 - t.y0);
   }
   for (int64_t g = 0; g < total; ++g) start[g + 1] += start[g];
@@ -125,7 +97,7 @@ std::vector<at::Tensor> intersect_tiles_cpu(const at::Tensor& means2d, const at:
   std::vector<Isect> isects(n_isect);
 #pragma omp parallel for schedule(static)
   for (int64_t g = 0; g < total; ++g) {
-    const TileBox t = tile_box(g, CN, N, pm, pr, pc, po, int(tile_size), int(tile_w), int(tile_h));
+    const GaussianTiles t = gaussian_tiles_at(g, CN, N, pm, pr, pc, po, int(tile_size), int(tile_w), int(tile_h));
     const uint64_t cam = uint64_t(g / N);
     const uint32_t dbits = float_bits(pd[g]);
     int64_t k = start[g];

@@ -16,22 +16,6 @@
 namespace orster4d {
 namespace {
 
-// Tiles touched by Gaussian `gid` (flat index into B*C*N); with conics and opacities the box is
-// the opacity-aware tight box clipped to the bounding circle (gaussian_math.h: gaussian_tiles).
-__device__ __forceinline__ GaussianTiles tile_box_of(int64_t gid, int64_t CN, int64_t N, const float* __restrict__ means2d,
-                                               const int32_t* __restrict__ radii, const float* __restrict__ conics,
-                                               const float* __restrict__ opacities, int tile_size, int tile_w,
-                                               int tile_h) {
-  const int r = radii[gid];
-  if (r <= 0) return GaussianTiles{0, 0, 0, 0};
-  const Vec2<float> m = {means2d[2 * gid], means2d[2 * gid + 1]};
-  if (conics != nullptr && opacities != nullptr) {
-    const Sym2<float> conic = {conics[3 * gid], conics[3 * gid + 1], conics[3 * gid + 2]};
-    return gaussian_tiles(m, r, &conic, opacities[(gid / CN) * N + gid % N], tile_size, tile_w, tile_h);
-  }
-  return gaussian_tiles<float>(m, r, nullptr, 0.f, tile_size, tile_w, tile_h);
-}
-
 __global__ void depth_keys_kernel(int64_t total, int64_t N, const float* __restrict__ depths,
                                   const int32_t* __restrict__ radii, uint64_t* __restrict__ keys,
                                   int32_t* __restrict__ ids) {
@@ -49,7 +33,7 @@ __global__ void count_tiles_kernel(int64_t total, int64_t CN, int64_t N, const i
                                    int tile_size, int tile_w, int tile_h, int32_t* __restrict__ counts) {
   const int64_t s = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (s >= total) return;
-  const GaussianTiles t = tile_box_of(order[s], CN, N, means2d, radii, conics, opacities, tile_size, tile_w, tile_h);
+  const GaussianTiles t = gaussian_tiles_at(order[s], CN, N, means2d, radii, conics, opacities, tile_size, tile_w, tile_h);
   counts[s] = (t.x1 - t.x0) * (t.y1 - t.y0);
 }
 
@@ -68,7 +52,7 @@ __global__ void emit_kernel(int64_t total, int64_t CN, int64_t N, const int32_t*
   GaussianTiles t = {0, 0, 0, 0};
   if (s < total) {
     gid = order[s];
-    t = tile_box_of(gid, CN, N, means2d, radii, conics, opacities, tile_size, tile_w, tile_h);
+    t = gaussian_tiles_at(gid, CN, N, means2d, radii, conics, opacities, tile_size, tile_w, tile_h);
     count = (t.x1 - t.x0) * (t.y1 - t.y0);
     pos = cum[s] - count;
   }
