@@ -27,3 +27,12 @@ def rng_seed():
     seed = int.from_bytes(os.urandom(4), "little")
     torch.manual_seed(seed)
     return seed
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for modules of tiny models (avoids oversubscribing CI's two cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

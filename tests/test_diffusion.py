@@ -24,13 +24,7 @@ S_TAPS = ["down_blocks.0.attentions.0"]
 T_TAPS = ["down_blocks.0.temp_attentions.0"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread avoids oversubscribing the CI's two cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
