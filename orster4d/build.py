@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
@@ -203,24 +204,33 @@ def compile_cuda_only(arch: str = "90", out: Path | None = None, verbose: bool =
     out = Path(out or tempfile.mkdtemp(prefix="orster4d-nvcc-"))
     out.mkdir(parents=True, exist_ok=True)
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    built = []
+    std = cxx_standard()
+    jobs = []
     for fam in families():
         folder = csrc_root() / fam / "cuda"
-        if not folder.is_dir():
-            continue
-        for src in sorted(folder.glob("*.cu")):
-            obj = out / f"{fam}_{src.stem}.o"
-            cmd = [nvcc, "-c", str(src), "-o", str(obj), f"-gencode=arch=compute_{arch},code=sm_{arch}",
-                   "-O3", f"-std={cxx_standard()}", "--use_fast_math", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC",
-                   f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-DTORCH_EXTENSION_NAME=orster4d_check",
-                   "-DTORCH_API_INCLUDE_EXTENSION_H", *includes]
-            t0 = time.time()
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+        if folder.is_dir():
+            jobs += [(fam, src) for src in sorted(folder.glob("*.cu"))]
+
+    def compile_one(job: tuple[str, Path]) -> tuple[Path, Path, subprocess.CompletedProcess, float]:
+        fam, src = job
+        obj = out / f"{fam}_{src.stem}.o"
+        cmd = [nvcc, "-c", str(src), "-o", str(obj), f"-gencode=arch=compute_{arch},code=sm_{arch}",
+               "-O3", f"-std={std}", "--use_fast_math", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC",
+               f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-DTORCH_EXTENSION_NAME=orster4d_check",
+               "-DTORCH_API_INCLUDE_EXTENSION_H", *includes]
+        t0 = time.time()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        return src, obj, proc, time.time() - t0
+
+    built = []
+    workers = max(1, min(len(jobs), int(os.environ.get("MAX_JOBS", os.cpu_count() or 1))))
+    with ThreadPoolExecutor(workers) as pool:
+        for src, obj, proc, seconds in pool.map(compile_one, jobs):
             if proc.returncode != 0:
                 log = proc.stdout + proc.stderr
                 raise BuildError(f"nvcc failed on {src.relative_to(csrc_root().parent)}: {_first_error(log)}\n{log[-4000:]}")
             if verbose:
-                print(f"  nvcc ok  {src.relative_to(csrc_root().parent)}  ({time.time() - t0:.1f} s)")
+                print(f"  nvcc ok  {src.relative_to(csrc_root().parent)}  ({seconds:.1f} s)")
             built.append(obj)
     return built
 

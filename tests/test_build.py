@@ -1,0 +1,56 @@
+"""The JIT builder: error messages name the compiler and the file; the digest tracks headers."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orster4d import build
+
+
+def _fake_csrc(tmp_path: Path, source: str, backend: str = "cpu", suffix: str = ".cpp") -> Path:
+    root = tmp_path / "csrc"
+    (root / "include" / "orster4d").mkdir(parents=True)
+    (root / "include" / "orster4d" / "shared.h").write_text("#pragma once\ninline int shared() { return 1; }\n")
+    (root / "broken" / backend).mkdir(parents=True)
+    (root / "broken" / backend / f"broken_op{suffix}").write_text(source)
+    return root
+
+
+def test_failed_build_names_compiler_and_file(tmp_path, monkeypatch):
+    root = _fake_csrc(tmp_path, "#error this source is broken on purpose\n")
+    monkeypatch.setenv("ORSTER4D_CSRC", str(root))
+    monkeypatch.setenv("ORSTER4D_BUILD_DIR", str(tmp_path / "cache"))
+    with pytest.raises(build.BuildError) as err:
+        build.load_extension("broken", "cpu")
+    msg = str(err.value)
+    assert "orster4d_broken_cpu" in msg and "broken_op.cpp" in msg
+    assert "c++" in msg and "broken on purpose" in msg  # our summary and the compiler's own line
+
+
+def test_unknown_backend_and_family(tmp_path, monkeypatch):
+    root = _fake_csrc(tmp_path, "int x;\n")
+    monkeypatch.setenv("ORSTER4D_CSRC", str(root))
+    assert build.families() == ["broken"]
+    with pytest.raises(ValueError, match="backend"):
+        build.load_extension("broken", "metal")
+    with pytest.raises(build.BuildError, match="no cuda backend"):
+        build.load_extension("broken", "cuda")
+
+
+def test_digest_changes_with_any_header(tmp_path, monkeypatch):
+    root = _fake_csrc(tmp_path, "int x;\n")
+    monkeypatch.setenv("ORSTER4D_CSRC", str(root))
+    files = build._sources("broken", "cpu") + build._headers()
+    before = build._digest(files)
+    assert build._digest(files) == before
+    (root / "include" / "orster4d" / "shared.h").write_text("#pragma once\ninline int shared() { return 2; }\n")
+    assert build._digest(files) != before
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists(), reason="needs nvcc")
+def test_cuda_compile_only_names_the_failing_file(tmp_path, monkeypatch):
+    root = _fake_csrc(tmp_path, "#error this kernel is broken on purpose\n", backend="cuda", suffix=".cu")
+    monkeypatch.setenv("ORSTER4D_CSRC", str(root))
+    with pytest.raises(build.BuildError) as err:
+        build.compile_cuda_only(out=tmp_path / "obj", verbose=False)
+    assert "nvcc failed on" in str(err.value) and "broken_op.cu" in str(err.value)
