@@ -21,7 +21,6 @@ camera per timestamp).
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -31,7 +30,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from .cameras import OrbitTrajectory, camera_centers, fov_from_intrinsics, orbit_viewmats
+from .cameras import OrbitTrajectory, camera_centers, fov_from_intrinsics
 from .data.dataset import DynamicDataset, load_dataset
 from .deformation import DeformationField, load_priors
 from .gaussians import DensifySchedule, GaussianModel
@@ -395,7 +394,7 @@ class _Run:
         return self.times.to(self.device), vms[idx], Ks[idx], images[idx], V, self.train
 
     def step(self, fine: bool, lp: _LPIPS) -> Dict:
-        cfg, dev = self.cfg, self.device
+        cfg = self.cfg
         times, vm, K, gt, n_views, ds = self._batch(fine)
         out = render(self.gauss, self.field if fine else None, times, vm, K, ds.width, ds.height, cfg.background,
                      cfg.rasterizer_backend)

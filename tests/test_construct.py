@@ -2,7 +2,6 @@
 file is written and reads back, resume continues from the checkpoint, bad input stops early."""
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
