@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--family", choices=FAMILIES, default="hopper")
     g.add_argument("--frames", type=int, default=16)
     g.add_argument("--size", type=int, default=256, help="demo image width and height")
+    g.add_argument("--full-demo", action="store_true",
+                   help="on a CPU, keep the default size and schedule instead of the quick CPU demo")
     g.add_argument("--views", type=int, default=8)
     g.add_argument("--demo-input", choices=("multiview", "orbital"), default="multiview",
                    help="which rendering of the demo object to reconstruct from")
@@ -69,10 +71,31 @@ def _device(name: str):
     return torch.device(name)
 
 
+# The quick demo on a CPU (the full 6k + 3k schedule at 256 px takes about an hour there).
+CPU_DEMO = {"size": 96, "coarse_iters": 600, "fine_iters": 300}
+
+
+def _quick_cpu_demo(args, argv: list[str]) -> None:
+    """On a CPU, shrink the demo's size and schedule unless the user set them (or --full-demo)."""
+    if args.full_demo or _device(args.device).type != "cpu":
+        return
+    changed = []
+    for key, value in CPU_DEMO.items():
+        flag = "--" + key.replace("_", "-")
+        if not any(a == flag or a.startswith(flag + "=") for a in argv):
+            setattr(args, key, value)
+            changed.append(f"{flag} {value}")
+    if changed:
+        print(f"orster4d-construct: no GPU, running the quick CPU demo ({', '.join(changed)}); "
+              "pass --full-demo for the default schedule")
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     out = Path(args.output)
     if args.demo:
+        _quick_cpu_demo(args, argv)
         from ..data.render import generate_scene
 
         scene = out.parent / f"{out.name}-scene"
