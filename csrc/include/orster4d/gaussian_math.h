@@ -333,4 +333,57 @@ ORSTER4D_HD void project_gaussian_vjp(Vec3<T> mean, Vec4<T> quat, Vec3<T> scale,
   covariance3d_vjp(quat, scale, covariance_to_camera_vjp(cam, Gc), v_quat, v_scale);
 }
 
+// ---------------------------------------------------------------- one element of the flat op layout
+// The bodies of the projection ops of csrc/rasterize/README.md, shared by the CPU loops and the
+// CUDA kernels. Layout: means [B*N, 3], quats [B*N, 4], scales [B*N, 3], viewmats [B*C, 16],
+// Ks [B*C, 9]; per-(b, c, n) outputs at idx = (b * C + c) * N + n.
+
+// Forward for element idx of B*C*N: writes radii, means2d, depths, conics (zeros when culled).
+ORSTER4D_HD void project_element(int64_t idx, int64_t C, int64_t N, const float* means, const float* quats,
+                                 const float* scales, const float* viewmats, const float* Ks, int width, int height,
+                                 float near_plane, float far_plane, float eps2d, int32_t* radii, float* means2d,
+                                 float* depths, float* conics) {
+  const int64_t n = idx % N, bc = idx / N, g = (bc / C) * N + n;
+  const Camera<float> cam = make_camera(viewmats + bc * 16, Ks + bc * 9, width, height);
+  const Vec3<float> mean = {means[3 * g], means[3 * g + 1], means[3 * g + 2]};
+  const Vec4<float> quat = {quats[4 * g], quats[4 * g + 1], quats[4 * g + 2], quats[4 * g + 3]};
+  const Vec3<float> scale = {scales[3 * g], scales[3 * g + 1], scales[3 * g + 2]};
+  Projected<float> p;
+  const bool visible = project_gaussian(mean, quat, scale, cam, near_plane, far_plane, eps2d, p);
+  radii[idx] = visible ? p.radius : 0;
+  means2d[2 * idx] = visible ? p.mean2d.x : 0.f;
+  means2d[2 * idx + 1] = visible ? p.mean2d.y : 0.f;
+  depths[idx] = visible ? p.depth : 0.f;
+  conics[3 * idx] = visible ? p.conic.xx : 0.f;
+  conics[3 * idx + 1] = visible ? p.conic.xy : 0.f;
+  conics[3 * idx + 2] = visible ? p.conic.yy : 0.f;
+}
+
+// Backward for Gaussian g of B*N: sums the VJPs over its C cameras in a fixed order (no atomics,
+// deterministic) and writes v_means, v_quats (w, x, y, z), v_scales.
+ORSTER4D_HD void project_vjp_element(int64_t g, int64_t C, int64_t N, const float* means, const float* quats,
+                                     const float* scales, const float* viewmats, const float* Ks, int width,
+                                     int height, const int32_t* radii, const float* conics, const float* v_means2d,
+                                     const float* v_depths, const float* v_conics, float* v_means, float* v_quats,
+                                     float* v_scales) {
+  const int64_t b = g / N, n = g % N;
+  const Vec3<float> mean = {means[3 * g], means[3 * g + 1], means[3 * g + 2]};
+  const Vec4<float> quat = {quats[4 * g], quats[4 * g + 1], quats[4 * g + 2], quats[4 * g + 3]};
+  const Vec3<float> scale = {scales[3 * g], scales[3 * g + 1], scales[3 * g + 2]};
+  Vec3<float> vm = {0.f, 0.f, 0.f}, vs = {0.f, 0.f, 0.f};
+  Vec4<float> vq = {0.f, 0.f, 0.f, 0.f};
+  for (int64_t c = 0; c < C; ++c) {
+    const int64_t bc = b * C + c, idx = bc * N + n;
+    if (radii[idx] <= 0) continue;
+    const Camera<float> cam = make_camera(viewmats + bc * 16, Ks + bc * 9, width, height);
+    const Sym2<float> conic = {conics[3 * idx], conics[3 * idx + 1], conics[3 * idx + 2]};
+    const Vec2<float> vm2 = {v_means2d[2 * idx], v_means2d[2 * idx + 1]};
+    const Sym2<float> vc = {v_conics[3 * idx], v_conics[3 * idx + 1], v_conics[3 * idx + 2]};
+    project_gaussian_vjp(mean, quat, scale, cam, conic, vm2, v_depths[idx], vc, vm, vq, vs);
+  }
+  v_means[3 * g] = vm.x; v_means[3 * g + 1] = vm.y; v_means[3 * g + 2] = vm.z;
+  v_quats[4 * g] = vq.w; v_quats[4 * g + 1] = vq.x; v_quats[4 * g + 2] = vq.y; v_quats[4 * g + 3] = vq.z;
+  v_scales[3 * g] = vs.x; v_scales[3 * g + 1] = vs.y; v_scales[3 * g + 2] = vs.z;
+}
+
 }  // namespace orster4d

@@ -34,28 +34,9 @@ std::vector<at::Tensor> project_fwd_cpu(const at::Tensor& means, const at::Tenso
   float* pc = conics.data_ptr<float>();
   const int64_t total = B * C * N;
 #pragma omp parallel for schedule(static)
-  for (int64_t idx = 0; idx < total; ++idx) {
-    const int64_t n = idx % N, bc = idx / N, b = bc / C, g = b * N + n;
-    const Camera<float> cam = make_camera(pv + bc * 16, pk + bc * 9, int(width), int(height));
-    const Vec3<float> mean = {pm[3 * g], pm[3 * g + 1], pm[3 * g + 2]};
-    const Vec4<float> quat = {pq[4 * g], pq[4 * g + 1], pq[4 * g + 2], pq[4 * g + 3]};
-    const Vec3<float> scale = {ps[3 * g], ps[3 * g + 1], ps[3 * g + 2]};
-    Projected<float> p;
-    if (project_gaussian(mean, quat, scale, cam, float(near_plane), float(far_plane), float(eps2d), p)) {
-      pr[idx] = p.radius;
-      pm2[2 * idx] = p.mean2d.x;
-      pm2[2 * idx + 1] = p.mean2d.y;
-      pd[idx] = p.depth;
-      pc[3 * idx] = p.conic.xx;
-      pc[3 * idx + 1] = p.conic.xy;
-      pc[3 * idx + 2] = p.conic.yy;
-    } else {
-      pr[idx] = 0;
-      pm2[2 * idx] = pm2[2 * idx + 1] = 0.f;
-      pd[idx] = 0.f;
-      pc[3 * idx] = pc[3 * idx + 1] = pc[3 * idx + 2] = 0.f;
-    }
-  }
+  for (int64_t idx = 0; idx < total; ++idx)
+    project_element(idx, C, N, pm, pq, ps, pv, pk, int(width), int(height), float(near_plane), float(far_plane),
+                    float(eps2d), pr, pm2, pd, pc);
   return {radii, means2d, depths, conics};
 }
 
@@ -90,27 +71,9 @@ std::vector<at::Tensor> project_bwd_cpu(const at::Tensor& means, const at::Tenso
   float* om = v_means.data_ptr<float>();
   float* oq = v_quats.data_ptr<float>();
   float* os = v_scales.data_ptr<float>();
-#pragma omp parallel for schedule(static)
-  for (int64_t g = 0; g < B * N; ++g) {
-    const int64_t b = g / N, n = g % N;
-    const Vec3<float> mean = {pm[3 * g], pm[3 * g + 1], pm[3 * g + 2]};
-    const Vec4<float> quat = {pq[4 * g], pq[4 * g + 1], pq[4 * g + 2], pq[4 * g + 3]};
-    const Vec3<float> scale = {ps[3 * g], ps[3 * g + 1], ps[3 * g + 2]};
-    Vec3<float> vm = {0.f, 0.f, 0.f}, vs = {0.f, 0.f, 0.f};
-    Vec4<float> vq = {0.f, 0.f, 0.f, 0.f};
-    for (int64_t c = 0; c < C; ++c) {  // cameras in a fixed order: deterministic sums, no atomics
-      const int64_t bc = b * C + c, idx = bc * N + n;
-      if (pr[idx] <= 0) continue;
-      const Camera<float> cam = make_camera(pv + bc * 16, pk + bc * 9, int(width), int(height));
-      const Sym2<float> conic = {pc[3 * idx], pc[3 * idx + 1], pc[3 * idx + 2]};
-      const Vec2<float> vm2 = {gm2[2 * idx], gm2[2 * idx + 1]};
-      const Sym2<float> vc = {gc[3 * idx], gc[3 * idx + 1], gc[3 * idx + 2]};
-      project_gaussian_vjp(mean, quat, scale, cam, conic, vm2, gd[idx], vc, vm, vq, vs);
-    }
-    om[3 * g] = vm.x; om[3 * g + 1] = vm.y; om[3 * g + 2] = vm.z;
-    oq[4 * g] = vq.w; oq[4 * g + 1] = vq.x; oq[4 * g + 2] = vq.y; oq[4 * g + 3] = vq.z;
-    os[3 * g] = vs.x; os[3 * g + 1] = vs.y; os[3 * g + 2] = vs.z;
-  }
+#pragma omp parallel for schedule(static)  // cameras summed in a fixed order: deterministic, no atomics
+  for (int64_t g = 0; g < B * N; ++g)
+    project_vjp_element(g, C, N, pm, pq, ps, pv, pk, int(width), int(height), pr, pc, gm2, gd, gc, om, oq, os);
   return {v_means, v_quats, v_scales};
 }
 

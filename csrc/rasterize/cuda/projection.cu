@@ -14,30 +14,8 @@ __global__ void project_fwd_kernel(int64_t B, int64_t C, int64_t N, const float*
                                    float* __restrict__ means2d, float* __restrict__ depths, float* __restrict__ conics) {
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= B * C * N) return;
-  const int64_t n = idx % N, bc = idx / N, b = bc / C;
-  const int64_t g = b * N + n;
-  const Camera<float> cam = make_camera(viewmats + bc * 16, Ks + bc * 9, width, height);
-  const Vec3<float> mean = {means[3 * g], means[3 * g + 1], means[3 * g + 2]};
-  const Vec4<float> quat = {quats[4 * g], quats[4 * g + 1], quats[4 * g + 2], quats[4 * g + 3]};
-  const Vec3<float> scale = {scales[3 * g], scales[3 * g + 1], scales[3 * g + 2]};
-  Projected<float> p;
-  if (project_gaussian(mean, quat, scale, cam, near_plane, far_plane, eps2d, p)) {
-    radii[idx] = p.radius;
-    means2d[2 * idx] = p.mean2d.x;
-    means2d[2 * idx + 1] = p.mean2d.y;
-    depths[idx] = p.depth;
-    conics[3 * idx] = p.conic.xx;
-    conics[3 * idx + 1] = p.conic.xy;
-    conics[3 * idx + 2] = p.conic.yy;
-  } else {
-    radii[idx] = 0;
-    means2d[2 * idx] = 0.f;
-    means2d[2 * idx + 1] = 0.f;
-    depths[idx] = 0.f;
-    conics[3 * idx] = 0.f;
-    conics[3 * idx + 1] = 0.f;
-    conics[3 * idx + 2] = 0.f;
-  }
+  project_element(idx, C, N, means, quats, scales, viewmats, Ks, width, height, near_plane, far_plane, eps2d, radii,
+                  means2d, depths, conics);
 }
 
 __global__ void project_bwd_kernel(int64_t B, int64_t C, int64_t N, const float* __restrict__ means,
@@ -49,24 +27,8 @@ __global__ void project_bwd_kernel(int64_t B, int64_t C, int64_t N, const float*
                                    float* __restrict__ v_quats, float* __restrict__ v_scales) {
   const int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (g >= B * N) return;
-  const int64_t b = g / N, n = g % N;
-  const Vec3<float> mean = {means[3 * g], means[3 * g + 1], means[3 * g + 2]};
-  const Vec4<float> quat = {quats[4 * g], quats[4 * g + 1], quats[4 * g + 2], quats[4 * g + 3]};
-  const Vec3<float> scale = {scales[3 * g], scales[3 * g + 1], scales[3 * g + 2]};
-  Vec3<float> vm = {0.f, 0.f, 0.f}, vs = {0.f, 0.f, 0.f};
-  Vec4<float> vq = {0.f, 0.f, 0.f, 0.f};
-  for (int64_t c = 0; c < C; ++c) {
-    const int64_t bc = b * C + c, idx = bc * N + n;
-    if (radii[idx] <= 0) continue;
-    const Camera<float> cam = make_camera(viewmats + bc * 16, Ks + bc * 9, width, height);
-    const Sym2<float> conic = {conics[3 * idx], conics[3 * idx + 1], conics[3 * idx + 2]};
-    const Vec2<float> vm2 = {v_means2d[2 * idx], v_means2d[2 * idx + 1]};
-    const Sym2<float> vc = {v_conics[3 * idx], v_conics[3 * idx + 1], v_conics[3 * idx + 2]};
-    project_gaussian_vjp(mean, quat, scale, cam, conic, vm2, v_depths[idx], vc, vm, vq, vs);
-  }
-  v_means[3 * g] = vm.x; v_means[3 * g + 1] = vm.y; v_means[3 * g + 2] = vm.z;
-  v_quats[4 * g] = vq.w; v_quats[4 * g + 1] = vq.x; v_quats[4 * g + 2] = vq.y; v_quats[4 * g + 3] = vq.z;
-  v_scales[3 * g] = vs.x; v_scales[3 * g + 1] = vs.y; v_scales[3 * g + 2] = vs.z;
+  project_vjp_element(g, C, N, means, quats, scales, viewmats, Ks, width, height, radii, conics, v_means2d, v_depths,
+                      v_conics, v_means, v_quats, v_scales);
 }
 
 }  // namespace
