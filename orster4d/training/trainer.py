@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import shutil
@@ -211,8 +212,6 @@ class Trainer:
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
         with ctx:
             loss, logs = self.module(batch, self.gen)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"stage {self.stage_n} step {self.step}: loss is {float(loss)}")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if tr["grad_clip"]:
@@ -267,23 +266,28 @@ class Trainer:
                 batch = _to_device(next(it), self.device)
                 t_data = time.perf_counter() - t0
                 loss, logs = self.train_step(batch)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize()
-                dt = time.perf_counter() - t0
-                vals = self._mean_over_ranks({"loss": loss.detach(), **logs})
-                rec = {"step": self.step, **vals,
-                       "lr": self.sched.get_last_lr()[0], "step_time_s": dt, "data_time_s": t_data,
-                       "samples_per_s": self.cfg["data"]["batch_size"] / dt}
-                if self.is_main and (self.step % tr["log_every"] == 0 or self.step == total):
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
-                    if tb is not None:
-                        for k, v in rec.items():
-                            if k != "step":
-                                tb.add_scalar(f"stage{self.stage_n}/{k}", v, self.step)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k not in ("step", "lr", "step_time_s")})
+                # The host reads losses (and waits for the device) only on logging steps.
+                if self.step % tr["log_every"] == 0 or self.step == total:
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize()
+                    dt = time.perf_counter() - t0
+                    vals = self._mean_over_ranks({"loss": loss.detach(), **logs})
+                    if not math.isfinite(vals["loss"]):
+                        raise FloatingPointError(f"stage {self.stage_n} step {self.step}: loss is {vals['loss']}")
+                    rec = {"step": self.step, **vals,
+                           "lr": self.sched.get_last_lr()[0], "step_time_s": dt, "data_time_s": t_data,
+                           "samples_per_s": self.cfg["data"]["batch_size"] / dt}
+                    if self.is_main:
+                        log.write(json.dumps(rec) + "\n")
+                        log.flush()
+                        if tb is not None:
+                            for k, v in rec.items():
+                                if k != "step":
+                                    tb.add_scalar(f"stage{self.stage_n}/{k}", v, self.step)
+                    if bar is not None:
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k not in ("step", "lr", "step_time_s")})
                 if self.step % tr["ckpt_every"] == 0 and self.step < total:
                     self.save_checkpoint()
         except KeyboardInterrupt:
