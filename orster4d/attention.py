@@ -426,16 +426,6 @@ class _AugmentedAttention(torch.autograd.Function):
                 dbias if has_bias else None, None, None)
 
 
-def _pow2(n: int) -> int:
-    return max(16, 1 << (int(n) - 1).bit_length())
-
-
-def _pad_last(x: Optional[Tensor], width: int) -> Optional[Tensor]:
-    if x is None or x.shape[-1] == width:
-        return x
-    return torch.nn.functional.pad(x, (0, width - x.shape[-1]))
-
-
 def _triton(q, k, v, pf, kf, bias, scale):
     if q.dtype == torch.float64:
         raise TypeError("the Triton backend takes float16, bfloat16 or float32 q/k/v, got float64 "
