@@ -54,14 +54,13 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-class AttentionTimer:
-    """Wraps ``orster4d.orster.orster_attention`` to sum its CUDA time (synchronising around each call)."""
+class CallTimer:
+    """Wraps the callable ``owner.<name>`` to sum its wall time, synchronising the GPU around each
+    call (so time inside it is measured exactly; run it apart from the step-time measurement)."""
 
-    def __init__(self):
-        import orster4d.orster as mod
-
-        self.mod = mod
-        self.orig = mod.orster_attention
+    def __init__(self, owner, name: str):
+        self.owner, self.name = owner, name
+        self.orig = getattr(owner, name)
         self.seconds = 0.0
         self.calls = 0
 
@@ -75,11 +74,25 @@ class AttentionTimer:
             self.calls += 1
             return out
 
-        self.mod.orster_attention = timed
+        setattr(self.owner, self.name, timed)
         return self
 
     def __exit__(self, *exc):
-        self.mod.orster_attention = self.orig
+        setattr(self.owner, self.name, self.orig)
+
+
+def AttentionTimer() -> CallTimer:
+    """Sums the time of ``orster4d.orster.orster_attention`` (the SptAttn / TmprAttn targets)."""
+    import orster4d.orster as mod
+
+    return CallTimer(mod, "orster_attention")
+
+
+def TeacherTimer() -> CallTimer:
+    """Sums the time of the frozen teachers' forward passes (``Teacher.forward``)."""
+    from orster4d.diffusion.teachers import Teacher
+
+    return CallTimer(Teacher, "forward")
 
 
 def timed_steps(trainer, n: int, warmup: int = 3) -> Dict[str, float]:

@@ -30,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import concurrent.futures
+import multiprocessing
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -242,12 +244,21 @@ def _include_takes_device() -> bool:
     return "device_type" in inspect.signature(cpp_extension.include_paths).parameters
 
 
+def _build_one(family: str, backend: str, verbose: bool) -> tuple[str, float, str]:
+    """Build one module; returns ``(module name, seconds, .so path)`` (picklable, for worker processes)."""
+    t0 = time.time()
+    mod = load_extension(family, backend, verbose=verbose)
+    return mod.__name__, time.time() - t0, mod.__file__
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="orster4d-build", description="Build the orster4d C++/CUDA kernels ahead of time.")
     p.add_argument("--cuda", action="store_true", help="also build the CUDA modules (default: when torch sees a GPU)")
     p.add_argument("--no-cpu", action="store_true", help="skip the CPU modules")
     p.add_argument("--cuda-compile-only", action="store_true", help="only run nvcc -c on every .cu file (no GPU needed)")
     p.add_argument("--arch", default="90", help="SM architecture for --cuda-compile-only (default 90)")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="modules built at once, each in its own process (default: all of them)")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -260,13 +271,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.cuda or torch.cuda.is_available():
             backends.append("cuda")
         print(f"build folder: {build_dir()}")
-        for fam in families():
-            for be in backends:
-                if not (csrc_root() / fam / be).is_dir():
-                    continue
-                t0 = time.time()
-                mod = load_extension(fam, be, verbose=args.verbose)
-                print(f"  built {mod.__name__:32s} {time.time() - t0:6.1f} s  ({mod.__file__})")
+        todo = [(fam, be) for fam in families() for be in backends if (csrc_root() / fam / be).is_dir()]
+        jobs = max(1, min(args.jobs or len(todo), len(todo)))
+        if jobs == 1:
+            for fam, be in todo:
+                print("  built {:32s} {:6.1f} s  ({})".format(*_build_one(fam, be, args.verbose)))
+        else:  # modules in separate processes (ninja parallelises only within one module)
+            ctx = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+                futs = [pool.submit(_build_one, fam, be, args.verbose) for fam, be in todo]
+                for fut in concurrent.futures.as_completed(futs):
+                    print("  built {:32s} {:6.1f} s  ({})".format(*fut.result()), flush=True)
     except BuildError as exc:
         print(f"orster4d-build: {exc}", file=sys.stderr)
         return 1

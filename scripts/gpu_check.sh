@@ -47,7 +47,7 @@ run_part() {  # run_part <name> <command...>
   record "$name" "$rc" "$dt"
 }
 has build && run_part build python3 -m orster4d.build --cuda
-has tests && run_part tests python3 -m pytest tests -m cuda -q -ra -p no:cacheprovider
+has tests && run_part tests python3 -m pytest tests -m cuda -q -ra -p no:cacheprovider --durations=8
 has rasterize && [ -f scripts/gpu_rasterize_report.py ] && run_part rasterize python3 scripts/gpu_rasterize_report.py --out "$OUTDIR/rasterize.json"
 has hexplane && [ -f scripts/gpu_hexplane_report.py ] && run_part hexplane python3 scripts/gpu_hexplane_report.py --out "$OUTDIR/hexplane.json"
 has attention && [ -f scripts/gpu_attention_report.py ] && run_part attention python3 scripts/gpu_attention_report.py --out "$OUTDIR/attention.json" ${ATTENTION_ARGS:---budget-s 240}

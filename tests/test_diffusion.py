@@ -14,7 +14,7 @@ import torch
 
 from diffusion_helpers import make_videos
 from orster4d.diffusion.teachers import load_teachers, promised_shape
-from orster4d.diffusion.unet4d import STD4DUNet, is_temporal_param
+from orster4d.diffusion.unet4d import FeatureTaps, STD4DUNet, is_temporal_param
 from orster4d.diffusion.vae import DisentanglementVAE, decode_latents, encode_video, load_image_vae
 from orster4d.training.tiny_assets import TINY_TEACHER_MAP, TINY_UNET, make_tiny_assets
 
@@ -193,6 +193,29 @@ def test_teacher_hooks_return_promised_shapes(assets):
         assert torch.isfinite(feats[entry["block"]]).all()
     # The temporal teacher is narrower (16/32 channels): the promise follows its own config.
     assert promised_shape(dict(teachers["temporal"].unet.config), TINY_TEACHER_MAP[1]["block"], 2, 8, 4, 4)[1] == 16
+
+
+def test_teacher_stops_after_last_hooked_block(assets):
+    """The teacher skips the layers behind its last hook; its features equal a full pass's."""
+    teachers = load_teachers(assets["teacher_spatial"], assets["teacher_temporal"], TINY_TEACHER_MAP)
+    te = teachers["spatial"]
+    z, t, _ = _inputs(b=2, t=8, hw=4)
+    ran = []
+    handle = te.unet.up_blocks[-1].register_forward_hook(lambda *a: ran.append(1))
+    try:
+        early = te(z, t)
+        assert ran == [], "the up blocks behind the hooked down block must not run"
+        full = FeatureTaps(te.unet, te.blocks, "full pass")
+        full.active, full.num_frames = True, z.shape[2]
+        with torch.no_grad():
+            te.unet(z, t, encoder_hidden_states=torch.zeros(2, 1, te.unet.config.cross_attention_dim),
+                    return_dict=False)
+        full.remove()
+        assert ran == [1]
+    finally:
+        handle.remove()
+    for name in te.blocks:
+        torch.testing.assert_close(early[name], full.features[name].float(), rtol=0, atol=0)
 
 
 def test_i2vgen_xl_teacher_hooks(tmp_path):

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .base import freeze, module_by_name, require_dir, require_file
-from .unet4d import FeatureTaps
+from .unet4d import FeatureTaps, TapsComplete
 
 TEACHER_CLASSES = ("UNet3DConditionModel", "I2VGenXLUNet")
 ROLES = ("spatial", "temporal")
@@ -100,7 +100,7 @@ class Teacher(nn.Module):
         self.unet = unet
         self.role = role
         self.blocks = list(blocks)
-        self.taps = FeatureTaps(unet, self.blocks, f"{role} teacher")
+        self.taps = FeatureTaps(unet, self.blocks, f"{role} teacher", stop_when_complete=True)
 
     @property
     def unet_config(self) -> dict:
@@ -108,7 +108,10 @@ class Teacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, z_t: torch.Tensor, timestep: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """``z_t [B, C, T, h, w]``, ``timestep [B]`` -> ``{block: [B, C', T, h', w']}`` (float32)."""
+        """``z_t [B, C, T, h, w]``, ``timestep [B]`` -> ``{block: [B, C', T, h', w']}`` (float32).
+
+        The forward pass stops after the last hooked block: the layers behind it are not run.
+        """
         u = self.unet
         dt = next(u.parameters()).dtype
         b = z_t.shape[0]
@@ -117,12 +120,18 @@ class Teacher(nn.Module):
         self.taps.active, self.taps.num_frames, self.taps.features = True, z_t.shape[2], {}
         try:
             with torch.autocast(z.device.type, dtype=dt, enabled=z.device.type == "cuda" and dt != torch.float32):
-                if type(u).__name__ == "I2VGenXLUNet":
-                    u(z, timestep, fps=torch.full((b,), 8, device=z.device), image_latents=torch.zeros_like(z),
-                      image_embeddings=torch.zeros(b, u.config.cross_attention_dim, device=z.device, dtype=dt),
-                      encoder_hidden_states=ctx, return_dict=False)
-                else:
-                    u(z, timestep, encoder_hidden_states=ctx, return_dict=False)
+                try:
+                    if type(u).__name__ == "I2VGenXLUNet":
+                        u(z, timestep, fps=torch.full((b,), 8, device=z.device), image_latents=torch.zeros_like(z),
+                          image_embeddings=torch.zeros(b, u.config.cross_attention_dim, device=z.device, dtype=dt),
+                          encoder_hidden_states=ctx, return_dict=False)
+                    else:
+                        u(z, timestep, encoder_hidden_states=ctx, return_dict=False)
+                except TapsComplete:
+                    pass
+            missing = [n for n in self.blocks if n not in self.taps.features]
+            if missing:
+                raise RuntimeError(f"{self.role} teacher: hooked blocks {missing} did not run in the forward pass")
             return {k: v.float() for k, v in self.taps.features.items()}
         finally:
             self.taps.active, self.taps.features = False, {}

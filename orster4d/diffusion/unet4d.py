@@ -99,18 +99,27 @@ class FusionFFN(PretrainedModule):
         return self.mix[0] * zs + self.mix[1] * zt + self.out(h)
 
 
+class TapsComplete(Exception):
+    """Raised by :class:`FeatureTaps` with ``stop_when_complete`` once every tapped block has run."""
+
+
 class FeatureTaps:
     """Forward hooks that store block outputs as ``[B, C, T, h, w]`` while ``active``.
 
     Hooked blocks of a ``UNet3DConditionModel`` return ``[B*T, C, h, w]`` (or a tuple/ output
-    object whose first entry is); ``num_frames`` must be set before each forward.
+    object whose first entry is); ``num_frames`` must be set before each forward. With
+    ``stop_when_complete`` the last tapped block raises :class:`TapsComplete`, so a caller that
+    only needs the features (a frozen teacher) skips the rest of the network.
     """
 
-    def __init__(self, root: nn.Module, names: Iterable[str], what: str):
+    def __init__(self, root: nn.Module, names: Iterable[str], what: str, stop_when_complete: bool = False):
         self.features: Dict[str, torch.Tensor] = {}
         self.num_frames = 1
         self.active = False
+        self.stop_when_complete = stop_when_complete
         self.handles = []
+        names = list(names)
+        self.num_names = len(set(names))
         for name in names:
             mod = module_by_name(root, name, what)
             self.handles.append(mod.register_forward_hook(self._hook(name)))
@@ -123,6 +132,8 @@ class FeatureTaps:
             bt, c, h, w = x.shape
             t = self.num_frames
             self.features[name] = x.reshape(bt // t, t, c, h, w).permute(0, 2, 1, 3, 4)
+            if self.stop_when_complete and len(self.features) == self.num_names:
+                raise TapsComplete
         return fn
 
     def remove(self):
