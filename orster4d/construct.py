@@ -235,17 +235,30 @@ def render_frames(gauss, field, times, viewmats, Ks, width, height, background, 
 
 @torch.no_grad()
 def evaluate(gauss, field, ds: DynamicDataset, device, lp: Optional[_LPIPS], max_frames: int, background,
-             backend=None) -> Dict:
-    """Mean PSNR / SSIM (and LPIPS when available) over up to ``max_frames`` frames of ``ds``."""
+             backend=None, seen: Optional[DynamicDataset] = None) -> Dict:
+    """Mean PSNR / SSIM (and LPIPS when available) over up to ``max_frames`` frames of ``ds``.
+
+    With ``seen`` (the fitted frames), the PSNR is also given per kind of held-out frame:
+    ``psnr_by_kind`` maps ``novel_view`` (a camera not fitted, at a fitted time), ``novel_time``
+    (a fitted camera at a time not fitted) and ``novel_view_and_time`` to ``{"frames", "psnr"}``.
+    """
     idx = torch.linspace(0, ds.num_frames - 1, min(max_frames, ds.num_frames)).round().long().unique()
     pred = render_frames(gauss, field, ds.times[idx].to(device), ds.viewmats[idx].to(device), ds.Ks[idx].to(device),
                          ds.width, ds.height, background, backend)
     gt = ds.images[idx].to(device)
-    res = {"frames": int(idx.numel()), "psnr": float(psnr(pred, gt).mean()), "ssim": float(ssim(pred, gt).mean())}
+    per_frame = psnr(pred, gt).reshape(-1).cpu()
+    res = {"frames": int(idx.numel()), "psnr": float(per_frame.mean()), "ssim": float(ssim(pred, gt).mean())}
     if lp is not None and lp.available:
         res["lpips"] = float(torch.cat([lp(pred[s:s + 8], gt[s:s + 8]) for s in range(0, pred.shape[0], 8)]).mean())
     else:
         res["lpips"] = None
+    if seen is not None and ds.view_ids is not None and seen.view_ids is not None:
+        novel_view = ~torch.isin(ds.view_ids[idx], seen.view_ids) | (ds.view_ids[idx] < 0)
+        novel_time = ~torch.isin(ds.times[idx], seen.times)
+        kinds = {"novel_view": novel_view & ~novel_time, "novel_time": novel_time & ~novel_view,
+                 "novel_view_and_time": novel_view & novel_time}
+        res["psnr_by_kind"] = {k: {"frames": int(m.sum()), "psnr": float(per_frame[m].mean()) if m.any() else None}
+                               for k, m in kinds.items()}
     return res
 
 
@@ -505,7 +518,8 @@ def write_outputs(run: _Run, out: Path, lp: _LPIPS, wall: float) -> Dict:
     }
     ev = run.inputs["eval"]
     if ev is not None and ev.num_frames:
-        metrics["heldout"] = evaluate(g, fld, ev, dev, lp, cfg.eval_max_frames, cfg.background, cfg.rasterizer_backend)
+        metrics["heldout"] = evaluate(g, fld, ev, dev, lp, cfg.eval_max_frames, cfg.background, cfg.rasterizer_backend,
+                                      seen=run.train)
     else:
         metrics["heldout"] = None
         metrics["heldout_reason"] = "no held-out ground truth (no 'test' split and no eval data)"

@@ -34,28 +34,43 @@ def main(argv=None) -> int:
     p.add_argument("--coarse-iters", type=int, default=6000)
     p.add_argument("--fine-iters", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", help="where scenes and assets go (default: a temporary folder)")
+    p.add_argument("--workdir", help="where scenes and assets go (default: a temporary folder); a scene "
+                   "already there (its scene.json) is reused")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a ConstructConfig field (JSON value), e.g. --set max_sh_degree=1")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("gpu_construct_report: needs a CUDA device; torch sees none")
         return 1
+    overrides = {}
+    for item in args.set:
+        key, _, val = item.partition("=")
+        if key not in ConstructConfig.__dataclass_fields__:
+            p.error(f"--set {item}: ConstructConfig has no field {key!r}")
+        try:
+            overrides[key] = json.loads(val)
+        except json.JSONDecodeError:
+            overrides[key] = val
     families = list(FAMILIES) if args.families == ["all"] else args.families
     work = Path(args.workdir or tempfile.mkdtemp(prefix="orster4d_construct_"))
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version(),
               "frames": args.frames, "size": args.size, "views": args.views, "coarse_iters": args.coarse_iters,
-              "fine_iters": args.fine_iters, "objects": {}}
+              "fine_iters": args.fine_iters, "overrides": overrides, "objects": {}}
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     for fam in families:
         scene = work / f"{fam}-scene"
         t0 = time.time()
-        generate_scene(scene, fam, args.seed, args.frames, args.size, args.size, args.views, device="cuda")
+        if not (scene / "scene.json").is_file():
+            generate_scene(scene, fam, args.seed, args.frames, args.size, args.size, args.views, device="cuda")
         entry = {"scene_seconds": time.time() - t0}
         for backend in args.backends:
-            cfg = ConstructConfig(input=str(scene / "multiview"), output=str(work / f"{fam}-{backend}"),
-                                  static=str(scene / "static"), coarse_iters=args.coarse_iters,
-                                  fine_iters=args.fine_iters, hexplane_backend=backend, progress=False,
-                                  seed=args.seed, checkpoint_every=0)
+            tag = "-".join(f"{k}{v}" for k, v in overrides.items()).replace(" ", "")
+            cfg = ConstructConfig(**{**dict(input=str(scene / "multiview"), static=str(scene / "static"),
+                                            output=str(work / f"{fam}-{backend}{'-' + tag if tag else ''}"),
+                                            coarse_iters=args.coarse_iters, fine_iters=args.fine_iters,
+                                            hexplane_backend=backend, progress=False, seed=args.seed,
+                                            checkpoint_every=0), **overrides})
             torch.cuda.synchronize()
             t0 = time.time()
             m = construct(cfg, overwrite=True)
@@ -66,9 +81,11 @@ def main(argv=None) -> int:
                 "initial_train_psnr": m["initial_train_psnr"], "lpips_available": m["lpips_available"],
                 "lpips_unavailable_reason": m["lpips_unavailable_reason"], "l_hex": m["l_hex"],
             }
-            print(f"{fam:9s} {backend:12s} {entry[backend]['wall_seconds']:7.1f} s  "
-                  f"held-out PSNR {m['heldout']['psnr']:.2f}  SSIM {m['heldout']['ssim']:.3f}  "
-                  f"N={m['num_gaussians']}", flush=True)
+            kinds = " ".join(f"{k} {v['psnr']:.2f}" for k, v in m["heldout"].get("psnr_by_kind", {}).items()
+                             if v["psnr"] is not None)
+            print(f"{fam:9s} {backend:12s} {overrides or ''} {entry[backend]['wall_seconds']:7.1f} s  "
+                  f"held-out PSNR {m['heldout']['psnr']:.2f} ({kinds})  SSIM {m['heldout']['ssim']:.3f}  "
+                  f"train PSNR {m['train']['psnr']:.2f}  N={m['num_gaussians']}", flush=True)
             report["objects"][fam] = entry
             out_path.write_text(json.dumps(report, indent=2))  # partial results survive a time-out
     for backend in args.backends:

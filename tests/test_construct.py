@@ -57,6 +57,10 @@ def test_construct_improves_and_writes_every_output(asset):
     assert on_disk["train"]["psnr"] == metrics["train"]["psnr"]
     held = on_disk["heldout"]
     assert held is not None and held["frames"] > 0 and 0 < held["ssim"] <= 1 and held["psnr"] > 0
+    kinds = held["psnr_by_kind"]  # every held-out frame is a novel view, a novel time, or both
+    assert set(kinds) == {"novel_view", "novel_time", "novel_view_and_time"}
+    assert sum(k["frames"] for k in kinds.values()) == held["frames"]
+    assert kinds["novel_time"]["frames"] > 0 and kinds["novel_time"]["psnr"] > 0
     # LPIPS: either measured, or reported unavailable with a reason (also said at start)
     if on_disk["lpips_available"]:
         assert held["lpips"] is not None

@@ -41,6 +41,19 @@ def test_families_are_deterministic_and_move():
         make_object("dragon", 0)
 
 
+def test_motions_are_sampled_finely_enough_to_hold_out_times():
+    """At 16 frames a held-out time lies between two fitted times two frames apart: each motion must
+    be slow enough that halfway between them the object is near the average of the two poses
+    (aliased motions, several cycles per clip, are not)."""
+    seed = int(torch.randint(0, 10_000, ()).item())
+    t = torch.linspace(0, 1, 31)  # the 16 clip frames and the midpoints between them
+    for fam in FAMILIES:
+        m = make_object(fam, seed, 300).gaussians(t)["means"]
+        mid, lerp = m[2:-2:4], 0.5 * (m[0:-4:4] + m[4::4])  # frame i+1 vs the mean of frames i, i+2
+        err = (mid - lerp).norm(dim=-1).max()
+        assert err < 0.35, (fam, seed, float(err))  # the object spans about 2 units
+
+
 def _tiny_orbital(T=4, size=16, n=120, family="waver", seed=3):
     tr = OrbitTrajectory(num_frames=T, width=size, height=size, radius=2.6)
     return render_orbital(make_object(family, seed, n), tr, backend=RB), tr

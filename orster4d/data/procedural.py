@@ -276,7 +276,10 @@ def make_object(family: str, seed: int = 0, num_gaussians: int = 4000) -> Proced
         return Part(radii=tuple(radii), pivot=tuple(pivot), offset=tuple(offset), colors=(color(), color()),
                     pattern=pat(), frequency=u(2.0, 5.0), **kw)
 
-    freq = float(int(u(1, 3)))  # whole cycles over the clip
+    u(1, 3)  # a draw kept so that every later draw (shapes, colours, amplitudes) of a seed is unchanged
+    # One cycle of the slow motions per clip; no component exceeds two cycles, so a 16-frame clip
+    # samples every motion at 8 or more frames per cycle (held-out times can be interpolated).
+    freq = 1.0
     parts: List[Part]
     glob: Motion = _still
     if family == "hopper":
@@ -306,7 +309,7 @@ def make_object(family: str, seed: int = 0, num_gaussians: int = 4000) -> Proced
         parts = [part((0.3, 0.22, 0.5), offset=(0, 0, -0.2), weight=1.5),
                  part((0.2, 0.2, 0.2), offset=(0, 0, 0.5)),
                  part((0.07, 0.07, 0.3), pivot=(0.3, 0, 0.15), offset=(0.0, 0, 0.3),
-                      motion=_rot((0, 1, 0), 0.6, 3 * freq, bias=0.7)),
+                      motion=_rot((0, 1, 0), 0.6, 2 * freq, bias=0.7)),
                  part((0.07, 0.07, 0.3), pivot=(-0.3, 0, 0.15), offset=(0.0, 0, -0.3),
                       motion=_rot((0, 1, 0), 0.1, freq))]
     elif family == "ball":
@@ -325,7 +328,7 @@ def make_object(family: str, seed: int = 0, num_gaussians: int = 4000) -> Proced
                       motion=_rot((0, 0, 1), 0.2, freq))] + legs
 
         def bob(t, f=2 * freq):
-            z = 0.04 * torch.sin(4 * math.pi * f * t)
+            z = 0.04 * torch.sin(2 * math.pi * f * t)
             x = 0.2 * torch.sin(2 * math.pi * t)
             return torch.zeros(t.shape[0], 3), torch.stack([x, torch.zeros_like(x), z], -1)
         glob = bob
