@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda-lpips", type=float, default=d.lambda_lpips)
     p.add_argument("--lambda-dep", type=float, default=d.lambda_dep)
     p.add_argument("--lambda-hex", type=float, default=d.lambda_hex)
+    p.add_argument("--hexplane-resolution", type=int, nargs=2, default=d.hexplane_resolution, metavar=("R_XYZ", "R_T"),
+                   help="HexPlane base resolution in space and time; R_T 0 = about half the fitted timestamps")
+    p.add_argument("--time-smoothness", type=float, default=d.time_smoothness,
+                   help="weight of the time planes' second-difference penalty")
     p.add_argument("--hexplane-backend", choices=("fused", "grid_sample"), default=d.hexplane_backend)
     p.add_argument("--attention-backend", choices=("sdpa", "orster"), default=d.attention_backend)
     p.add_argument("--lpips-net", choices=("vgg", "alex"), default=d.lpips_net)
@@ -123,6 +127,7 @@ def main(argv=None) -> int:
         max_sh_degree=args.sh_degree, views_per_time=args.views_per_time, coarse_batch=args.coarse_batch,
         lambda_l1=args.lambda_l1, lambda_lpips=args.lambda_lpips, lambda_dep=args.lambda_dep,
         lambda_hex=args.lambda_hex, hexplane_backend=args.hexplane_backend,
+        hexplane_resolution=list(args.hexplane_resolution), time_smoothness=args.time_smoothness,
         attention_backend=args.attention_backend, lpips_net=args.lpips_net, lpips_weights=args.lpips_weights,
         checkpoint_every=args.checkpoint_every, turntable_frames=args.turntable_frames,
         background=list(args.background), device=args.device, rasterizer_backend=args.rasterizer_backend,
