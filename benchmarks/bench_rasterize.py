@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import rasterize_cases as rc  # noqa: E402
+from gpu_timing import peak_extra_mb  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; torch sees none")
 
@@ -50,7 +51,7 @@ CASES = [c[0] for c in rc.SIZES]
 def _bench(benchmark, fn, impl, extra):
     fn()  # warm-up (JIT builds, allocator)
     torch.cuda.synchronize()
-    benchmark.extra_info["peak_mem_mb"] = rc.peak_memory_mb(fn)
+    benchmark.extra_info["peak_mem_mb"] = peak_extra_mb(fn)
     benchmark.extra_info["impl"] = impl
     benchmark.extra_info.update(extra)
 

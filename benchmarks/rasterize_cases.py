@@ -12,7 +12,6 @@ time-dependent offset), one camera per copy on an orbit, 512 x 512.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -162,7 +161,7 @@ def render_per_timestep(render, s: Scene) -> list:
     return [render(s.timestep(t)) for t in range(s.means.shape[0])]
 
 
-# ------------------------------------------------------------------ timing and memory
+# ------------------------------------------------------------------ timed closures
 def step_fn(render, s: Scene, backward: bool, per_timestep: bool = False):
     """A closure running one forward (and backward) pass; inputs with grad are made once, outside."""
     sg = s.with_grad() if backward else s
@@ -180,31 +179,6 @@ def step_fn(render, s: Scene, backward: bool, per_timestep: bool = False):
         return outs
 
     return run
-
-
-def cuda_time_ms(fn, warmup: int = 2, iters: int = 10) -> float:
-    """Median wall time (ms) of fn() with the device synchronised around each call."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
-    return times[len(times) // 2]
-
-
-def peak_memory_mb(fn) -> float:
-    """Peak GPU memory (MiB) allocated by fn() above what was allocated before it."""
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
 # ------------------------------------------------------------------ correctness

@@ -21,7 +21,8 @@ Two tilings share the code:
   batch-heads whose ``G * N`` rows fit in one tile; a block-diagonal mask keeps the heads apart,
   so a tile is filled with useful rows instead of mostly padding.
 
-The file reads top to bottom: forward, backward preprocess, backward (dK/dV, then dQ).
+The file reads top to bottom: helpers (tile rows, loads, scores), forward, backward preprocess,
+backward (dK/dV, then dQ).
 Only portable ``tl`` APIs are used (pointer arithmetic, no tensor descriptors).
 """
 import triton
@@ -78,6 +79,47 @@ def _load_vec(ptr, bh, n, N, valid, other, EVEN: tl.constexpr):
 
 
 @triton.jit
+def _load_keys(K, V, KF, BIAS, bh, n, N, valid, KF_HDIV,
+               D: tl.constexpr, DF: tl.constexpr, DV: tl.constexpr,
+               HAS_FEAT: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN: tl.constexpr):
+    """A key tile's ``k [BN, D]``, ``v [BN, DV]``, ``kf [BN, DF]`` (read at batch-head
+    ``bh // KF_HDIV``; ``k`` stands in without features) and ``bias [BN]`` (``valid`` stands in
+    without a bias)."""
+    k = _load(K, bh, n, N, valid, D, EVEN)
+    v = _load(V, bh, n, N, valid, DV, EVEN)
+    kf = k
+    bias = valid
+    if HAS_FEAT:
+        kf = _load(KF, bh // KF_HDIV, n, N, valid, DF, EVEN)
+    if HAS_BIAS:
+        bias = _load_vec(BIAS, bh, n, N, valid, 0.0, EVEN)
+    return k, v, kf, bias
+
+
+@triton.jit
+def _load_query_feats(PF, q, like, bh, n, N, valid,
+                      DF: tl.constexpr, HAS_FEAT: tl.constexpr, EVEN: tl.constexpr):
+    """A query tile's ``pf [BM, DF]`` times log2(e), rounded to the dtype of ``like``
+    (``q`` stands in without features)."""
+    pf = q
+    if HAS_FEAT:
+        pf = (_load(PF, bh, n, N, valid, DF, EVEN) * 1.4426950408889634).to(like.dtype)
+    return pf
+
+
+@triton.jit
+def _load_grad_rows(Q, DO, LSE, DELTA, bh, n, N, valid,
+                    D: tl.constexpr, DV: tl.constexpr, EVEN: tl.constexpr):
+    """A query tile's backward inputs: ``q [BM, D]``, ``do [BM, DV]``, the base-2 log-sum-exp
+    ``lse [BM]`` and ``delta [BM]``."""
+    q = _load(Q, bh, n, N, valid, D, EVEN)
+    do = _load(DO, bh, n, N, valid, DV, EVEN)
+    lse = _load_vec(LSE, bh, n, N, valid, float("inf"), EVEN)
+    delta = _load_vec(DELTA, bh, n, N, valid, 0.0, EVEN)
+    return q, do, lse, delta
+
+
+@triton.jit
 def _scores(q, k, pf, kf, bias, qk_scale,
             HAS_FEAT: tl.constexpr, HAS_BIAS: tl.constexpr, PREC: tl.constexpr):
     """Base-2 augmented score tile ``[BM, BN]`` from a query tile and a key tile."""
@@ -104,9 +146,7 @@ def attn_fwd(Q, K, V, PF, KF, BIAS, O, LSE,
 
     q_bh, q_n, q_valid, q_grp = _tile_rows(pid_m, pid_bh, Nq, G, BH, BLOCK_M, PACKED)
     q = _load(Q, q_bh, q_n, Nq, q_valid, D, EVEN)
-    pf = q
-    if HAS_FEAT:
-        pf = (_load(PF, q_bh, q_n, Nq, q_valid, DF, EVEN) * 1.4426950408889634).to(q.dtype)
+    pf = _load_query_feats(PF, q, q, q_bh, q_n, Nq, q_valid, DF, HAS_FEAT, EVEN)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -118,14 +158,8 @@ def attn_fwd(Q, K, V, PF, KF, BIAS, O, LSE,
         n_blocks = tl.cdiv(Nk, BLOCK_N)
     for jb in range(0, n_blocks):
         k_bh, k_n, k_valid, k_grp = _tile_rows(jb, pid_bh, Nk, G, BH, BLOCK_N, PACKED)
-        k = _load(K, k_bh, k_n, Nk, k_valid, D, EVEN)
-        v = _load(V, k_bh, k_n, Nk, k_valid, DV, EVEN)
-        kf = k
-        bias = k_valid
-        if HAS_FEAT:
-            kf = _load(KF, k_bh // KF_HDIV, k_n, Nk, k_valid, DF, EVEN)
-        if HAS_BIAS:
-            bias = _load_vec(BIAS, k_bh, k_n, Nk, k_valid, 0.0, EVEN)
+        k, v, kf, bias = _load_keys(K, V, KF, BIAS, k_bh, k_n, Nk, k_valid, KF_HDIV,
+                                    D, DF, DV, HAS_FEAT, HAS_BIAS, EVEN)
         s = _scores(q, k, pf, kf, bias, qk_scale, HAS_FEAT, HAS_BIAS, PREC)
         if PACKED:
             s = tl.where(k_valid[None, :] & (q_grp[:, None] == k_grp[None, :]), s, float("-inf"))
@@ -186,14 +220,8 @@ def attn_bwd_dkdv(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA,
     pid_n = pid - pid_bh * n_tiles
 
     k_bh, k_n, k_valid, k_grp = _tile_rows(pid_n, pid_bh, Nk, G, BH, BLOCK_N, PACKED)
-    k = _load(K, k_bh, k_n, Nk, k_valid, D, EVEN)
-    v = _load(V, k_bh, k_n, Nk, k_valid, DV, EVEN)
-    kf = k
-    bias = k_valid
-    if HAS_FEAT:
-        kf = _load(KF, k_bh // KF_HDIV, k_n, Nk, k_valid, DF, EVEN)
-    if HAS_BIAS:
-        bias = _load_vec(BIAS, k_bh, k_n, Nk, k_valid, 0.0, EVEN)
+    k, v, kf, bias = _load_keys(K, V, KF, BIAS, k_bh, k_n, Nk, k_valid, KF_HDIV,
+                                D, DF, DV, HAS_FEAT, HAS_BIAS, EVEN)
 
     dk = tl.zeros([BLOCK_N, D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, DV], dtype=tl.float32)
@@ -206,13 +234,8 @@ def attn_bwd_dkdv(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA,
         n_blocks = tl.cdiv(Nq, BLOCK_M)
     for ib in range(0, n_blocks):
         q_bh, q_n, q_valid, q_grp = _tile_rows(ib, pid_bh, Nq, G, BH, BLOCK_M, PACKED)
-        q = _load(Q, q_bh, q_n, Nq, q_valid, D, EVEN)
-        do = _load(DO, q_bh, q_n, Nq, q_valid, DV, EVEN)
-        lse = _load_vec(LSE, q_bh, q_n, Nq, q_valid, float("inf"), EVEN)
-        delta = _load_vec(DELTA, q_bh, q_n, Nq, q_valid, 0.0, EVEN)
-        pf = q
-        if HAS_FEAT:
-            pf = (_load(PF, q_bh, q_n, Nq, q_valid, DF, EVEN) * 1.4426950408889634).to(kf.dtype)
+        q, do, lse, delta = _load_grad_rows(Q, DO, LSE, DELTA, q_bh, q_n, Nq, q_valid, D, DV, EVEN)
+        pf = _load_query_feats(PF, q, kf, q_bh, q_n, Nq, q_valid, DF, HAS_FEAT, EVEN)
         # transposed tiles [BN, BM]: keys along rows, as this program accumulates per key
         sT = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale
         if HAS_FEAT:
@@ -262,27 +285,16 @@ def attn_bwd_dq(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA, DQ, DPF,
     pid_m = pid - pid_bh * n_tiles
 
     q_bh, q_n, q_valid, q_grp = _tile_rows(pid_m, pid_bh, Nq, 1, BH, BLOCK_M, False)
-    q = _load(Q, q_bh, q_n, Nq, q_valid, D, EVEN)
-    do = _load(DO, q_bh, q_n, Nq, q_valid, DV, EVEN)
-    lse = _load_vec(LSE, q_bh, q_n, Nq, q_valid, float("inf"), EVEN)
-    delta = _load_vec(DELTA, q_bh, q_n, Nq, q_valid, 0.0, EVEN)
+    q, do, lse, delta = _load_grad_rows(Q, DO, LSE, DELTA, q_bh, q_n, Nq, q_valid, D, DV, EVEN)
     lse_safe = tl.where(lse == float("-inf"), float("inf"), lse)
-    pf = q
-    if HAS_FEAT:
-        pf = (_load(PF, q_bh, q_n, Nq, q_valid, DF, EVEN) * 1.4426950408889634).to(q.dtype)
+    pf = _load_query_feats(PF, q, q, q_bh, q_n, Nq, q_valid, DF, HAS_FEAT, EVEN)
 
     dq = tl.zeros([BLOCK_M, D], dtype=tl.float32)
     dpf = tl.zeros([BLOCK_M, DF], dtype=tl.float32)
     for jb in range(0, tl.cdiv(Nk, BLOCK_N)):
         k_bh, k_n, k_valid, k_grp = _tile_rows(jb, pid_bh, Nk, 1, BH, BLOCK_N, False)
-        k = _load(K, k_bh, k_n, Nk, k_valid, D, EVEN)
-        v = _load(V, k_bh, k_n, Nk, k_valid, DV, EVEN)
-        kf = k
-        bias = k_valid
-        if HAS_FEAT:
-            kf = _load(KF, k_bh // KF_HDIV, k_n, Nk, k_valid, DF, EVEN)
-        if HAS_BIAS:
-            bias = _load_vec(BIAS, k_bh, k_n, Nk, k_valid, 0.0, EVEN)
+        k, v, kf, bias = _load_keys(K, V, KF, BIAS, k_bh, k_n, Nk, k_valid, KF_HDIV,
+                                    D, DF, DV, HAS_FEAT, HAS_BIAS, EVEN)
         s = _scores(q, k, pf, kf, bias, qk_scale, HAS_FEAT, HAS_BIAS, PREC)
         p = tl.math.exp2(s - lse_safe[:, None])
         if not EVEN:

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from attention_cases import CASES, METHODS, RUNNERS, eager_bytes, make_inputs  # noqa: E402
+from gpu_timing import peak_extra_mb  # noqa: E402
 from orster4d.attention import orster_attention  # noqa: E402
 
 
@@ -53,20 +54,19 @@ def time_method(fn, inp, params, mode, backward: bool):
         return tt.do_bench(step, warmup=25, rep=100)
 
 
-def peak_extra_bytes(fn, inp, params, mode) -> int:
+def peak_extra_mb_fwd_bwd(fn, inp, params, mode) -> float:
+    """Peak extra GPU memory (MiB) of one forward+backward, gradients included (cleared before and after)."""
     for t in _grads_of(inp, params):
         t.grad = None
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    o = fn(inp, params, mode)
-    o.backward(torch.ones_like(o))
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() - base
-    del o
+
+    def fwd_bwd():
+        o = fn(inp, params, mode)
+        o.backward(torch.ones_like(o))
+
+    peak = peak_extra_mb(fwd_bwd)
     for t in _grads_of(inp, params):
         t.grad = None
-    return int(peak)
+    return peak
 
 
 def check_correctness(case, mode, dtype):
@@ -149,7 +149,7 @@ def main(argv=None):
                         r["ms_fwd_bwd"] = time_method(RUNNERS[m], inp, params, mode, True)
                         r["tflops_fwd"] = fl / r["ms_fwd"] * 1e-9
                         r["tflops_bwd"] = flb / max(r["ms_fwd_bwd"] - r["ms_fwd"], 1e-6) * 1e-9
-                        r["peak_extra_MB"] = peak_extra_bytes(RUNNERS[m], inp, params, mode) / 2**20
+                        r["peak_extra_MB"] = peak_extra_mb_fwd_bwd(RUNNERS[m], inp, params, mode)
                     except Exception as e:  # noqa: BLE001 - record why a method does not run
                         r = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
                         if not isinstance(e, torch.OutOfMemoryError):

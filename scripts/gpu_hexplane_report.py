@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,33 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from gpu_timing import cuda_median_ms, peak_extra_mb  # noqa: E402
 from hexplane_cases import CASES, METHODS, Case, Inputs, max_rel_err  # noqa: E402
 from orster4d.build import load_extension  # noqa: E402
-
-
-def cuda_ms(fn, reps: int, warmup: int = 5) -> float:
-    """Median milliseconds of ``fn`` over ``reps`` runs, each timed with CUDA events."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def peak_extra_mb(fn) -> float:
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
 def correctness(case: Case) -> dict:
@@ -85,8 +60,8 @@ def timings(case: Case, reps: int) -> dict:
     res = {}
     for method in METHODS:
         res[method] = {
-            "fwd_ms": cuda_ms(lambda: inp.step(method, False), reps),
-            "fwd_bwd_ms": cuda_ms(lambda: inp.step(method, True), reps),
+            "fwd_ms": cuda_median_ms(lambda: inp.step(method, False), iters=reps),
+            "fwd_bwd_ms": cuda_median_ms(lambda: inp.step(method, True), iters=reps),
             "peak_extra_mb_fwd_bwd": peak_extra_mb(lambda: inp.step(method, True)),
         }
     # the two kernels alone (no autograd, no allocation of the plane-gradient buffer counted apart)
@@ -95,12 +70,13 @@ def timings(case: Case, reps: int) -> dict:
     pts = inp.points.detach()
     meta = f.layout.meta()
     res["fused_kernels"] = {
-        "forward_ms": cuda_ms(lambda: ext.forward(pts, f.data.detach(), meta), reps),
-        "backward_ms": cuda_ms(lambda: ext.backward(inp.grad_out, pts, f.data.detach(), meta, True, True), reps),
-        "backward_planes_only_ms": cuda_ms(
-            lambda: ext.backward(inp.grad_out, pts, f.data.detach(), meta, False, True), reps),
-        "backward_points_only_ms": cuda_ms(
-            lambda: ext.backward(inp.grad_out, pts, f.data.detach(), meta, True, False), reps),
+        "forward_ms": cuda_median_ms(lambda: ext.forward(pts, f.data.detach(), meta), iters=reps),
+        "backward_ms": cuda_median_ms(
+            lambda: ext.backward(inp.grad_out, pts, f.data.detach(), meta, True, True), iters=reps),
+        "backward_planes_only_ms": cuda_median_ms(
+            lambda: ext.backward(inp.grad_out, pts, f.data.detach(), meta, False, True), iters=reps),
+        "backward_points_only_ms": cuda_median_ms(
+            lambda: ext.backward(inp.grad_out, pts, f.data.detach(), meta, True, False), iters=reps),
     }
     base = res["grid_sample"]
     for method in ("fused", "fused_list"):

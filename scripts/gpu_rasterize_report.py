@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, ROOT)
 import rasterize_cases as rc  # noqa: E402
+from gpu_timing import cuda_median_ms, peak_extra_mb  # noqa: E402
 
 
 def _versions():
@@ -85,8 +86,8 @@ def time_case(scene, per_timestep=False, with_gsplat=True, iters=10) -> dict:
     for impl, render in impls:
         for mode in ("fwd", "fwd+bwd"):
             fn = rc.step_fn(render, scene, backward=mode == "fwd+bwd", per_timestep=per_timestep)
-            ms = rc.cuda_time_ms(fn, warmup=2, iters=iters)
-            mem = rc.peak_memory_mb(fn)
+            ms = cuda_median_ms(fn, warmup=2, iters=iters)
+            mem = peak_extra_mb(fn)
             out[f"{impl}_{mode}_ms"] = ms
             out[f"{impl}_{mode}_peak_mem_mb"] = mem
     if with_gsplat:

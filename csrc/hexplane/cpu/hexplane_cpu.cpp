@@ -35,11 +35,9 @@ void forward_impl(const T* pts, const T* planes, T* out, int64_t n_points, const
       T* o = out + (n * L + l) * C;
       for (int c = 0; c < C; ++c) o[c] = T(1);
       for (int p = 0; p < ohp::kNumPlanes; ++p) {
-        const int a = ohp::plane_axis_w(p), b = ohp::plane_axis_h(p);
-        const auto sx = ohp::axis_sample<T>(u[a], d.res[a]);
-        const auto sy = ohp::axis_sample<T>(u[b], d.res[b]);
-        const auto w = ohp::bilinear_weights<T>(sx.frac, sy.frac);
-        const auto r = ohp::corner_rows<T>(d.offset[p], d.res[a], sx, sy);
+        const ohp::PlaneCell<T> cell = ohp::plane_cell<T>(d, p, u);
+        const auto& w = cell.w;
+        const auto& r = cell.r;
         const T* v00 = planes + r.r00 * C;
         const T* v10 = planes + r.r10 * C;
         const T* v01 = planes + r.r01 * C;
@@ -65,15 +63,11 @@ void backward_impl(const T* gout, const T* pts, const T* planes, T* gpts, T* gpl
       for (int l = 0; l < L; ++l) {
         const ohp::LevelDesc& d = lay.level[l];
         const T* g = gout + (n * L + l) * C;
-        ohp::AxisSample<T> sx[ohp::kNumPlanes], sy[ohp::kNumPlanes];
-        ohp::CornerRows rows[ohp::kNumPlanes];
+        ohp::PlaneCell<T> cells[ohp::kNumPlanes];
         for (int p = 0; p < ohp::kNumPlanes; ++p) {
-          const int a = ohp::plane_axis_w(p), b = ohp::plane_axis_h(p);
-          sx[p] = ohp::axis_sample<T>(u[a], d.res[a]);
-          sy[p] = ohp::axis_sample<T>(u[b], d.res[b]);
-          rows[p] = ohp::corner_rows<T>(d.offset[p], d.res[a], sx[p], sy[p]);
-          const auto w = ohp::bilinear_weights<T>(sx[p].frac, sy[p].frac);
-          const auto& r = rows[p];
+          cells[p] = ohp::plane_cell<T>(d, p, u);
+          const auto& w = cells[p].w;
+          const auto& r = cells[p].r;
           for (int c = 0; c < C; ++c)
             val[p * C + c] = ohp::bilinear<T>(w, planes[r.r00 * C + c], planes[r.r10 * C + c],
                                               planes[r.r01 * C + c], planes[r.r11 * C + c]);
@@ -88,8 +82,10 @@ void backward_impl(const T* gout, const T* pts, const T* planes, T* gpts, T* gpl
             others[c] = pre * suffix[c];
           }
           const int a = ohp::plane_axis_w(p), b = ohp::plane_axis_h(p);
-          const auto w = ohp::bilinear_weights<T>(sx[p].frac, sy[p].frac);
-          const auto& r = rows[p];
+          const auto& sx = cells[p].sx;
+          const auto& sy = cells[p].sy;
+          const auto& w = cells[p].w;
+          const auto& r = cells[p].r;
           T dx = T(0), dy = T(0);
           for (int c = 0; c < C; ++c) {
             const T gv = g[c] * others[c];
@@ -106,13 +102,13 @@ void backward_impl(const T* gout, const T* pts, const T* planes, T* gpts, T* gpl
             if (gpts) {
               const T v00 = planes[r.r00 * C + c], v10 = planes[r.r10 * C + c];
               const T v01 = planes[r.r01 * C + c], v11 = planes[r.r11 * C + c];
-              dx += gv * ohp::bilinear_dx<T>(sy[p].frac, v00, v10, v01, v11);
-              dy += gv * ohp::bilinear_dy<T>(sx[p].frac, v00, v10, v01, v11);
+              dx += gv * ohp::bilinear_dx<T>(sy.frac, v00, v10, v01, v11);
+              dy += gv * ohp::bilinear_dy<T>(sx.frac, v00, v10, v01, v11);
             }
             suffix[c] *= val[p * C + c];
           }
-          gp[a] += dx * sx[p].dpos;
-          gp[b] += dy * sy[p].dpos;
+          gp[a] += dx * sx.dpos;
+          gp[b] += dy * sy.dpos;
         }
       }
       if (gpts) {

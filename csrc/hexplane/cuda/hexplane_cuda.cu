@@ -88,22 +88,14 @@ __device__ __forceinline__ ThreadIdx split_tid(int64_t tid, int L, int G) {
   return t;
 }
 
+// Channels [col, col + V) of the four corners of a cell.
 template <typename T, int V>
-__device__ __forceinline__ void sample_plane(const T* __restrict__ planes, int C, int col, const ohp::LevelDesc& d,
-                                             int p, const T* u, ohp::AxisSample<T>& sx, ohp::AxisSample<T>& sy,
-                                             ohp::CornerRows& r, T (&val)[V]) {
-  const int a = ohp::plane_axis_w(p), b = ohp::plane_axis_h(p);
-  sx = ohp::axis_sample<T>(u[a], d.res[a]);
-  sy = ohp::axis_sample<T>(u[b], d.res[b]);
-  r = ohp::corner_rows<T>(d.offset[p], d.res[a], sx, sy);
-  const auto w = ohp::bilinear_weights<T>(sx.frac, sy.frac);
-  T v00[V], v10[V], v01[V], v11[V];
+__device__ __forceinline__ void load_corners(const T* __restrict__ planes, int C, int col, const ohp::CornerRows& r,
+                                             T (&v00)[V], T (&v10)[V], T (&v01)[V], T (&v11)[V]) {
   load_vec<T, V>(planes + r.r00 * C + col, v00);
   load_vec<T, V>(planes + r.r10 * C + col, v10);
   load_vec<T, V>(planes + r.r01 * C + col, v01);
   load_vec<T, V>(planes + r.r11 * C + col, v11);
-#pragma unroll
-  for (int i = 0; i < V; ++i) val[i] = ohp::bilinear<T>(w, v00[i], v10[i], v01[i], v11[i]);
 }
 
 template <typename T, int V>
@@ -124,10 +116,12 @@ __global__ void __launch_bounds__(256) hexplane_forward_kernel(const T* __restri
   for (int i = 0; i < V; ++i) acc[i] = T(1);
 #pragma unroll
   for (int p = 0; p < ohp::kNumPlanes; ++p) {
-    ohp::AxisSample<T> sx, sy;
-    ohp::CornerRows r;
+    const ohp::PlaneCell<T> cell = ohp::plane_cell<T>(d, p, u);
+    T v00[V], v10[V], v01[V], v11[V];
+    load_corners<T, V>(planes, C, col, cell.r, v00, v10, v01, v11);
     T val[V];
-    sample_plane<T, V>(planes, C, col, d, p, u, sx, sy, r, val);
+#pragma unroll
+    for (int i = 0; i < V; ++i) val[i] = ohp::bilinear<T>(cell.w, v00[i], v10[i], v01[i], v11[i]);
 #pragma unroll
     for (int i = 0; i < V; ++i) acc[i] *= val[i];
   }
@@ -166,22 +160,16 @@ __global__ void __launch_bounds__(256, 2) hexplane_backward_kernel(const T* __re
 #pragma unroll
     for (int p = 0; p < ohp::kNumPlanes; ++p) {
       const int a = ohp::plane_axis_w(p), b = ohp::plane_axis_h(p);
-      const auto sx = ohp::axis_sample<T>(u[a], d.res[a]);
-      const auto sy = ohp::axis_sample<T>(u[b], d.res[b]);
-      const auto r = ohp::corner_rows<T>(d.offset[p], d.res[a], sx, sy);
-      const auto w = ohp::bilinear_weights<T>(sx.frac, sy.frac);
+      const ohp::PlaneCell<T> cell = ohp::plane_cell<T>(d, p, u);
       T v00[V], v10[V], v01[V], v11[V];
-      load_vec<T, V>(planes + r.r00 * C + col, v00);
-      load_vec<T, V>(planes + r.r10 * C + col, v10);
-      load_vec<T, V>(planes + r.r01 * C + col, v01);
-      load_vec<T, V>(planes + r.r11 * C + col, v11);
+      load_corners<T, V>(planes, C, col, cell.r, v00, v10, v01, v11);
 #pragma unroll
       for (int i = 0; i < V; ++i) {
-        const T f = ohp::bilinear<T>(w, v00[i], v10[i], v01[i], v11[i]);
+        const T f = ohp::bilinear<T>(cell.w, v00[i], v10[i], v01[i], v11[i]);
         val[p][i] = f;
         if (want_pts) {
-          const T fa = ohp::bilinear_dx<T>(sy.frac, v00[i], v10[i], v01[i], v11[i]) * sx.dpos;
-          const T fb = ohp::bilinear_dy<T>(sx.frac, v00[i], v10[i], v01[i], v11[i]) * sy.dpos;
+          const T fa = ohp::bilinear_dx<T>(cell.sy.frac, v00[i], v10[i], v01[i], v11[i]) * cell.sx.dpos;
+          const T fb = ohp::bilinear_dy<T>(cell.sx.frac, v00[i], v10[i], v01[i], v11[i]) * cell.sy.dpos;
 #pragma unroll
           for (int ax = 0; ax < 4; ++ax) {
             if (ax == a) dprod[ax][i] = dprod[ax][i] * f + prod[i] * fa;
@@ -218,15 +206,11 @@ __global__ void __launch_bounds__(256, 2) hexplane_backward_kernel(const T* __re
           gv[i] = g[i] * pre * suffix[i];
           suffix[i] *= val[p][i];
         }
-        const int a = ohp::plane_axis_w(p), b = ohp::plane_axis_h(p);
-        const auto sx = ohp::axis_sample<T>(u[a], d.res[a]);
-        const auto sy = ohp::axis_sample<T>(u[b], d.res[b]);
-        const auto r = ohp::corner_rows<T>(d.offset[p], d.res[a], sx, sy);
-        const auto w = ohp::bilinear_weights<T>(sx.frac, sy.frac);
-        atomic_add_vec<T, V>(gplanes + r.r00 * C + col, w.w00, gv);
-        atomic_add_vec<T, V>(gplanes + r.r10 * C + col, w.w10, gv);
-        atomic_add_vec<T, V>(gplanes + r.r01 * C + col, w.w01, gv);
-        atomic_add_vec<T, V>(gplanes + r.r11 * C + col, w.w11, gv);
+        const ohp::PlaneCell<T> cell = ohp::plane_cell<T>(d, p, u);
+        atomic_add_vec<T, V>(gplanes + cell.r.r00 * C + col, cell.w.w00, gv);
+        atomic_add_vec<T, V>(gplanes + cell.r.r10 * C + col, cell.w.w10, gv);
+        atomic_add_vec<T, V>(gplanes + cell.r.r01 * C + col, cell.w.w01, gv);
+        atomic_add_vec<T, V>(gplanes + cell.r.r11 * C + col, cell.w.w11, gv);
       }
     }
   }

@@ -19,6 +19,14 @@ constexpr float kAlphaMax = 0.99f;           // alpha cap (3DGS)
 constexpr float kAlphaMin = 1.f / 255.f;     // splats below are skipped
 constexpr float kTransmittanceMin = 1e-4f;   // stop when T would fall to this or below
 
+// The run [begin, end) of a bin's depth-sorted intersections in flatten_ids, a bin being
+// (camera, tile) = camera * n_tiles + tile of n_bins: offsets[bin] (an empty run points at the
+// next one) up to the next bin's offset, or n_isect after the last bin.
+struct IsectRun { int32_t begin, end; };
+ORSTER4D_HD IsectRun bin_isect_run(const int32_t* offsets, int64_t bin, int64_t n_bins, int64_t n_isect) {
+  return {offsets[bin], bin == n_bins - 1 ? int32_t(n_isect) : offsets[bin + 1]};
+}
+
 // sigma = 0.5 (a dx^2 + c dy^2) + b dx dy with (dx, dy) = mean2d - pixel centre.
 template <typename T> ORSTER4D_HD T gaussian_sigma(Sym2<T> conic, T dx, T dy) {
   return T(0.5) * (conic.xx * dx * dx + conic.yy * dy * dy) + conic.xy * dx * dy;

@@ -136,6 +136,26 @@ OHP_HD CornerRows corner_rows(int64_t offset, int width, const AxisSample<T>& sx
   return c;
 }
 
+// Where the coordinates u = (x, y, z, t) fall in plane p of a level: the samples along the
+// plane's width and height axes, the rows of the four corners and their bilinear weights.
+template <typename T>
+struct PlaneCell {
+  AxisSample<T> sx, sy;
+  CornerRows r;
+  Bilinear<T> w;
+};
+
+template <typename T>
+OHP_HD PlaneCell<T> plane_cell(const LevelDesc& d, int p, const T* u) {
+  const int a = plane_axis_w(p), b = plane_axis_h(p);
+  PlaneCell<T> c;
+  c.sx = axis_sample<T>(u[a], d.res[a]);
+  c.sy = axis_sample<T>(u[b], d.res[b]);
+  c.r = corner_rows<T>(d.offset[p], d.res[a], c.sx, c.sy);
+  c.w = bilinear_weights<T>(c.sx.frac, c.sy.frac);
+  return c;
+}
+
 // Fill a Layout from the flat metadata list [levels * kMetaPerLevel]:
 // per level res_x, res_y, res_z, res_t, offset_xy, offset_xz, offset_yz, offset_xt, offset_yt, offset_zt.
 inline Layout layout_from_meta(const int64_t* meta, int levels, int channels) {

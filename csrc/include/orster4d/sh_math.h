@@ -82,12 +82,9 @@ template <typename T> ORSTER4D_HD Vec3<T> sh_normalize(Vec3<T> dir, T& inv_norm)
   return scale(dir, inv_norm);
 }
 
-// RGB = sum_k basis_k(dir/|dir|) coeffs[k][:] + 0.5, clamped at 0 (the colour fed to compositing).
-// coeffs: K x 3 (row k = coefficient k, RGB).  Returns the unclamped value in `raw` if non-null.
-template <typename T> ORSTER4D_HD Vec3<T> sh_to_color(int degree, Vec3<T> dir, const T* coeffs, Vec3<T>* raw = nullptr) {
-  T inv;
-  const Vec3<T> d = sh_normalize(dir, inv);
-  T basis[16];
+// Unclamped RGB = sum_k basis_k(d) coeffs[k][:] + 0.5 for a unit direction d (coeffs: K x 3);
+// fills basis[0 .. K) with the basis values at d.
+template <typename T> ORSTER4D_HD Vec3<T> sh_raw_color(int degree, Vec3<T> d, const T* coeffs, T* basis) {
   sh_basis(degree, d.x, d.y, d.z, basis);
   const int K = sh_num_coeffs(degree);
   Vec3<T> c = {T(0.5), T(0.5), T(0.5)};
@@ -96,6 +93,16 @@ template <typename T> ORSTER4D_HD Vec3<T> sh_to_color(int degree, Vec3<T> dir, c
     c.y += basis[k] * coeffs[3 * k + 1];
     c.z += basis[k] * coeffs[3 * k + 2];
   }
+  return c;
+}
+
+// RGB = sum_k basis_k(dir/|dir|) coeffs[k][:] + 0.5, clamped at 0 (the colour fed to compositing).
+// coeffs: K x 3 (row k = coefficient k, RGB).  Returns the unclamped value in `raw` if non-null.
+template <typename T> ORSTER4D_HD Vec3<T> sh_to_color(int degree, Vec3<T> dir, const T* coeffs, Vec3<T>* raw = nullptr) {
+  T inv;
+  const Vec3<T> d = sh_normalize(dir, inv);
+  T basis[16];
+  const Vec3<T> c = sh_raw_color(degree, d, coeffs, basis);
   if (raw) *raw = c;
   return {max_(c.x, T(0)), max_(c.y, T(0)), max_(c.z, T(0))};
 }
@@ -108,14 +115,8 @@ ORSTER4D_HD Vec3<T> sh_to_color_vjp(int degree, Vec3<T> dir, const T* coeffs, Ve
   T inv;
   const Vec3<T> d = sh_normalize(dir, inv);
   T basis[16];
-  sh_basis(degree, d.x, d.y, d.z, basis);
+  const Vec3<T> c = sh_raw_color(degree, d, coeffs, basis);
   const int K = sh_num_coeffs(degree);
-  Vec3<T> c = {T(0.5), T(0.5), T(0.5)};
-  for (int k = 0; k < K; ++k) {
-    c.x += basis[k] * coeffs[3 * k + 0];
-    c.y += basis[k] * coeffs[3 * k + 1];
-    c.z += basis[k] * coeffs[3 * k + 2];
-  }
   const Vec3<T> g = {c.x >= T(0) ? v_color.x : T(0), c.y >= T(0) ? v_color.y : T(0), c.z >= T(0) ? v_color.z : T(0)};
   T w[16];
   for (int k = 0; k < K; ++k) {

@@ -37,10 +37,38 @@ TileRange tile_pixels(int64_t tile, int64_t tile_w, int64_t tile_size, int64_t w
           int(std::min<int64_t>((ty + 1) * tile_size, height))};
 }
 
-void check_raster_inputs(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors,
-                         const at::Tensor& opacities, const at::Tensor& depths,
-                         const std::optional<at::Tensor>& backgrounds, const at::Tensor& isect_offsets,
-                         const at::Tensor& flatten_ids, int64_t width, int64_t height, int64_t tile_size) {
+// The rasterizer's inputs as raw pointers (backgrounds: nullptr when absent), shared by the forward
+// and backward loops.  A splat g is a flat index into [B, C, N]; its opacity is per (B, N).
+struct RasterInputs {
+  const float *means2d, *conics, *colors, *opacities, *depths, *backgrounds;
+  const int32_t *offsets, *flatten_ids;
+  int64_t N, CN;
+  int64_t opacity_index(int64_t g) const { return (g / CN) * N + g % N; }
+  Vec3<float> background(int64_t bc) const {
+    return backgrounds ? Vec3<float>{backgrounds[3 * bc], backgrounds[3 * bc + 1], backgrounds[3 * bc + 2]}
+                       : Vec3<float>{0.f, 0.f, 0.f};
+  }
+};
+
+// Splat g at the pixel centre (cx, cy): its conic, offset mean2d - centre (px), sigma and alpha.
+struct SplatAtPixel {
+  Sym2<float> conic;
+  float dx, dy, sigma, alpha;
+};
+SplatAtPixel splat_at(const RasterInputs& in, int64_t g, float cx, float cy) {
+  SplatAtPixel s;
+  s.conic = {in.conics[3 * g], in.conics[3 * g + 1], in.conics[3 * g + 2]};
+  s.dx = in.means2d[2 * g] - cx;
+  s.dy = in.means2d[2 * g + 1] - cy;
+  s.sigma = gaussian_sigma(s.conic, s.dx, s.dy);
+  s.alpha = gaussian_alpha(in.opacities[in.opacity_index(g)], s.sigma);
+  return s;
+}
+
+RasterInputs check_raster_inputs(const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors,
+                                 const at::Tensor& opacities, const at::Tensor& depths,
+                                 const std::optional<at::Tensor>& backgrounds, const at::Tensor& isect_offsets,
+                                 const at::Tensor& flatten_ids, int64_t width, int64_t height, int64_t tile_size) {
   ORSTER4D_CHECK_CPU_F32(means2d);
   ORSTER4D_CHECK_CPU_F32(conics);
   ORSTER4D_CHECK_CPU_F32(colors);
@@ -56,6 +84,16 @@ void check_raster_inputs(const at::Tensor& means2d, const at::Tensor& conics, co
   TORCH_CHECK(isect_offsets.size(1) == (height + tile_size - 1) / tile_size &&
                   isect_offsets.size(2) == (width + tile_size - 1) / tile_size,
               "isect_offsets does not match the image size and tile size");
+  return {means2d.data_ptr<float>(),
+          conics.data_ptr<float>(),
+          colors.data_ptr<float>(),
+          opacities.data_ptr<float>(),
+          depths.data_ptr<float>(),
+          backgrounds.has_value() ? backgrounds->data_ptr<float>() : nullptr,
+          isect_offsets.data_ptr<int32_t>(),
+          flatten_ids.data_ptr<int32_t>(),
+          depths.size(2),
+          depths.size(1) * depths.size(2)};
 }
 
 }  // namespace
@@ -125,9 +163,9 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::T
                                           const at::Tensor& depths, const std::optional<at::Tensor>& backgrounds,
                                           int64_t width, int64_t height, int64_t tile_size,
                                           const at::Tensor& isect_offsets, const at::Tensor& flatten_ids) {
-  check_raster_inputs(means2d, conics, colors, opacities, depths, backgrounds, isect_offsets, flatten_ids, width,
-                      height, tile_size);
-  const int64_t B = depths.size(0), C = depths.size(1), N = depths.size(2), BC = B * C, CN = C * N;
+  const RasterInputs in = check_raster_inputs(means2d, conics, colors, opacities, depths, backgrounds, isect_offsets,
+                                              flatten_ids, width, height, tile_size);
+  const int64_t B = depths.size(0), C = depths.size(1), BC = B * C;
   const int64_t tile_h = isect_offsets.size(1), tile_w = isect_offsets.size(2), n_tiles = tile_w * tile_h;
   const int64_t n_isect = flatten_ids.numel(), HW = height * width;
   auto opt = means2d.options();
@@ -135,14 +173,6 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::T
   at::Tensor render_depth = at::empty({B, C, height, width, 1}, opt);
   at::Tensor alpha = at::empty({B, C, height, width, 1}, opt);
   at::Tensor last_ids = at::empty({B, C, height, width}, opt.dtype(at::kInt));
-  const float* pm = means2d.data_ptr<float>();
-  const float* pc = conics.data_ptr<float>();
-  const float* pcol = colors.data_ptr<float>();
-  const float* po = opacities.data_ptr<float>();
-  const float* pd = depths.data_ptr<float>();
-  const float* pbg = backgrounds.has_value() ? backgrounds->data_ptr<float>() : nullptr;
-  const int32_t* poff = isect_offsets.data_ptr<int32_t>();
-  const int32_t* pf = flatten_ids.data_ptr<int32_t>();
   float* orgb = render.data_ptr<float>();
   float* odep = render_depth.data_ptr<float>();
   float* oalp = alpha.data_ptr<float>();
@@ -150,28 +180,26 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::T
 #pragma omp parallel for schedule(dynamic)
   for (int64_t bin = 0; bin < BC * n_tiles; ++bin) {
     const int64_t bc = bin / n_tiles, tile = bin % n_tiles;
-    const int64_t begin = poff[bin], end = bin + 1 < BC * n_tiles ? poff[bin + 1] : n_isect;
+    const IsectRun run = bin_isect_run(in.offsets, bin, BC * n_tiles, n_isect);
     const TileRange px = tile_pixels(tile, tile_w, tile_size, width, height);
-    const Vec3<float> bg = pbg ? Vec3<float>{pbg[3 * bc], pbg[3 * bc + 1], pbg[3 * bc + 2]} : Vec3<float>{0.f, 0.f, 0.f};
+    const Vec3<float> bg = in.background(bc);
     for (int y = px.y0; y < px.y1; ++y) {
       for (int x = px.x0; x < px.x1; ++x) {
         const float cx = float(x) + 0.5f, cy = float(y) + 0.5f;
         float T = 1.f, r = 0.f, gch = 0.f, bch = 0.f, dsum = 0.f;
-        int64_t last = begin;  // one past the last composited splat
-        for (int64_t k = begin; k < end; ++k) {
-          const int64_t g = pf[k];
-          const Sym2<float> conic = {pc[3 * g], pc[3 * g + 1], pc[3 * g + 2]};
-          const float dx = pm[2 * g] - cx, dy = pm[2 * g + 1] - cy;
-          const float sigma = gaussian_sigma(conic, dx, dy);
-          const float a = gaussian_alpha(po[(g / CN) * N + g % N], sigma);
-          if (!splat_contributes(sigma, a)) continue;
+        int64_t last = run.begin;  // one past the last composited splat
+        for (int64_t k = run.begin; k < run.end; ++k) {
+          const int64_t g = in.flatten_ids[k];
+          const SplatAtPixel sp = splat_at(in, g, cx, cy);
+          const float a = sp.alpha;
+          if (!splat_contributes(sp.sigma, a)) continue;
           const float next_T = T * (1.f - a);
           if (next_T <= kTransmittanceMin) break;
           const float w = a * T;
-          r += pcol[3 * g] * w;
-          gch += pcol[3 * g + 1] * w;
-          bch += pcol[3 * g + 2] * w;
-          dsum += pd[g] * w;
+          r += in.colors[3 * g] * w;
+          gch += in.colors[3 * g + 1] * w;
+          bch += in.colors[3 * g + 2] * w;
+          dsum += in.depths[g] * w;
           T = next_T;
           last = k + 1;
         }
@@ -194,8 +222,8 @@ std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
     int64_t tile_size, const at::Tensor& isect_offsets, const at::Tensor& flatten_ids, const at::Tensor& render,
     const at::Tensor& render_depth, const at::Tensor& alpha, const at::Tensor& last_ids, const at::Tensor& v_render,
     const std::optional<at::Tensor>& v_render_depth, const std::optional<at::Tensor>& v_alpha) {
-  check_raster_inputs(means2d, conics, colors, opacities, depths, backgrounds, isect_offsets, flatten_ids, width,
-                      height, tile_size);
+  const RasterInputs in = check_raster_inputs(means2d, conics, colors, opacities, depths, backgrounds, isect_offsets,
+                                              flatten_ids, width, height, tile_size);
   ORSTER4D_CHECK_CPU_F32(alpha);
   ORSTER4D_CHECK_CPU_I32(last_ids);
   ORSTER4D_CHECK_CPU_F32(v_render);
@@ -203,20 +231,12 @@ std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
   if (v_alpha.has_value()) { ORSTER4D_CHECK_CPU_F32(v_alpha.value()); }
   (void)render;
   (void)render_depth;
-  const int64_t B = depths.size(0), C = depths.size(1), N = depths.size(2), BC = B * C, CN = C * N;
+  const int64_t B = depths.size(0), C = depths.size(1), BC = B * C;
   const int64_t tile_h = isect_offsets.size(1), tile_w = isect_offsets.size(2), n_tiles = tile_w * tile_h;
   const int64_t HW = height * width;
   at::Tensor v_means2d = at::zeros_like(means2d), v_conics = at::zeros_like(conics);
   at::Tensor v_colors = at::zeros_like(colors), v_opacities = at::zeros_like(opacities);
   at::Tensor v_depths = at::zeros_like(depths);
-  const float* pm = means2d.data_ptr<float>();
-  const float* pc = conics.data_ptr<float>();
-  const float* pcol = colors.data_ptr<float>();
-  const float* po = opacities.data_ptr<float>();
-  const float* pd = depths.data_ptr<float>();
-  const float* pbg = backgrounds.has_value() ? backgrounds->data_ptr<float>() : nullptr;
-  const int32_t* poff = isect_offsets.data_ptr<int32_t>();
-  const int32_t* pf = flatten_ids.data_ptr<int32_t>();
   const float* palpha = alpha.data_ptr<float>();
   const int32_t* plast = last_ids.data_ptr<int32_t>();
   const float* gr = v_render.data_ptr<float>();
@@ -230,9 +250,9 @@ std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
 #pragma omp parallel for schedule(dynamic)
   for (int64_t bin = 0; bin < BC * n_tiles; ++bin) {
     const int64_t bc = bin / n_tiles, tile = bin % n_tiles;
-    const int64_t begin = poff[bin];
+    const int64_t begin = in.offsets[bin];
     const TileRange px = tile_pixels(tile, tile_w, tile_size, width, height);
-    const Vec3<float> bg = pbg ? Vec3<float>{pbg[3 * bc], pbg[3 * bc + 1], pbg[3 * bc + 2]} : Vec3<float>{0.f, 0.f, 0.f};
+    const Vec3<float> bg = in.background(bc);
     for (int y = px.y0; y < px.y1; ++y) {
       for (int x = px.x0; x < px.x1; ++x) {
         const int64_t pix = bc * HW + int64_t(y) * width + x;
@@ -245,19 +265,17 @@ std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
         Vec3<float> S = {0.f, 0.f, 0.f};
         float S_depth = 0.f;
         for (int64_t k = int64_t(plast[pix]) - 1; k >= begin; --k) {
-          const int64_t g = pf[k];
-          const int64_t og = (g / CN) * N + g % N;
-          const Sym2<float> conic = {pc[3 * g], pc[3 * g + 1], pc[3 * g + 2]};
-          const float dx = pm[2 * g] - cx, dy = pm[2 * g + 1] - cy;
-          const float sigma = gaussian_sigma(conic, dx, dy);
-          const float a = gaussian_alpha(po[og], sigma);
-          if (!splat_contributes(sigma, a)) continue;
+          const int64_t g = in.flatten_ids[k];
+          const int64_t og = in.opacity_index(g);
+          const SplatAtPixel sp = splat_at(in, g, cx, cy);
+          const float a = sp.alpha;
+          if (!splat_contributes(sp.sigma, a)) continue;
           const float T_i = T / (1.f - a);
           const float w = a * T_i;
-          const Vec3<float> col = {pcol[3 * g], pcol[3 * g + 1], pcol[3 * g + 2]};
+          const Vec3<float> col = {in.colors[3 * g], in.colors[3 * g + 1], in.colors[3 * g + 2]};
           const float v_alpha_i =
-              composite_alpha_grad(a, T_i, col, pd[g], S, S_depth, T_final, v_rgb, v_d, v_a, bg);
-          const AlphaGrad<float> ag = gaussian_alpha_vjp(conic, po[og], dx, dy, v_alpha_i);
+              composite_alpha_grad(a, T_i, col, in.depths[g], S, S_depth, T_final, v_rgb, v_d, v_a, bg);
+          const AlphaGrad<float> ag = gaussian_alpha_vjp(sp.conic, in.opacities[og], sp.dx, sp.dy, v_alpha_i);
 #pragma omp atomic
           ocol[3 * g] += w * v_rgb.x;
 #pragma omp atomic
@@ -281,7 +299,7 @@ std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
           S.x += col.x * w;
           S.y += col.y * w;
           S.z += col.z * w;
-          S_depth += pd[g] * w;
+          S_depth += in.depths[g] * w;
           T = T_i;
         }
       }

@@ -32,9 +32,9 @@ __global__ void rasterize_bwd_kernel(
   const bool inside = i < height && j < width;
   const float px = float(j) + 0.5f, py = float(i) + 0.5f;
 
-  const int64_t bin = bc * int64_t(tile_w) * tile_h + tile_id;
-  const int32_t range_start = offsets[bin];
-  const int32_t range_end = (bin == BC * int64_t(tile_w) * tile_h - 1) ? int32_t(n_isect) : offsets[bin + 1];
+  const IsectRun run = bin_isect_run(offsets, bc * int64_t(tile_w) * tile_h + tile_id, BC * int64_t(tile_w) * tile_h,
+                                     n_isect);
+  const int32_t range_start = run.begin, range_end = run.end;
   const int n_batches = (range_end - range_start + bsize - 1) / bsize;
 
   const int64_t pix = (bc * height + min(i, height - 1)) * int64_t(width) + min(j, width - 1);

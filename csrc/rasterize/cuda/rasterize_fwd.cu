@@ -28,9 +28,9 @@ __global__ void rasterize_fwd_kernel(int64_t C, int64_t N, int64_t BC, int width
   const bool inside = i < height && j < width;
   const float px = float(j) + 0.5f, py = float(i) + 0.5f;
 
-  const int64_t bin = bc * int64_t(tile_w) * tile_h + tile_id;
-  const int32_t range_start = offsets[bin];
-  const int32_t range_end = (bin == BC * int64_t(tile_w) * tile_h - 1) ? int32_t(n_isect) : offsets[bin + 1];
+  const IsectRun run = bin_isect_run(offsets, bc * int64_t(tile_w) * tile_h + tile_id, BC * int64_t(tile_w) * tile_h,
+                                     n_isect);
+  const int32_t range_start = run.begin, range_end = run.end;
   const int n_batches = (range_end - range_start + bsize - 1) / bsize;
 
   float T = 1.f, r = 0.f, g = 0.f, b = 0.f, d = 0.f;
