@@ -21,7 +21,6 @@ camera per timestamp).
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -68,8 +67,7 @@ class ConstructConfig:
     time_smoothness: float = 1e-3
     time_l1: float = 1e-4
     hexplane_channels: int = 32
-    # (R_xyz, R_t); R_t = 0: auto, see time_resolution()
-    hexplane_resolution: List[int] = field(default_factory=lambda: [64, 0])
+    hexplane_resolution: List[int] = field(default_factory=lambda: [64, 25])  # (R_xyz, R_t), 4DGS's
     hexplane_multires: List[int] = field(default_factory=lambda: [1, 2])
     mlp_width: int = 64
     hexplane_backend: str = "fused"
@@ -118,8 +116,8 @@ def validate_inputs(cfg: ConstructConfig, resume: bool = False, overwrite: bool 
     if resume and not (out / CHECKPOINT).is_file():
         raise InputError(f"{out / CHECKPOINT}: no checkpoint to resume from")
     r = list(cfg.hexplane_resolution)
-    if len(r) != 2 or r[0] < 2 or r[1] < 0 or r[1] == 1:
-        raise InputError(f"hexplane_resolution must be [R_xyz >= 2, R_t >= 2 or 0 (auto)], got {r}")
+    if len(r) != 2 or r[0] < 2 or r[1] < 2:
+        raise InputError(f"hexplane_resolution must be [R_xyz >= 2, R_t >= 2], got {r}")
     try:
         data = load_dataset(cfg.input, cfg.background)
         static = load_dataset(cfg.static, cfg.background) if cfg.static else None
@@ -239,18 +237,6 @@ def render_frames(gauss, field, times, viewmats, Ks, width, height, background, 
 
 
 @torch.no_grad()
-def time_resolution(requested: int, num_times: int) -> int:
-    """Time nodes of the HexPlane: ``requested`` when > 0, else ``ceil(num_times / 2) + 1`` (at most 25).
-
-    The auto value gives about two fitted timestamps per node, so every node is pinned by data and
-    a time between fitted ones is interpolated rather than left to the regularisers. 4DGS's 25 nodes
-    suit its 50 to 200-frame scenes; a 16-frame video gets 9.
-    """
-    if requested > 0:
-        return int(requested)
-    return int(min(25, max(2, math.ceil(num_times / 2) + 1)))
-
-
 def evaluate(gauss, field, ds: DynamicDataset, device, lp: Optional[_LPIPS], max_frames: int, background,
              backend=None, seen: Optional[DynamicDataset] = None) -> Dict:
     """Mean PSNR / SSIM (and LPIPS when available) over up to ``max_frames`` frames of ``ds``.
@@ -340,9 +326,8 @@ class _Run:
         prior_dims = None
         if self.inputs["priors"] is not None:
             prior_dims = (self.inputs["priors"]["spatial"].shape[1], self.inputs["priors"]["temporal"].shape[1])
-        res = [cfg.hexplane_resolution[0], time_resolution(cfg.hexplane_resolution[1], self.times.numel())]
         self.field = DeformationField(torch.stack([lo - pad, hi + pad]).cpu(), cfg.hexplane_channels,
-                                      res, cfg.hexplane_multires, cfg.mlp_width,
+                                      cfg.hexplane_resolution, cfg.hexplane_multires, cfg.mlp_width,
                                       cfg.hexplane_backend, prior_dims,
                                       attention_backend=cfg.attention_backend).to(self.device)
         if prior_dims is not None:

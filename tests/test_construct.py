@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from orster4d.cli.construct import main as cli_main
-from orster4d.construct import CHECKPOINT, ConstructConfig, InputError, construct, deform, time_resolution
+from orster4d.construct import CHECKPOINT, ConstructConfig, InputError, construct, deform
 from orster4d.data import generate_scene
 from orster4d.deformation import DeformationField
 from orster4d.gaussians import GaussianModel
@@ -175,14 +175,6 @@ def test_bad_inputs_stop_before_any_work(scene, tmp_path):
     _bad(scene, out, r"priors.pt: cannot read prior tokens", priors=str(p))
     _bad(scene, out, r"hexplane_resolution must be", hexplane_resolution=[64, 1])
     assert not out.exists()
-
-
-def test_auto_time_resolution_pins_every_node_with_data():
-    assert time_resolution(0, 16) == 9 and time_resolution(0, 12) == 7
-    assert time_resolution(0, 1) == 2 and time_resolution(0, 300) == 25
-    assert time_resolution(13, 16) == 13  # an explicit value is kept
-    for n in range(2, 49):  # node spacing >= the spacing of two fitted times: no node between them
-        assert 1 / (time_resolution(0, n) - 1) >= 1 / (n - 1) or time_resolution(0, n) == 25
 
 
 def test_existing_output_is_never_overwritten(scene, tmp_path):

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda-dep", type=float, default=d.lambda_dep)
     p.add_argument("--lambda-hex", type=float, default=d.lambda_hex)
     p.add_argument("--hexplane-resolution", type=int, nargs=2, default=d.hexplane_resolution, metavar=("R_XYZ", "R_T"),
-                   help="HexPlane base resolution in space and time; R_T 0 = about half the fitted timestamps")
+                   help="HexPlane base resolution in space and time (4DGS: 64 25)")
     p.add_argument("--time-smoothness", type=float, default=d.time_smoothness,
                    help="weight of the time planes' second-difference penalty")
     p.add_argument("--hexplane-backend", choices=("fused", "grid_sample"), default=d.hexplane_backend)
