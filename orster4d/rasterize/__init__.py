@@ -111,6 +111,7 @@ def rasterize_gaussians(means, quats, scales, opacities, colors, viewmats, Ks, w
             dirs = m.unsqueeze(1) - reference.camera_centers(vm).unsqueeze(2)
             rgb_c = reference.sh_colors(sh_degree, dirs, col)
         render, render_depth, alpha = reference.composite(means2d, conics, rgb_c, o, depths, radii, width, height, bg)
+        chk.raise_if_not_finite()
     else:
         ext = extension(chk.backend)
         m, q, s, o, col = (x.contiguous() for x in (m, q, s, o, col))
@@ -126,8 +127,7 @@ def rasterize_gaussians(means, quats, scales, opacities, colors, viewmats, Ks, w
             dirs = (m.unsqueeze(1) - reference.camera_centers(vm).unsqueeze(2)).contiguous()
             rgb_c = SHColors.apply(sh_degree, dirs, col, radii, ext)
         render, render_depth, alpha = Rasterize.apply(means2d, conics, rgb_c, o, depths, bg, radii, width, height,
-                                                      ext)
-    chk.raise_if_not_finite()
+                                                      ext, chk.raise_if_not_finite)
     depth = render_depth / torch.clamp(alpha, min=1e-10)
     img = (*batch, C, height, width)
     return RenderOutput(

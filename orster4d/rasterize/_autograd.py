@@ -79,11 +79,17 @@ class Rasterize(torch.autograd.Function):
     """Tile intersection + sort, then front-to-back compositing (``rasterize_fwd`` / ``rasterize_bwd``)."""
 
     @staticmethod
-    def forward(ctx, means2d, conics, colors, opacities, depths, backgrounds, radii, width, height, ext):
+    def forward(ctx, means2d, conics, colors, opacities, depths, backgrounds, radii, width, height, ext,
+                after_intersect=None):
+        """``after_intersect``: an optional callable run once the tile intersection has returned, which
+        synchronises with the device (it reads the intersection count); the entry point reads its
+        input-finiteness flags there, so that reading them adds no wait of its own."""
         tile_w = math.ceil(width / TILE_SIZE)
         tile_h = math.ceil(height / TILE_SIZE)
         offsets, flatten_ids = ext.intersect_tiles(means2d, radii, depths, TILE_SIZE, tile_w, tile_h, conics,
                                                    opacities)
+        if after_intersect is not None:
+            after_intersect()
         render, render_depth, alpha, last_ids = ext.rasterize_fwd(
             means2d, conics, colors, opacities, depths, backgrounds, width, height, TILE_SIZE, offsets, flatten_ids)
         ctx.save_for_backward(means2d, conics, colors, opacities, depths, backgrounds, offsets, flatten_ids,
@@ -101,4 +107,4 @@ class Rasterize(torch.autograd.Function):
             render, render_depth, alpha, last_ids, _grad_or_zeros(v_render, render), _c(v_render_depth), _c(v_alpha))
         if backgrounds is None or not ctx.needs_input_grad[5]:
             v_bg = None
-        return v_means2d, v_conics, v_colors, v_opacities, v_depths, v_bg, None, None, None, None
+        return v_means2d, v_conics, v_colors, v_opacities, v_depths, v_bg, None, None, None, None, None

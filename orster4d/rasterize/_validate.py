@@ -28,9 +28,10 @@ class Checked:
     def raise_if_not_finite(self) -> None:
         """Raises ValueError naming the first input that holds NaN or inf.
 
-        Reading the flags synchronises with the device; the rasterizer calls this after its forward
-        pass, which synchronises anyway (to size the tile-intersection list), so no stall is added.
-        The kernels cull non-finite Gaussians and cameras, so running them first is harmless.
+        Reading the flags synchronises with the device; the rasterizer calls this right after its
+        tile intersection, which synchronises anyway (to size the intersection list) and follows the
+        flags' reduction on the stream, so no wait is added. The projection and intersection kernels
+        cull non-finite Gaussians and cameras, so running them first is harmless.
         """
         flags = self.finite.tolist()
         if not all(flags):
