@@ -8,12 +8,15 @@
 # installed from .whl/ when that folder exists. Reports land in OUTDIR (default
 # $OUT, else benchmarks/results/latest); copy the merged report to benchmarks/results/.
 #
-# A device call is limited to 10 minutes; on an H100 the parts take about: build 1 min (plus
-# gsplat's own JIT build, ~3 min, inside rasterize), tests 1 min, rasterize 4 min, hexplane
-# 1 min, attention up to ATTENTION_BUDGET_S, construct ~3 min per family and backend. Split
+# A device call is limited to 10 minutes; on an H100 the parts take about: build 1.3 min (modules
+# in parallel), tests 2.3 min (1.5 of them building gsplat's CUDA for the gsplat comparison, which
+# the rasterize part then reuses), rasterize 4 min, hexplane 0.5 min, attention up to its
+# --budget-s, construct ~2 min per family and backend at the default schedule, train ~1.3 min. Split
 # the parts over two calls when needed, e.g. PARTS=build,tests,rasterize,hexplane then
 # PARTS=build,attention,construct (the build is cached within one machine's life).
-# Extra arguments per part: ATTENTION_ARGS, CONSTRUCT_ARGS, TRAIN_ARGS.
+# Extra arguments per part: RASTERIZE_ARGS (e.g. "--sizes 100k@800,1M@800 --no-4d"), HEXPLANE_ARGS,
+# ATTENTION_ARGS, CONSTRUCT_ARGS (e.g. "--families hopper walker --set max_sh_degree=0"), TRAIN_ARGS.
+# Markdown tables for docs/: python scripts/report_tables.py {hexplane,construct,train,rasterize} REPORT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-benchmarks/results/latest}}
@@ -48,8 +51,8 @@ run_part() {  # run_part <name> <command...>
 }
 has build && run_part build python3 -m orster4d.build --cuda
 has tests && run_part tests python3 -m pytest tests -m cuda -q -ra -p no:cacheprovider --durations=8
-has rasterize && [ -f scripts/gpu_rasterize_report.py ] && run_part rasterize python3 scripts/gpu_rasterize_report.py --out "$OUTDIR/rasterize.json"
-has hexplane && [ -f scripts/gpu_hexplane_report.py ] && run_part hexplane python3 scripts/gpu_hexplane_report.py --out "$OUTDIR/hexplane.json"
+has rasterize && [ -f scripts/gpu_rasterize_report.py ] && run_part rasterize python3 scripts/gpu_rasterize_report.py --out "$OUTDIR/rasterize.json" ${RASTERIZE_ARGS:-}
+has hexplane && [ -f scripts/gpu_hexplane_report.py ] && run_part hexplane python3 scripts/gpu_hexplane_report.py --out "$OUTDIR/hexplane.json" ${HEXPLANE_ARGS:-}
 has attention && [ -f scripts/gpu_attention_report.py ] && run_part attention python3 scripts/gpu_attention_report.py --out "$OUTDIR/attention.json" ${ATTENTION_ARGS:---budget-s 240}
 has construct && [ -f scripts/gpu_construct_report.py ] && run_part construct python3 scripts/gpu_construct_report.py --out "$OUTDIR/construct.json" ${CONSTRUCT_ARGS:---families hopper}
 has train && [ -f scripts/gpu_train_report.py ] && run_part train python3 scripts/gpu_train_report.py --out "$OUTDIR/train.json" ${TRAIN_ARGS:-}
