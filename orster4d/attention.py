@@ -178,9 +178,11 @@ def _validate(q, k, v, s_q, u_q, s_k, u_k, params, mode, key_padding_mask, scale
             raise ValueError("params (GaussianKernelParams or (sigma_s, sigma_t, sigma_st, alpha)) is "
                              "required when kernel features are given")
         scal = _as_scalars(params)
+        want = (H,) if any(t.shape == (H,) for t in scal) else (1,)
         for nm, t in zip(("sigma_s", "sigma_t", "sigma_st", "alpha"), scal):
-            if t.shape != (H,):
-                raise ValueError(f"params.{nm} must have shape [{H}] (one per head), got {tuple(t.shape)}")
+            if t.shape != want:
+                raise ValueError(f"params.{nm} must have shape [{H}] (one per head), or all four [1] (shared "
+                                 f"by the heads), got {tuple(t.shape)}")
             if t.device != q.device:
                 raise ValueError(f"params.{nm} is on {t.device}, expected {q.device}")
         if not isinstance(params, GaussianKernelParams):
@@ -210,7 +212,7 @@ def _validate(q, k, v, s_q, u_q, s_k, u_k, params, mode, key_padding_mask, scale
         scale = 1.0 / math.sqrt(D)
     if isinstance(scale, Tensor) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         raise ValueError(f"scale must be a finite Python float, got {scale!r}")
-    return float(scale), (scal if has_kernel else None)
+    return float(scale), (tuple(t.expand(H) for t in scal) if has_kernel else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,7 +472,8 @@ def orster_attention(q: Tensor, k: Tensor, v: Tensor, *,
         s_q, u_q: query-side features ``[B, H or 1, Nq, D_k]``; ``mode="pairwise"`` only.
         params: per-head ``(sigma_s, sigma_t, sigma_st, alpha)`` as a :class:`GaussianKernelParams`
             (positive definite by construction) or a tuple of four ``[H]`` tensors, which are
-            checked to be finite, positive and positive definite (one host synchronisation).
+            checked to be finite, positive and positive definite (one host synchronisation); ``[1]``
+            everywhere (e.g. ``GaussianKernelParams(1)``) is one kernel shared by the ``H`` heads.
         mode: ``"density"`` (query features zero: the key's log-kappa, Eq. 11) or ``"pairwise"``.
         key_padding_mask: bool ``[B, Nk]``, True marks a padded key (excluded). A query whose
             keys are all padded gets a zero output.

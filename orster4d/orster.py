@@ -139,9 +139,8 @@ class OrsterTransfer(nn.Module):
         G, N, C = x.shape
         xh = x.view(G, N, H, C // H).transpose(1, 2)
         kw = {}
-        if use_kernel:
-            sig = tuple(t.detach().expand(H) for t in self.kernel())
-            kw = dict(s_k=s[:, None].to(x.dtype), u_k=u[:, None].to(x.dtype), params=sig, mode=self.mode)
+        if use_kernel:  # one kernel shared by the H heads (GaussianKernelParams: no host-side value check)
+            kw = dict(s_k=s[:, None].to(x.dtype), u_k=u[:, None].to(x.dtype), params=self.kernel, mode=self.mode)
             if self.mode == "pairwise":
                 kw.update(s_q=kw["s_k"], u_q=kw["u_k"])
         out = orster_attention(xh, xh, xh, **kw)

@@ -274,3 +274,23 @@ def test_cuda_many_heads_and_long_rows(rng_seed, dtype):
                                tuple(p.detach().double().requires_grad_() for p in params), mask, "pairwise", g_out)
         out, g = grads(orster_attention, inp, params, mask, "pairwise", g_out)
         assert_close_all(out, g, out_ref, g_ref, rtol=3e-2 if dtype == torch.bfloat16 else 1e-4)
+
+
+@pytest.mark.parametrize("mode", ["density", "pairwise"])
+def test_one_kernel_shared_by_the_heads(mode):
+    """``GaussianKernelParams(1)`` with H heads equals its four scalars repeated per head, and its
+    gradients reach the shared parameters."""
+    inp, _ = _ok_inputs(mode)
+    H = inp["q"].shape[1]
+    shared = GaussianKernelParams(1, sigma_s=0.8 + torch.rand(()).item(), sigma_t=0.8 + torch.rand(()).item(),
+                                  rho=0.5 * (torch.rand(()).item() - 0.5)).to(inp["q"].device)
+    per_head = tuple(t.detach().expand(H).clone() for t in shared())
+    for backend in ("eager", "triton") if os.environ.get("TRITON_INTERPRET") == "1" else ("eager",):
+        a = orster_attention(**inp, params=shared, mode=mode, backend=backend)
+        b = orster_attention(**inp, params=per_head, mode=mode, backend=backend)
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    ref = orster_attention_reference(**{k: v.double() for k, v in inp.items()},
+                                     params=tuple(t.double() for t in per_head), mode=mode)
+    torch.testing.assert_close(a.double(), ref, rtol=1e-4, atol=1e-5)
+    a.square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in shared.parameters())
