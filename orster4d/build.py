@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import multiprocessing
 import os
 import re
 import shutil
@@ -30,9 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import concurrent.futures
-import multiprocessing
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from types import ModuleType
 
@@ -278,9 +277,9 @@ def main(argv: list[str] | None = None) -> int:
                 print("  built {:32s} {:6.1f} s  ({})".format(*_build_one(fam, be, args.verbose)))
         else:  # modules in separate processes (ninja parallelises only within one module)
             ctx = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+            with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
                 futs = [pool.submit(_build_one, fam, be, args.verbose) for fam, be in todo]
-                for fut in concurrent.futures.as_completed(futs):
+                for fut in as_completed(futs):
                     print("  built {:32s} {:6.1f} s  ({})".format(*fut.result()), flush=True)
     except BuildError as exc:
         print(f"orster4d-build: {exc}", file=sys.stderr)

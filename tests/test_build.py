@@ -54,3 +54,15 @@ def test_cuda_compile_only_names_the_failing_file(tmp_path, monkeypatch):
     with pytest.raises(build.BuildError) as err:
         build.compile_cuda_only(out=tmp_path / "obj", verbose=False)
     assert "nvcc failed on" in str(err.value) and "broken_op.cu" in str(err.value)
+
+
+def test_build_command_reports_a_failure_from_its_worker_processes(tmp_path, monkeypatch, capsys):
+    root = _fake_csrc(tmp_path, "#error first module is broken\n")
+    shutil.copytree(root / "broken", root / "broken2")  # a second module: built in parallel
+    monkeypatch.setenv("ORSTER4D_CSRC", str(root))
+    monkeypatch.setenv("ORSTER4D_BUILD_DIR", str(tmp_path / "cache"))
+    assert build.main(["--jobs", "2", "--no-cpu"]) == 0  # nothing to build: no CUDA here, no CPU asked
+    assert build.main(["--jobs", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "orster4d-build:" in err and "broken_op.cpp" in err
+    assert "first module is broken" in err
