@@ -7,7 +7,7 @@ import torch
 import triton.testing as tt
 
 import orster4d.attention as A
-from attention_cases import CASES, make_inputs, run_ours, run_sdpa
+from attention_cases import CASES, make_inputs, run_ours
 
 base = A._tiling
 FWD = [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 32, 4, 4), (64, 128, 4, 3)]

@@ -6,7 +6,6 @@ method's output is first checked against a float64 evaluation of the same scores
 attention). Forward+backward is timed (bfloat16); ``scripts/gpu_attention_report.py`` writes the
 full JSON table (forward and backward separately, TFLOP/s, memory, errors).
 """
-import math
 import sys
 from pathlib import Path
 

@@ -26,7 +26,6 @@ import hashlib
 import multiprocessing
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
