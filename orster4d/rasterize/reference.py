@@ -25,6 +25,7 @@ __all__ = [
     "camera_centers",
     "sh_colors",
     "composite",
+    "near_decision_pixels",
     "ALPHA_MAX",
     "ALPHA_MIN",
     "TRANSMITTANCE_MIN",
@@ -199,6 +200,29 @@ def composite(means2d, conics, colors, opacities, depths, radii, width: int, hei
         render ``[B, C, H, W, 3]``, render_depth ``[B, C, H, W, 1]`` (sum of w_i z_i, not normalised),
         alpha ``[B, C, H, W, 1]``.
     """
+    col, dep, alpha, _, used = _splats_at_pixels(means2d, conics, colors, opacities, depths, radii, width, height)
+    a_used = torch.where(used, alpha, torch.zeros_like(alpha))
+    one_minus = 1 - a_used
+    t_incl = torch.cumprod(one_minus, dim=-1)
+    t_before = torch.cat([torch.ones_like(t_incl[..., :1]), t_incl[..., :-1]], dim=-1)
+    w = a_used * t_before  # B,C,P,N
+    t_final = one_minus.prod(dim=-1)  # B,C,P (1 when N = 0)
+    rgb = (w.unsqueeze(-1) * col.unsqueeze(2)).sum(-2)  # B,C,P,3
+    if backgrounds is not None:
+        rgb = rgb + t_final.unsqueeze(-1) * backgrounds.unsqueeze(2)
+    dsum = (w * dep.unsqueeze(2)).sum(-1, keepdim=True)
+    alpha_out = (1 - t_final).unsqueeze(-1)
+    shape = (*radii.shape[:2], height, width)
+    return rgb.reshape(*shape, 3), dsum.reshape(*shape, 1), alpha_out.reshape(*shape, 1)
+
+
+def _splats_at_pixels(means2d, conics, colors, opacities, depths, radii, width: int, height: int):
+    """Every Gaussian at every pixel centre, in depth order (shapes as :func:`composite`).
+
+    Returns colors ``[B, C, N, 3]`` and depths ``[B, C, N]`` in depth order, alpha
+    ``[B, C, H*W, N]`` (capped, before the skip rules), the ``kept`` mask (visible and not skipped)
+    and the ``used`` mask (kept and before the transmittance stop), both ``[B, C, H*W, N]``.
+    """
     B, C, N = radii.shape
     dev, dt = means2d.device, means2d.dtype
     visible = radii > 0
@@ -212,17 +236,13 @@ def composite(means2d, conics, colors, opacities, depths, radii, width: int, hei
 
     m = take(means2d)
     con = take(conics)
-    col = take(colors)
-    dep = take(depths)
     vis = take(visible)
     opa = torch.gather(opacities.unsqueeze(1).expand(B, C, N), 2, order)
 
     ys, xs = torch.meshgrid(torch.arange(height, device=dev, dtype=dt) + 0.5,
                             torch.arange(width, device=dev, dtype=dt) + 0.5, indexing="ij")
-    px = xs.reshape(1, 1, -1, 1)
-    py = ys.reshape(1, 1, -1, 1)
-    dx = m[..., 0].unsqueeze(2) - px  # B,C,P,N
-    dy = m[..., 1].unsqueeze(2) - py
+    dx = m[..., 0].unsqueeze(2) - xs.reshape(1, 1, -1, 1)  # B,C,P,N
+    dy = m[..., 1].unsqueeze(2) - ys.reshape(1, 1, -1, 1)
     a, b, c = (con[..., i].unsqueeze(2) for i in range(3))
     sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
     alpha = torch.clamp(opa.unsqueeze(2) * torch.exp(-sigma), max=ALPHA_MAX)
@@ -230,16 +250,31 @@ def composite(means2d, conics, colors, opacities, depths, radii, width: int, hei
         mask = vis.unsqueeze(2) & (sigma >= 0) & (alpha >= ALPHA_MIN)
         t_after = torch.cumprod(1 - torch.where(mask, alpha, torch.zeros_like(alpha)), dim=-1)
         used = mask & (t_after > TRANSMITTANCE_MIN)
-    a_used = torch.where(used, alpha, torch.zeros_like(alpha))
-    one_minus = 1 - a_used
-    t_incl = torch.cumprod(one_minus, dim=-1)
-    t_before = torch.cat([torch.ones_like(t_incl[..., :1]), t_incl[..., :-1]], dim=-1)
-    w = a_used * t_before  # B,C,P,N
-    t_final = one_minus.prod(dim=-1)  # B,C,P (1 when N = 0)
-    rgb = (w.unsqueeze(-1) * col.unsqueeze(2)).sum(-2)  # B,C,P,3
-    if backgrounds is not None:
-        rgb = rgb + t_final.unsqueeze(-1) * backgrounds.unsqueeze(2)
-    dsum = (w * dep.unsqueeze(2)).sum(-1, keepdim=True)
-    alpha_out = (1 - t_final).unsqueeze(-1)
-    shape = (B, C, height, width)
-    return rgb.reshape(*shape, 3), dsum.reshape(*shape, 1), alpha_out.reshape(*shape, 1)
+    return take(colors), take(depths), alpha, mask, used
+
+
+@torch.no_grad()
+def near_decision_pixels(means2d, conics, opacities, depths, radii, width: int, height: int,
+                         rel: float = 1e-4, depth_rel: float = 1e-6):
+    """Pixels where float32 rounding may flip one of the compositing decisions (shapes as :func:`composite`).
+
+    A pixel is flagged when some visible splat's alpha lies within ``rel`` (relative) of the 1/255
+    skip, its transmittance after a splat lies within ``rel`` of the stop, or two splats it keeps have
+    depths within ``depth_rel`` of each other (their order may swap). The image is
+    discontinuous there, so a float32 kernel and a float64 reference can differ by a whole splat.
+
+    Returns:
+        ``[B, C, H, W]`` bool.
+    """
+    B, C, N = radii.shape
+    no_colors = torch.zeros(B, C, N, 3, dtype=means2d.dtype, device=means2d.device)
+    _, dep, alpha, kept, _ = _splats_at_pixels(means2d, conics, no_colors, opacities, depths, radii, width, height)
+    n_vis = (radii > 0).sum(-1, keepdim=True)  # depth order puts the culled ones last
+    vis = torch.arange(N, device=radii.device) < n_vis  # B,C,N
+    near_skip = vis.unsqueeze(2) & ((alpha / ALPHA_MIN - 1).abs() < rel)
+    t_after = torch.cumprod(1 - torch.where(kept, alpha, torch.zeros_like(alpha)), dim=-1)
+    near_stop = kept & ((t_after / TRANSMITTANCE_MIN - 1).abs() < rel)
+    flagged = (near_skip | near_stop).any(-1)  # B,C,P
+    tie = vis[..., 1:] & ((dep[..., 1:] - dep[..., :-1]).abs() <= depth_rel * dep[..., :-1].abs())  # B,C,N-1
+    flagged |= (tie.unsqueeze(2) & kept[..., 1:] & kept[..., :-1]).any(-1)  # neighbours in depth order
+    return flagged.reshape(B, C, height, width)
