@@ -66,6 +66,9 @@ class ConstructConfig:
     plane_tv: float = 1e-4
     time_smoothness: float = 1e-3
     time_l1: float = 1e-4
+    motion_curvature: float = 0.0  # weight of DeformationField.motion_curvature (0 = off)
+    curvature_points: int = 4096  # Gaussians and ...
+    curvature_times: int = 4  # ... times sampled for it per step
     hexplane_channels: int = 32
     hexplane_resolution: List[int] = field(default_factory=lambda: [64, 25])  # (R_xyz, R_t), 4DGS's
     hexplane_multires: List[int] = field(default_factory=lambda: [1, 2])
@@ -434,6 +437,10 @@ class _Run:
             logs["hex"] = hexl.detach()
         if fine:
             loss = loss + self.field.regularisation(cfg.plane_tv, cfg.time_smoothness, cfg.time_l1)
+            if cfg.motion_curvature > 0:
+                curv = self._motion_curvature()
+                loss = loss + cfg.motion_curvature * curv
+                logs["curv"] = curv.detach()
         self.gopt.zero_grad(set_to_none=True)
         if self.fopt is not None:
             self.fopt.zero_grad(set_to_none=True)
@@ -447,6 +454,18 @@ class _Run:
         logs["loss"] = loss.detach()
         logs["psnr"] = psnr(rgb.detach().clamp(0, 1), tgt).mean()
         return logs  # 0-d tensors: converting them syncs the device, so the caller does it when logging
+
+    def _motion_curvature(self) -> torch.Tensor:
+        """The field's motion curvature at random Gaussians and random times between the first and
+        last fitted time, with a step of half the smallest gap between fitted times."""
+        cfg = self.cfg
+        t = self.times
+        step = 0.5 * float((t[1:] - t[:-1]).min()) if t.numel() > 1 else 0.5
+        lo, hi = float(t.min()) + step, float(t.max()) - step
+        n = self.gauss.num_gaussians
+        idx = torch.randperm(n, generator=self.gen)[: cfg.curvature_points].to(self.device)
+        times = lo + (hi - lo) * torch.rand(cfg.curvature_times, generator=self.gen)
+        return self.field.motion_curvature(self.gauss.means.detach()[idx], times.to(self.device), step)
 
     def maybe_densify(self, phase_it: int, fine: bool):
         sch = self.cfg.densify

@@ -191,6 +191,21 @@ class DeformationField(nn.Module):
         ds = self.scale_head(f).view(T, N, 3)
         return dp, dq, ds
 
+    def motion_curvature(self, means: torch.Tensor, times: torch.Tensor, step: float) -> torch.Tensor:
+        """Mean squared second difference in time of the offsets, a prior on how motion bends.
+
+        For canonical ``means [M, 3]`` (world units) and ``times [K]`` (in [0, 1]), the offsets
+        ``f = (dp / extent, dq, ds)`` are taken at ``t - step``, ``t`` and ``t + step``; the result
+        is ``mean |f(t - step) - 2 f(t) + f(t + step)|^2`` (dp scaled by the scene box's diagonal,
+        so the term has no unit). Fitting frames with it in the loss makes the field's motion
+        between fitted times spline-like (bending no more than the data asks) instead of free.
+        """
+        K = times.shape[0]
+        dp, dq, ds = self(means, torch.cat([times - step, times, times + step]))
+        extent = (self.aabb[1] - self.aabb[0]).norm()
+        f = torch.cat([dp / extent, dq, ds], -1).view(3, K, means.shape[0], 10)
+        return (f[0] - 2 * f[1] + f[2]).pow(2).sum(-1).mean()
+
     def regularisation(self, tv_weight: float = 1e-4, time_smooth_weight: float = 1e-3,
                        time_l1_weight: float = 1e-4) -> torch.Tensor:
         """4DGS plane regularisers: ``tv * TV + ts * time smoothness + l1 * |time planes - 1|``."""

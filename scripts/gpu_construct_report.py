@@ -7,6 +7,7 @@ field, no priors), and record wall time and PSNR / SSIM / LPIPS on the held-out 
 
     python scripts/gpu_construct_report.py --out $OUT/construct_report.json
     python scripts/gpu_construct_report.py --families hopper --coarse-iters 600 --fine-iters 300  # quick look
+    python scripts/gpu_construct_report.py --device cpu --size 96 --coarse-iters 600 --fine-iters 300  # CPU ablation
 """
 from __future__ import annotations
 
@@ -38,10 +39,14 @@ def main(argv=None) -> int:
                    "already there (its scene.json) is reused")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a ConstructConfig field (JSON value), e.g. --set max_sh_degree=1")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="cpu: small ablations only (the default schedule at 512 px takes hours there)")
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("gpu_construct_report: needs a CUDA device; torch sees none")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("gpu_construct_report: needs a CUDA device; torch sees none (or pass --device cpu)")
         return 1
+    cuda = args.device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     overrides = {}
     for item in args.set:
         key, _, val = item.partition("=")
@@ -53,7 +58,8 @@ def main(argv=None) -> int:
             overrides[key] = val
     families = list(FAMILIES) if args.families == ["all"] else args.families
     work = Path(args.workdir or tempfile.mkdtemp(prefix="orster4d_construct_"))
-    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version(),
+    device_name = torch.cuda.get_device_name() if cuda else f"cpu ({torch.get_num_threads()} threads)"
+    report = {"device": device_name, "torch": torch.__version__, "python": platform.python_version(),
               "frames": args.frames, "size": args.size, "views": args.views, "coarse_iters": args.coarse_iters,
               "fine_iters": args.fine_iters, "overrides": overrides, "objects": {}}
     out_path = Path(args.out)
@@ -62,7 +68,7 @@ def main(argv=None) -> int:
         scene = work / f"{fam}-scene"
         t0 = time.time()
         if not (scene / "scene.json").is_file():
-            generate_scene(scene, fam, args.seed, args.frames, args.size, args.size, args.views, device="cuda")
+            generate_scene(scene, fam, args.seed, args.frames, args.size, args.size, args.views, device=args.device)
         entry = {"scene_seconds": time.time() - t0}
         for backend in args.backends:
             tag = "-".join(f"{k}{v}" for k, v in overrides.items()).replace(" ", "")
@@ -70,11 +76,11 @@ def main(argv=None) -> int:
                                             output=str(work / f"{fam}-{backend}{'-' + tag if tag else ''}"),
                                             coarse_iters=args.coarse_iters, fine_iters=args.fine_iters,
                                             hexplane_backend=backend, progress=False, seed=args.seed,
-                                            checkpoint_every=0), **overrides})
-            torch.cuda.synchronize()
+                                            checkpoint_every=0, device=args.device), **overrides})
+            sync()
             t0 = time.time()
             m = construct(cfg, overwrite=True)
-            torch.cuda.synchronize()
+            sync()
             entry[backend] = {
                 "wall_seconds": time.time() - t0, "train_loop_seconds": m["wall_time_s"],
                 "num_gaussians": m["num_gaussians"], "heldout": m["heldout"], "train": m["train"],

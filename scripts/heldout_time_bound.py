@@ -8,7 +8,9 @@ poses exactly but moves linearly in between (the smoothness priors' preference) 
 than this bound on those frames. Each Gaussian's mean and scale are averaged between times i-1 and
 i+1, its rotation is the normalised mean of the two quaternions; the images are rendered from the
 fitted views (the benchmark's ``novel_time`` frames) with the package rasterizer (any device).
-Also given: holding the previous fitted pose (nearest neighbour).
+Also given: holding the previous fitted pose (nearest neighbour), and a cubic through the four
+nearest fitted poses (i-3, i-1, i+1, i+3; a quadratic through three at the ends of the clip),
+which is what a prior on the motion's curvature could reach instead of a linear one.
 
     python scripts/heldout_time_bound.py --out benchmarks/results/heldout_time_bound.json
 """
@@ -41,6 +43,19 @@ def _render(g: dict, vm: torch.Tensor, K: torch.Tensor, size: int, device) -> to
     return out.rgb.clamp(0, 1)
 
 
+def _cubic_weights(i: int, frames: int):
+    """Fitted time indices and Lagrange weights that interpolate them at time ``i``."""
+    nodes = [j for j in (i - 3, i - 1, i + 1, i + 3) if 0 <= j < frames]
+    w = []
+    for j in nodes:
+        c = 1.0
+        for k in nodes:
+            if k != j:
+                c *= (i - k) / (j - k)
+        w.append(c)
+    return nodes, w
+
+
 def bound(family: str, seed: int, frames: int, size: int, views: int, test_views=(3, 6), every: int = 4,
           device="cpu") -> dict:
     obj = make_object(family, seed, 4000)
@@ -50,7 +65,7 @@ def bound(family: str, seed: int, frames: int, size: int, views: int, test_views
     vm, K = vm[fitted], K[fitted]
     times = traj.times()
     g = obj.gaussians(times)
-    res = {"linear": [], "previous": []}
+    res = {"linear": [], "previous": [], "cubic": []}
     max_dev = 0.0  # scene units: largest distance of a true mean from its halfway linear position
     for i in range(frames):
         if i % every != every // 2 or i == 0 or i == frames - 1:
@@ -61,9 +76,15 @@ def bound(family: str, seed: int, frames: int, size: int, views: int, test_views
         lin = dict(at(i), means=0.5 * (g["means"][i - 1] + g["means"][i + 1]),
                    scales=0.5 * (g["scales"][i - 1] + g["scales"][i + 1]),
                    quats=torch.nn.functional.normalize(q0 + q1, dim=-1))
+        nodes, w = _cubic_weights(i, frames)
+        qs = [torch.where((q0 * g["quats"][j]).sum(-1, keepdim=True) < 0, -g["quats"][j], g["quats"][j]) for j in nodes]
+        cub = dict(at(i), means=sum(c * g["means"][j] for c, j in zip(w, nodes)),
+                   scales=sum(c * g["scales"][j] for c, j in zip(w, nodes)).clamp_min(1e-6),
+                   quats=torch.nn.functional.normalize(sum(c * q for c, q in zip(w, qs)), dim=-1))
         max_dev = max(max_dev, float((g["means"][i] - lin["means"]).norm(dim=-1).max()))
         gt = _render(at(i), vm, K, size, device)
         res["linear"] += psnr(_render(lin, vm, K, size, device), gt).tolist()
+        res["cubic"] += psnr(_render(cub, vm, K, size, device), gt).tolist()
         res["previous"] += psnr(_render(at(i - 1), vm, K, size, device), gt).tolist()
     out = {k: {"frames": len(v), "psnr": sum(v) / len(v)} for k, v in res.items()}
     out["max_halfway_deviation"] = max_dev

@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HexPlane base resolution in space and time (4DGS: 64 25)")
     p.add_argument("--time-smoothness", type=float, default=d.time_smoothness,
                    help="weight of the time planes' second-difference penalty")
+    p.add_argument("--motion-curvature", type=float, default=d.motion_curvature,
+                   help="weight of the penalty on the deformation's second difference in time (0: off)")
     p.add_argument("--hexplane-backend", choices=("fused", "grid_sample"), default=d.hexplane_backend)
     p.add_argument("--attention-backend", choices=("sdpa", "orster"), default=d.attention_backend)
     p.add_argument("--lpips-net", choices=("vgg", "alex"), default=d.lpips_net)
@@ -128,6 +130,7 @@ def main(argv=None) -> int:
         lambda_l1=args.lambda_l1, lambda_lpips=args.lambda_lpips, lambda_dep=args.lambda_dep,
         lambda_hex=args.lambda_hex, hexplane_backend=args.hexplane_backend,
         hexplane_resolution=list(args.hexplane_resolution), time_smoothness=args.time_smoothness,
+        motion_curvature=args.motion_curvature,
         attention_backend=args.attention_backend, lpips_net=args.lpips_net, lpips_weights=args.lpips_weights,
         checkpoint_every=args.checkpoint_every, turntable_frames=args.turntable_frames,
         background=list(args.background), device=args.device, rasterizer_backend=args.rasterizer_backend,
