@@ -203,6 +203,18 @@ def test_st_hexplane_priors_construct(scene, tmp_path):
     assert not torch.equal(ck["field"]["q_proj.weight"], torch.zeros_like(ck["field"]["q_proj.weight"]))
 
 
+def test_motion_curvature_prior_trains_a_different_field(scene, tmp_path):
+    """Same seed with and without the prior: the weight is saved with the run and the fields differ."""
+    outs = {}
+    for w in (0.0, 5.0):
+        outs[w] = tmp_path / f"curv{w:g}"
+        construct(_cfg(scene, outs[w], coarse_iters=6, fine_iters=8, motion_curvature=w), log=lambda s: None)
+    cks = {w: torch.load(o / CHECKPOINT, map_location="cpu", weights_only=False) for w, o in outs.items()}
+    assert cks[5.0]["config"]["motion_curvature"] == 5.0
+    fields = [torch.load(o / "deformation.pt", weights_only=True) for o in outs.values()]
+    assert any(not torch.equal(fields[0][k], fields[1][k]) for k in fields[0])
+
+
 def test_cli_demo_runs(tmp_path, capsys):
     out = tmp_path / "demo"
     rc = cli_main(["--demo", "-o", str(out), "--size", "16", "--frames", "4", "--views", "2",
