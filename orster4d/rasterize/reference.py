@@ -219,9 +219,10 @@ def composite(means2d, conics, colors, opacities, depths, radii, width: int, hei
 def _splats_at_pixels(means2d, conics, colors, opacities, depths, radii, width: int, height: int):
     """Every Gaussian at every pixel centre, in depth order (shapes as :func:`composite`).
 
-    Returns colors ``[B, C, N, 3]`` and depths ``[B, C, N]`` in depth order, alpha
-    ``[B, C, H*W, N]`` (capped, before the skip rules), the ``kept`` mask (visible and not skipped)
-    and the ``used`` mask (kept and before the transmittance stop), both ``[B, C, H*W, N]``.
+    Returns colors ``[B, C, N, 3]`` (None when ``colors`` is None) and depths ``[B, C, N]`` in
+    depth order, alpha ``[B, C, H*W, N]`` (capped, before the skip rules), the ``kept`` mask
+    (visible and not skipped) and the ``used`` mask (kept and before the transmittance stop), both
+    ``[B, C, H*W, N]``.
     """
     B, C, N = radii.shape
     dev, dt = means2d.device, means2d.dtype
@@ -250,7 +251,7 @@ def _splats_at_pixels(means2d, conics, colors, opacities, depths, radii, width: 
         mask = vis.unsqueeze(2) & (sigma >= 0) & (alpha >= ALPHA_MIN)
         t_after = torch.cumprod(1 - torch.where(mask, alpha, torch.zeros_like(alpha)), dim=-1)
         used = mask & (t_after > TRANSMITTANCE_MIN)
-    return take(colors), take(depths), alpha, mask, used
+    return None if colors is None else take(colors), take(depths), alpha, mask, used
 
 
 @torch.no_grad()
@@ -267,8 +268,7 @@ def near_decision_pixels(means2d, conics, opacities, depths, radii, width: int, 
         ``[B, C, H, W]`` bool.
     """
     B, C, N = radii.shape
-    no_colors = torch.zeros(B, C, N, 3, dtype=means2d.dtype, device=means2d.device)
-    _, dep, alpha, kept, _ = _splats_at_pixels(means2d, conics, no_colors, opacities, depths, radii, width, height)
+    _, dep, alpha, kept, _ = _splats_at_pixels(means2d, conics, None, opacities, depths, radii, width, height)
     n_vis = (radii > 0).sum(-1, keepdim=True)  # depth order puts the culled ones last
     vis = torch.arange(N, device=radii.device) < n_vis  # B,C,N
     near_skip = vis.unsqueeze(2) & ((alpha / ALPHA_MIN - 1).abs() < rel)
