@@ -3,7 +3,7 @@
 fitted poses, against the true object at the held-out time.
 
 The construct benchmark (``scripts/gpu_construct_report.py``) fits 12 of 16 times and holds out
-times 2, 6, 10, 14, each two frames from its fitted neighbours. A field that knows the fitted
+times 2, 6, 10, 14, each midway between fitted neighbours two frames apart. A field that knows the fitted
 poses exactly but moves linearly in between (the smoothness priors' preference) can do no better
 than this bound on those frames. Each Gaussian's mean and scale are averaged between times i-1 and
 i+1, its rotation is the normalised mean of the two quaternions; the images are rendered from the
