@@ -32,7 +32,7 @@ import torch
 
 from .cameras import OrbitTrajectory, camera_centers, fov_from_intrinsics
 from .data.dataset import DynamicDataset, load_dataset
-from .deformation import DeformationField, load_priors
+from .deformation import DeformationField, curvature_probe_times, load_priors
 from .gaussians import DensifySchedule, GaussianModel
 from .io.ply import write_ply
 from .io.video import mp4_available, write_gif, write_mp4
@@ -456,15 +456,10 @@ class _Run:
         return logs  # 0-d tensors: converting them syncs the device, so the caller does it when logging
 
     def _motion_curvature(self) -> torch.Tensor:
-        """The field's motion curvature at random Gaussians and random times between the first and
-        last fitted time, with a step of half the smallest gap between fitted times."""
+        """The field's motion curvature at random Gaussians and random times between fitted ones."""
         cfg = self.cfg
-        t = self.times
-        step = 0.5 * float((t[1:] - t[:-1]).min()) if t.numel() > 1 else 0.5
-        lo, hi = float(t.min()) + step, float(t.max()) - step
-        n = self.gauss.num_gaussians
-        idx = torch.randperm(n, generator=self.gen)[: cfg.curvature_points].to(self.device)
-        times = lo + (hi - lo) * torch.rand(cfg.curvature_times, generator=self.gen)
+        idx = torch.randperm(self.gauss.num_gaussians, generator=self.gen)[: cfg.curvature_points].to(self.device)
+        times, step = curvature_probe_times(self.times, cfg.curvature_times, self.gen)
         return self.field.motion_curvature(self.gauss.means.detach()[idx], times.to(self.device), step)
 
     def maybe_densify(self, phase_it: int, fine: bool):

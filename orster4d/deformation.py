@@ -79,6 +79,16 @@ def load_priors(path, spatial_dim: Optional[int] = None, temporal_dim: Optional[
     return out
 
 
+def curvature_probe_times(fitted: torch.Tensor, count: int, generator: Optional[torch.Generator] = None):
+    """Where :meth:`DeformationField.motion_curvature` looks: ``count`` random times ``[count]`` (CPU)
+    between the first and last of the ``fitted`` times ``[F]`` (in [0, 1]), and the step, half the
+    smallest gap between fitted times (0.5 for a single time), so ``t +- step`` stays in range."""
+    t = torch.unique(fitted.detach().cpu().float())
+    step = 0.5 * float((t[1:] - t[:-1]).min()) if t.numel() > 1 else 0.5
+    lo, hi = float(t[0]) + step, float(t[-1]) - step
+    return lo + (hi - lo) * torch.rand(count, generator=generator), step
+
+
 def _mlp(width: int, out: int) -> nn.Sequential:
     head = nn.Sequential(nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, out))
     nn.init.zeros_(head[-1].weight)

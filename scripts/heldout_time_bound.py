@@ -33,7 +33,7 @@ from orster4d.metrics import psnr  # noqa: E402
 from orster4d.rasterize import rasterize_gaussians  # noqa: E402
 
 
-def _render(g: dict, vm: torch.Tensor, K: torch.Tensor, size: int, device) -> torch.Tensor:
+def render_gaussians(g: dict, vm: torch.Tensor, K: torch.Tensor, size: int, device) -> torch.Tensor:
     """``g`` at one time (means [N, 3], ...) from cameras ``vm [C, 4, 4]`` -> ``[C, H, W, 3]``."""
     bg = torch.ones(vm.shape[0], 3, device=device)
     with torch.no_grad():
@@ -82,10 +82,10 @@ def bound(family: str, seed: int, frames: int, size: int, views: int, test_views
                    scales=sum(c * g["scales"][j] for c, j in zip(w, nodes)).clamp_min(1e-6),
                    quats=torch.nn.functional.normalize(sum(c * q for c, q in zip(w, qs)), dim=-1))
         max_dev = max(max_dev, float((g["means"][i] - lin["means"]).norm(dim=-1).max()))
-        gt = _render(at(i), vm, K, size, device)
-        res["linear"] += psnr(_render(lin, vm, K, size, device), gt).tolist()
-        res["cubic"] += psnr(_render(cub, vm, K, size, device), gt).tolist()
-        res["previous"] += psnr(_render(at(i - 1), vm, K, size, device), gt).tolist()
+        gt = render_gaussians(at(i), vm, K, size, device)
+        res["linear"] += psnr(render_gaussians(lin, vm, K, size, device), gt).tolist()
+        res["cubic"] += psnr(render_gaussians(cub, vm, K, size, device), gt).tolist()
+        res["previous"] += psnr(render_gaussians(at(i - 1), vm, K, size, device), gt).tolist()
     out = {k: {"frames": len(v), "psnr": sum(v) / len(v)} for k, v in res.items()}
     out["max_halfway_deviation"] = max_dev
     return out

@@ -26,11 +26,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from heldout_time_bound import _render, bound  # noqa: E402
+from heldout_time_bound import bound, render_gaussians  # noqa: E402
 from orster4d.cameras import OrbitTrajectory  # noqa: E402
 from orster4d.data.procedural import make_object  # noqa: E402
 from orster4d.data.render import multiview_cameras  # noqa: E402
-from orster4d.deformation import DeformationField  # noqa: E402
+from orster4d.deformation import DeformationField, curvature_probe_times  # noqa: E402
 from orster4d.metrics import psnr  # noqa: E402
 
 
@@ -51,7 +51,6 @@ def fit_field(g: dict, fit: list, steps: int, points: int, curvature: float, see
     grid = [p for n, p in field.named_parameters() if n.startswith("hexplane.")]
     mlp = [p for n, p in field.named_parameters() if not n.startswith("hexplane.")]
     opt = torch.optim.Adam([{"params": grid, "lr": 1.6e-3}, {"params": mlp, "lr": 1.6e-4 * extent}], eps=1e-15)
-    step = 0.5 * float((fit_t[1:] - fit_t[:-1]).min())
     for it in range(steps):
         for grp, base in zip(opt.param_groups, (1.6e-3, 1.6e-4 * extent)):
             grp["lr"] = base * 0.1 ** (it / steps)
@@ -59,7 +58,7 @@ def fit_field(g: dict, fit: list, steps: int, points: int, curvature: float, see
         dp, dq, ds = field(means0[idx], fit_t)
         loss = (torch.cat([dp / extent, dq, ds], -1) - target[:, idx]).pow(2).sum(-1).mean() + field.regularisation()
         if curvature > 0:
-            t = float(fit_t[0]) + step + (float(fit_t[-1]) - float(fit_t[0]) - 2 * step) * torch.rand(4, generator=gen)
+            t, step = curvature_probe_times(fit_t, 4, gen)
             loss = loss + curvature * field.motion_curvature(means0[idx], t.to(device), step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -91,7 +90,8 @@ def check(family: str, seed: int, frames: int, size: int, views: int, steps: int
                              opacities=g["opacities"], colors=g["colors"])
                 true = {k: (g[k][i] if g[k].dim() == 3 else g[k]) for k in ("means", "quats", "scales",
                                                                              "opacities", "colors")}
-                p = psnr(_render(posed, vm, K, size, device), _render(true, vm, K, size, device)).tolist()
+                p = psnr(render_gaussians(posed, vm, K, size, device),
+                         render_gaussians(true, vm, K, size, device)).tolist()
                 scores["heldout" if i in held else "fitted"] += p
         out[f"curvature_{w:g}"] = {k: sum(v) / len(v) for k, v in scores.items()} | {"seconds": time.time() - t0}
         print(family, w, json.dumps(out[f"curvature_{w:g}"]), flush=True)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from orster4d.deformation import DeformationField, load_priors, st_attention
+from orster4d.deformation import DeformationField, curvature_probe_times, load_priors, st_attention
 from orster4d.hexplane import TIME_PLANES
 from orster4d.gaussians import SH_C0, DensifySchedule, GaussianModel, quat_to_rotmat, rgb_to_sh_dc
 from orster4d.io import read_ply, write_gif, write_ply, read_video_frame_count
@@ -211,6 +211,14 @@ def test_motion_curvature_is_the_second_difference_of_the_offsets(rng_seed):
     assert _randomised_field(rng_seed, time_varying=False).motion_curvature(means, times, h).item() < 1e-20
     assert DeformationField(AABB, channels=4, resolution=(6, 5), multires=(1,), width=16,
                             backend="grid_sample").motion_curvature(means.float(), times.float(), h).item() == 0
+
+
+def test_curvature_probe_times_stay_between_fitted_times(rng_seed):
+    fitted = torch.tensor([0.0, 1, 3, 4, 5, 7, 8, 15]) / 15
+    times, step = curvature_probe_times(fitted[torch.randperm(8)], 500, torch.Generator().manual_seed(rng_seed))
+    assert step == pytest.approx(0.5 / 15)
+    assert times.shape == (500,) and (times - step >= 0).all() and (times + step <= 1 + 1e-6).all()
+    assert times.min() < 0.1 and times.max() > 0.9  # they cover the span
 
 
 def test_motion_curvature_bends_unfitted_times_towards_the_curve():
