@@ -1,12 +1,31 @@
 """orster4d: 4D generation with hand-written GPU kernels.
 
-The C++/CUDA sources in ``csrc/`` are *not* compiled at install time: they are
-built just in time on first use (see ``orster4d/build.py``), so
-``pip install -e .`` works on machines without a GPU or a CUDA toolkit.
-The Triton kernels in ``kernels/`` are installed as the ``orster4d.kernels``
-package (in a source checkout ``orster4d/__init__.py`` finds them in place).
+The C++/CUDA sources in ``csrc/`` are *not* compiled at install time: they are built just in
+time on first use (see ``orster4d/build.py``), so ``pip install -e .`` works on machines without
+a GPU or a CUDA toolkit. A wheel ships ``csrc/`` inside the package (``orster4d/csrc``) so that
+the same just-in-time build works outside a checkout. The Triton kernels in ``kernels/`` are
+installed as the ``orster4d.kernels`` package (editable installs map the folder in place).
 """
+import shutil
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+
+
+class BuildPyWithSources(build_py):
+    """Copies ``csrc/`` into the built package so that wheels can JIT-build the kernels."""
+
+    def run(self):
+        super().run()
+        if not self.editable_mode:
+            target = Path(self.build_lib) / "orster4d" / "csrc"
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(HERE / "csrc", target, ignore=shutil.ignore_patterns("tests", "*.o", "*.so"))
+
 
 setup(
     name="orster4d",
@@ -16,27 +35,23 @@ setup(
     packages=find_packages(include=["orster4d", "orster4d.*"]) + ["orster4d.kernels"],
     package_dir={"orster4d.kernels": "kernels"},
     include_package_data=True,
+    cmdclass={"build_py": BuildPyWithSources},
     install_requires=[
         "torch>=2.4",
+        "triton",
         "numpy",
         "ninja",
         "pybind11",
         "tqdm",
         "pillow",
         "imageio",
+        "safetensors",
+        "diffusers",
+        "lpips",
+        "open_clip_torch",
     ],
     extras_require={
-        "triton": ["triton"],
-        "diffusion": ["diffusers", "transformers", "open_clip_torch", "lpips"],
-        "test": [
-            "pytest",
-            "pytest-benchmark",
-            "triton",
-            "diffusers",
-            "transformers",
-            "open_clip_torch",
-            "lpips",
-        ],
+        "test": ["pytest", "pytest-benchmark", "scipy"],
     },
     entry_points={
         "console_scripts": [

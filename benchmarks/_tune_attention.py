@@ -6,7 +6,7 @@ import time
 import torch
 import triton.testing as tt
 
-import orster4d.attention as A
+import orster4d.ops.attention as A
 from attention_cases import CASES, make_inputs, run_ours
 
 base = A._tiling

@@ -3,7 +3,7 @@
 Shared by ``benchmarks/bench_attention.py`` (pytest-benchmark) and
 ``scripts/gpu_attention_report.py`` (JSON report). Every method computes the same scores:
 
-- ``ours``: :func:`orster4d.attention.orster_attention` (Triton).
+- ``ours``: :func:`orster4d.ops.attention.orster_attention` (Triton).
 - ``eager``: the formula written in plain PyTorch, materialising the ``Nq x Nk`` scores.
 - ``flex``: ``torch.nn.attention.flex_attention`` (compiled). The Gaussian term is supplied the
   strongest way Flex allows: ``pf``/``kf`` are concatenated onto q/k (pairwise mode) and the
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from orster4d.attention import GaussianKernelParams, _fold, orster_attention
+from orster4d.ops.attention import GaussianKernelParams, _fold, orster_attention
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attention_cases import CASES, METHODS, RUNNERS, eager_bytes, make_inputs  # noqa: E402
 
-from orster4d.attention import orster_attention  # noqa: E402
+from orster4d.ops.attention import orster_attention  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="benchmarks need a CUDA device")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from orster4d.cameras import OrbitTrajectory
-from orster4d.construct import ConstructConfig, _LPIPS, _Run
+from orster4d.recon.fit import ConstructConfig, _LPIPS, _Run
 from orster4d.data import make_object, render_multiview
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="the construct benchmark needs a CUDA device")

@@ -20,7 +20,7 @@ _STATE = {}
 
 @pytest.fixture(scope="module")
 def trainers(tmp_path_factory):
-    from orster4d.training.trainer import Trainer
+    from orster4d.generation.training.trainer import Trainer
 
     root = str(tmp_path_factory.mktemp("bench_train"))
     ws = make_small_workspace(root + "/ws")

@@ -4,9 +4,9 @@
 Every case is 6 planes x 2 levels (multires (1, 2)) x 32 channels, time resolution 25, the
 4DGS defaults. Methods:
 
-- ``fused``: :class:`orster4d.hexplane.HexPlaneField` with the fused CUDA kernel (planes kept
+- ``fused``: :class:`orster4d.recon.hexplane_field.HexPlaneField` with the fused CUDA kernel (planes kept
   packed channel-last in the module; gradients land in that one parameter).
-- ``fused_list``: :func:`orster4d.hexplane.hexplane_sample` on a list of 12 ``[C, H, W]``
+- ``fused_list``: :func:`orster4d.ops.hexplane.hexplane_sample` on a list of 12 ``[C, H, W]``
   planes (packs them channel-last on every call; gradients flow back to the list).
 - ``grid_sample``: the composition of ``torch.nn.functional.grid_sample`` calls on 12
   contiguous ``[C, H, W]`` plane parameters, as 4D Gaussian Splatting runs it.
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from orster4d.hexplane import HexPlaneField, hexplane_sample, hexplane_sample_reference
+from orster4d.ops.hexplane import hexplane_sample, hexplane_sample_reference
+from orster4d.recon.hexplane_field import HexPlaneField
 
 METHODS = ("fused", "fused_list", "grid_sample")
 CHANNELS, R_T, MULTIRES = 32, 25, (1, 2)

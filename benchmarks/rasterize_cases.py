@@ -114,7 +114,7 @@ def make_scene_4d(T: int = T4D, n: int = N4D, res: int = RES4D, seed: int = 0, d
 
 # ------------------------------------------------------------------ renderers (rgb [..., C, H, W, 3])
 def render_ours(s: Scene) -> torch.Tensor:
-    from orster4d.rasterize import rasterize_gaussians
+    from orster4d.ops.rasterize import rasterize_gaussians
 
     return rasterize_gaussians(s.means, s.quats, s.scales, s.opacities, s.colors, s.viewmats, s.Ks,
                                s.width, s.height).rgb
@@ -123,7 +123,7 @@ def render_ours(s: Scene) -> torch.Tensor:
 def render_ours_ops(s: Scene) -> torch.Tensor:
     """Ours through the op-level autograd Functions only (no input validation, RGB colours):
     the kernels' cost without the Python entry point's checks."""
-    from orster4d.rasterize._autograd import Project, Rasterize, extension
+    from orster4d.ops.rasterize._autograd import Project, Rasterize, extension
 
     ext = extension("cuda")
     lead = s.means.shape[:-2]

@@ -17,9 +17,9 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from orster4d.training.config import resolve_config
-from orster4d.training.data import write_video_folder
-from orster4d.training.tiny_assets import make_tiny_clip, make_tiny_unet, make_tiny_vae
+from orster4d.generation.training.config import resolve_config
+from orster4d.generation.training.data import write_video_folder
+from orster4d.generation.training.tiny_assets import make_tiny_clip, make_tiny_unet, make_tiny_vae
 
 
 def make_small_workspace(root: str, n_videos: int = 8, preset: str = "small") -> Dict[str, str]:
@@ -82,15 +82,15 @@ class CallTimer:
 
 
 def AttentionTimer() -> CallTimer:
-    """Sums the time of ``orster4d.orster.orster_attention`` (the SptAttn / TmprAttn targets)."""
-    import orster4d.orster as mod
+    """Sums the time of ``orster4d.generation.orster.orster_attention`` (the SptAttn / TmprAttn targets)."""
+    import orster4d.generation.orster as mod
 
     return CallTimer(mod, "orster_attention")
 
 
 def TeacherTimer() -> CallTimer:
     """Sums the time of the frozen teachers' forward passes (``Teacher.forward``)."""
-    from orster4d.diffusion.teachers import Teacher
+    from orster4d.generation.teachers import Teacher
 
     return CallTimer(Teacher, "forward")
 

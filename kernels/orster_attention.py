@@ -1,4 +1,4 @@
-"""Triton kernels of the Orster Gaussian-kernel attention (SPEC section 3).
+"""Triton kernels of the Orster Gaussian-kernel attention.
 
 The kernels compute softmax attention over *augmented* scores, in base-2 units:
 
@@ -6,7 +6,7 @@ The kernels compute softmax attention over *augmented* scores, in base-2 units:
     out_i = sum_j softmax2_j(S2_ij) * v_j
 
 ``pf`` (query-side kernel features, already multiplied by the quadratic-form coefficients), ``kf`` (key-side kernel features) and ``bias`` (the key's half quadratic form times
-log2(e), ``+inf`` on padded keys) are prepared by :mod:`orster4d.attention`; see ``docs/kernels.md``
+log2(e), ``+inf`` on padded keys) are prepared by :mod:`orster4d.ops.attention`; see ``docs/kernels.md``
 for how ``-1/2 Qf(s_i - s_j, u_i - u_j)`` expands into this form. Every tensor is contiguous and
 flattened over (batch, head): ``q [BH, Nq, D]``, ``k [BH, Nk, D]``, ``v [BH, Nk, DV]``,
 ``pf [BH, Nq, DF]`` (float32, natural units: scaled by log2(e) and rounded to the dtype of

@@ -1,6 +1,6 @@
 """Cameras: the one place that converts between camera conventions.
 
-Internal convention (SPEC section 0): OpenCV. ``viewmats [..., 4, 4]`` map world points to
+Internal convention: OpenCV. ``viewmats [..., 4, 4]`` map world points to
 camera space (+x right, +y down, +z forward); ``Ks [..., 3, 3]`` are pinhole intrinsics in
 pixels with pixel centres at ``(x + 0.5, y + 0.5)``.
 
@@ -11,7 +11,7 @@ World frame: z is up (as Blender and the NeRF synthetic scenes). An orbit at azi
 the camera on the -y side of the centre looking towards +y (the object's front); azimuth grows
 counter-clockwise seen from above (towards +x first).
 
-Orbital trajectory (SPEC section 0): frame ``i`` of ``T`` is seen from azimuth ``360 * i / T``
+Orbital trajectory: frame ``i`` of ``T`` is seen from azimuth ``360 * i / T``
 degrees at a fixed elevation and radius, at time ``t_i = i / (T - 1)``. :class:`OrbitTrajectory`
 holds those numbers as data and reads/writes them as JSON.
 """
@@ -140,7 +140,7 @@ def orbit_viewmats(azimuth_deg: torch.Tensor, elevation_deg: Union[float, torch.
 
 @dataclass
 class OrbitTrajectory:
-    """The orbital video's camera path, stored as data beside every video (SPEC section 0).
+    """The orbital video's camera path, stored as data beside every video.
 
     Frame ``i`` of ``num_frames`` is seen from azimuth ``azimuth_offset_deg + 360 * i / num_frames``
     degrees at ``elevation_deg``, distance ``radius`` from ``center``, with horizontal field of

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from attention_cases import CASES, METHODS, RUNNERS, eager_bytes, make_inputs  # noqa: E402
 from gpu_timing import peak_extra_mb  # noqa: E402
-from orster4d.attention import orster_attention  # noqa: E402
+from orster4d.ops.attention import orster_attention  # noqa: E402
 
 
 def _grads_of(inp, params):

@@ -48,7 +48,7 @@ def _versions():
 
 def reference_check(seed: int = 0) -> dict:
     """CUDA vs the float64 PyTorch reference on a small scene (images and every gradient)."""
-    from orster4d.rasterize import rasterize_gaussians
+    from orster4d.ops.rasterize import rasterize_gaussians
 
     g = torch.Generator(device="cuda").manual_seed(seed)
     B, C, N, res = 2, 2, 300, 64

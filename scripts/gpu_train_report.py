@@ -33,7 +33,7 @@ def run_report(preset: str, steps: int, device_name: str) -> dict:
     """Time the four stages of ``preset`` in order; returns the report dict."""
     import diffusers
 
-    from orster4d.training.trainer import Trainer
+    from orster4d.generation.training.trainer import Trainer
 
     report = {"gpu": device_name, "torch": torch.__version__, "diffusers": diffusers.__version__,
               "python": platform.python_version(), "preset": preset, "steps_timed": steps, "stages": {}}

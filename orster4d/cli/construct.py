@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..construct import ConstructConfig, InputError, construct
-from ..data.procedural import FAMILIES
+from orster4d.recon.fit import ConstructConfig, InputError, construct
+from orster4d.data.procedural import FAMILIES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     out = Path(args.output)
     if args.demo:
         _quick_cpu_demo(args, argv)
-        from ..data.render import generate_scene
+        from orster4d.data.render import generate_scene
 
         scene = out.parent / f"{out.name}-scene"
         if args.input:

@@ -1,6 +1,6 @@
 """``orster4d-render --demo``: render a procedurally generated Gaussian scene, time it, write a PNG.
 
-The scene is the rasterizer's benchmark scene (:func:`orster4d.rasterize.scenes.random_scene`):
+The scene is the rasterizer's benchmark scene (:func:`orster4d.data.scenes.random_scene`):
 means uniform in [-1, 1]^3, log-scales normal(-4, 0.3), random rotations, opacities sigmoid(normal),
 seen by orbit cameras 4 units away with a 50 degree field of view. Runs on the GPU when torch sees
 one (CUDA kernels), otherwise on the CPU (C++ kernels). Kernels build on first use.
@@ -37,8 +37,8 @@ def _timed(fn, device, repeat: int) -> float:
 def render_demo(n: int, size: int, cameras: int, device: torch.device, backend=None, sh_degree=None, seed: int = 0,
                 repeat: int = 3, out: Path | None = None, log_scale: float = -4.0) -> dict:
     """Renders the demo scene; returns timings (ms) and statistics, and writes a PNG grid of the views."""
-    from orster4d.rasterize import rasterize_gaussians
-    from orster4d.rasterize.scenes import random_scene
+    from orster4d.ops.rasterize import rasterize_gaussians
+    from orster4d.data.scenes import random_scene
 
     scene = random_scene(n, cameras, size, size, sh_degree=sh_degree, log_scale_mean=log_scale,
                          generator=torch.Generator().manual_seed(seed), device=device)

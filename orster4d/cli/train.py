@@ -1,4 +1,4 @@
-"""``orster4d-train``: run one training stage of STD-4D (SPEC section 6).
+"""``orster4d-train``: run one training stage of STD-4D.
 
 Examples::
 
@@ -41,11 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.make_tiny_assets:
-        from ..training.tiny_assets import make_tiny_assets
+        from orster4d.generation.training.tiny_assets import make_tiny_assets
 
         print(json.dumps(make_tiny_assets(args.make_tiny_assets), indent=2))
         return 0
-    from ..training.config import resolve_config
+    from orster4d.generation.training.config import resolve_config
 
     if args.stage is None:
         print("orster4d-train: error: --stage is required (1, 2, 3 or 4)", file=sys.stderr)
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     if args.print_config:
         print(json.dumps(cfg, indent=2, default=list))
         return 0
-    from ..training.trainer import train_stage
+    from orster4d.generation.training.trainer import train_stage
 
     try:
         path = train_stage(cfg, resume=args.resume, progress=not args.no_progress)

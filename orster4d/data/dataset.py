@@ -28,7 +28,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ..cameras import (OrbitTrajectory, fov_from_intrinsics, intrinsics_from_fov, transform_matrix_to_viewmat,
+from orster4d.cameras import (OrbitTrajectory, fov_from_intrinsics, intrinsics_from_fov, transform_matrix_to_viewmat,
                        viewmat_to_transform_matrix)
 
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg")

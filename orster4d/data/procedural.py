@@ -1,4 +1,4 @@
-"""Procedural dynamic objects built from Gaussian primitives (SPEC section 9).
+"""Procedural dynamic objects built from Gaussian primitives.
 
 An object is a set of rigid *parts* (ellipsoidal shells covered with small Gaussians, textured by
 a procedural pattern) attached at pivots; each part follows its own motion (a rotation about its

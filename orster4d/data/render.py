@@ -18,10 +18,10 @@ from typing import Dict, Optional, Sequence, Union
 
 import torch
 
-from ..cameras import OrbitTrajectory, intrinsics_from_fov, orbit_viewmats
-from ..rasterize import rasterize_gaussians
-from .dataset import DynamicDataset, write_dataset
-from .procedural import ProceduralObject, make_object
+from orster4d.cameras import OrbitTrajectory, intrinsics_from_fov, orbit_viewmats
+from orster4d.ops.rasterize import rasterize_gaussians
+from orster4d.data.dataset import DynamicDataset, write_dataset
+from orster4d.data.procedural import ProceduralObject, make_object
 
 
 def render_object(obj: ProceduralObject, times: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor,

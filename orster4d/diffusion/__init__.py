@@ -1,8 +1,0 @@
-"""STD-4D diffusion (SPEC section 5): image VAE, disentanglement VAE, two-channel 4D-UNet,
-fusion FFN, merge, conditions, teachers and sampling."""
-from .base import PretrainedModule
-from .unet4d import STD4DUNet, FusionFFN, is_temporal_param, build_unet
-from .vae import DisentanglementVAE, load_image_vae, encode_video, decode_latents
-
-__all__ = ["PretrainedModule", "STD4DUNet", "FusionFFN", "is_temporal_param", "build_unet",
-           "DisentanglementVAE", "load_image_vae", "encode_video", "decode_latents"]

@@ -1,0 +1,162 @@
+"""Training configuration: presets, JSON config files and ``key.sub=value`` overrides.
+
+A config is a nested dict. ``resolve_config(preset, stage, files, overrides)`` starts from
+``DEFAULTS``, applies the preset, then each JSON file, then each override
+(``train.lr=1e-4``, ``data.root=/path``, values parsed as JSON when they parse, else strings).
+The resolved config is saved as ``config.json`` inside every checkpoint.
+
+Presets:
+- ``tiny``: CPU, 32x32, 8 frames, tiny UNet (block_out_channels (32, 64)), a stage in minutes.
+- ``small``: one GPU, 64x64, 16 frames, a 3-level UNet, bf16 and gradient checkpointing.
+- ``paper``: 256x256, 16 frames, 5,000 iterations per stage, backbone and teachers from local
+  pretrained folders (``model.backbone_dir``, ``teachers.spatial_dir``, ``teachers.temporal_dir``).
+"""
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Dict, Iterable
+
+from orster4d.generation.training.tiny_assets import TINY_TEACHER_MAP, TINY_UNET
+
+STAGES = (1, 2, 3, 4)
+
+DEFAULTS: Dict[str, Any] = {
+    "stage": 1,
+    "preset": "tiny",
+    "seed": 0,
+    "out_dir": "runs/orster4d",
+    "init": None,  # previous stage's checkpoint folder; default <out_dir>/stage{N-1}/final
+    "device": "auto",  # auto | cpu | cuda
+    "data": {"root": None, "frames": 8, "resolution": 32, "batch_size": 2, "num_workers": 0},
+    "model": {
+        "unet": dict(TINY_UNET),
+        "backbone_dir": None,  # pretrained UNet3DConditionModel folder for stage 1
+        "vae_dir": None,
+        "mode": "two_channel",  # two_channel | no_disentangle | no_spatial | no_temporal
+        "fusion_hidden": 64,
+        "dvae_hidden": 32,
+        "gradient_checkpointing": "auto",  # auto = on for CUDA
+    },
+    "teachers": {"spatial_dir": None, "temporal_dir": None, "map": [dict(e) for e in TINY_TEACHER_MAP]},
+    "orster": {"weight": 1.0, "lambda_o": 0.5, "options": {}},
+    "loss": {"beta_kl": 1e-4, "ortho": 0.0, "ldm_stage3": 1.0, "l_rec": 1.0, "l_perc": 0.0,
+             "l_temp": 0.1, "l_align": 0.1, "lpips_dir": None},
+    "cond": {"kind": "text", "clip_dir": None, "p_drop": 0.1},
+    "noise": {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear",
+              "beta_start": 0.00085, "beta_end": 0.012},
+    "train": {"steps": 30, "lr": 1e-3, "weight_decay": 0.0, "warmup": 0, "grad_clip": 1.0,
+              "ema_decay": 0.999, "ckpt_every": 10, "keep_checkpoints": 3, "log_every": 1, "mixed_precision": "auto",
+              "tensorboard": False},
+}
+
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "tiny": {},
+    "small": {
+        "data": {"frames": 16, "resolution": 64, "batch_size": 4, "num_workers": 4},
+        "model": {"unet": dict(TINY_UNET, block_out_channels=(64, 128, 256), norm_num_groups=32,
+                               down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
+                               up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
+                               cross_attention_dim=256, attention_head_dim=32, layers_per_block=1)},
+        "teachers": {"map": [
+            {"teacher": "spatial", "block": "down_blocks.1.attentions.0", "student": "down_blocks.1.attentions.0"},
+            {"teacher": "temporal", "block": "down_blocks.1.temp_attentions.0",
+             "student": "down_blocks.1.temp_attentions.0"}]},
+        "train": {"steps": 1000, "lr": 1e-4, "ckpt_every": 250, "log_every": 10, "warmup": 50},
+    },
+    "paper": {
+        "data": {"frames": 16, "resolution": 256, "batch_size": 8, "num_workers": 8},
+        "model": {"unet": None},  # architecture comes from model.backbone_dir
+        "teachers": {"map": [
+            {"teacher": "spatial", "block": "down_blocks.2.attentions.0", "student": "down_blocks.2.attentions.0"},
+            {"teacher": "temporal", "block": "down_blocks.2.temp_attentions.0",
+             "student": "down_blocks.2.temp_attentions.0"}]},
+        "cond": {"p_drop": 0.1},
+        "train": {"steps": 5000, "lr": 5e-5, "ckpt_every": 500, "log_every": 10, "warmup": 100},
+    },
+}
+
+
+def deep_update(base: dict, upd: dict) -> dict:
+    for k, v in upd.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and k not in ("unet",):
+            deep_update(base[k], v)
+        else:
+            base[k] = copy.deepcopy(v)
+    return base
+
+
+def parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        low = text.lower()
+        if low in ("none", "null"):
+            return None
+        if low in ("true", "false"):
+            return low == "true"
+        return text
+
+
+def apply_override(cfg: dict, item: str) -> None:
+    """Apply one ``a.b.c=value`` override; unknown keys are errors (typos must not pass silently)."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r}: expected key.sub=value")
+    key, val = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = cfg
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            raise ValueError(f"override {item!r}: unknown config section {p!r}")
+        node = node[p]
+    if parts[-1] not in node and not (parts[0] == "model" and len(parts) > 2 and parts[1] == "unet") \
+            and not (parts[:2] == ["orster", "options"]):
+        raise ValueError(f"override {item!r}: unknown config key {key!r}")
+    node[parts[-1]] = parse_value(val)
+
+
+def resolve_config(preset: str = "tiny", stage: int = 1, files: Iterable[str] = (),
+                   overrides: Iterable[str] = ()) -> dict:
+    if preset not in PRESETS:
+        raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+    check_stage(stage)
+    cfg = copy.deepcopy(DEFAULTS)
+    deep_update(cfg, PRESETS[preset])
+    cfg["preset"], cfg["stage"] = preset, int(stage)
+    for path in files:
+        with open(path) as f:
+            deep_update(cfg, json.load(f))
+    for item in overrides:
+        apply_override(cfg, item)
+    check_stage(cfg["stage"])
+    if cfg["stage"] == 1 and cfg["model"]["unet"] is None and not cfg["model"]["backbone_dir"]:
+        raise ValueError("model.unet is unset (paper preset): set model.backbone_dir to a pretrained "
+                         "UNet3DConditionModel folder")
+    from orster4d.generation.models.conditions import CONDITION_KINDS
+    from orster4d.generation.models.unet4d import MODES
+
+    if cfg["model"]["mode"] not in MODES:
+        raise ValueError(f"model.mode: expected one of {MODES}, got {cfg['model']['mode']!r}")
+    if cfg["cond"]["kind"] not in CONDITION_KINDS:
+        raise ValueError(f"cond.kind: expected one of {CONDITION_KINDS}, got {cfg['cond']['kind']!r}")
+    return cfg
+
+
+def check_stage(stage: Any) -> int:
+    try:
+        s = int(stage)
+    except (TypeError, ValueError):
+        s = None
+    if s not in STAGES or str(stage).strip() != str(s):
+        raise ValueError(f"stage: unknown stage {stage!r}; expected one of {STAGES}")
+    return s
+
+
+def save_config(cfg: dict, path: str) -> None:
+    with open(path, "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True, default=list)
+
+
+def load_config(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,304 @@
+"""The four training stages as ``nn.Module``s whose ``forward`` returns the loss.
+
+Each stage module registers only its trainable parts (so DDP wraps exactly those); frozen helpers
+(image VAE, teachers, CLIP, LPIPS) live in ``self.frozen``. ``forward(batch, generator)`` draws
+timesteps and noise from ``generator`` (saved in checkpoints, so resumed runs repeat exactly).
+
+Checkpoint model folders (``<ckpt>/model/``):
+- stage 1: ``unet/`` (diffusers ``UNet3DConditionModel``);
+- stages 2-4: ``std4d/`` (``STD4DUNet``), stage 2 also ``orster.safetensors``, stage 4 also
+  ``cond/`` (``ConditionAdapter``); at the end of stages 2-4 also ``merged_unet/`` (the unified
+  4D-UNet as a ``UNet3DConditionModel`` folder).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from orster4d.generation.models.base import require_dir, require_file
+from orster4d.generation.models.conditions import ConditionAdapter, ConditionEncoder, load_clip, null_context
+from orster4d.generation.teachers import load_teachers, promised_shape, validate_teacher_map
+from orster4d.generation.models.unet4d import STD4DUNet, enable_block_checkpointing, run_unet
+from orster4d.generation.models.vae import decode_latents, encode_video, load_image_vae
+from orster4d.generation.training.losses import OrsterTransferLoss, feature_alignment, load_lpips, temporal_smoothness
+
+
+class Frozen:
+    """Plain attribute holder (not an nn.Module, so DDP and state_dict ignore it)."""
+
+
+def make_noise_scheduler(cfg: dict):
+    from diffusers import DDPMScheduler
+
+    n = cfg["noise"]
+    return DDPMScheduler(num_train_timesteps=n["num_train_timesteps"], beta_schedule=n["beta_schedule"],
+                         beta_start=n["beta_start"], beta_end=n["beta_end"])
+
+
+def previous_checkpoint(cfg: dict) -> str:
+    """The folder of stage N-1's checkpoint (``cfg['init']`` or ``<out_dir>/stage{N-1}/final``)."""
+    stage = cfg["stage"]
+    path = cfg.get("init") or os.path.join(cfg["out_dir"], f"stage{stage - 1}", "final")
+    state = os.path.join(path, "state.json")
+    if not os.path.isfile(state):
+        raise FileNotFoundError(f"stage {stage} needs stage {stage - 1}'s checkpoint, not found at {path} "
+                                f"(run --stage {stage - 1} first or set init=<checkpoint folder>)")
+    with open(state) as f:
+        prev = json.load(f).get("stage")
+    if prev != stage - 1:
+        raise ValueError(f"stage {stage}: checkpoint {path} is from stage {prev}, expected stage {stage - 1}")
+    return path
+
+
+class StageBase(nn.Module):
+    def __init__(self, cfg: dict, device: torch.device):
+        super().__init__()
+        self.cfg = cfg
+        self.frozen = Frozen()
+        self.frozen.device = device
+        vae_dir = cfg["model"]["vae_dir"]
+        if not vae_dir:
+            raise ValueError("model.vae_dir: the image VAE folder (diffusers AutoencoderKL) is required")
+        self.frozen.vae = load_image_vae(vae_dir, device=device)
+        self.frozen.noise = make_noise_scheduler(cfg)
+        self.frozen.alphas = self.frozen.noise.alphas_cumprod.to(device)
+        self.grad_ckpt = cfg["model"]["gradient_checkpointing"] in (True, "true") or (
+            cfg["model"]["gradient_checkpointing"] == "auto" and device.type == "cuda")
+
+    # -- shared pieces ------------------------------------------------------------------------
+    def latents(self, batch) -> torch.Tensor:
+        with torch.no_grad():
+            return encode_video(self.frozen.vae, batch["video"])
+
+    def noised(self, z0: torch.Tensor, gen: torch.Generator):
+        n = self.frozen.noise.config.num_train_timesteps
+        t = torch.randint(0, n, (z0.shape[0],), generator=gen, device=gen.device).to(z0.device)
+        eps = torch.randn(z0.shape, generator=gen, device=gen.device).to(z0.device)
+        a = self.frozen.alphas[t].view(-1, 1, 1, 1, 1)
+        return a.sqrt() * z0 + (1 - a).sqrt() * eps, t, eps
+
+    def context_dim(self) -> int:
+        return int(self.cfg["model"]["unet"]["cross_attention_dim"]) if self.cfg["model"]["unet"] else 1024
+
+    def save_model(self, folder: str, final: bool = False) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def load_model(self, folder: str) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Stage1(StageBase):
+    """Preliminary 4D training: one video UNet, ``L_ldm = |eps - eps_theta(Z_t, y, t)|^2``."""
+
+    def __init__(self, cfg, device):
+        super().__init__(cfg, device)
+        from diffusers import UNet3DConditionModel
+
+        bb = cfg["model"]["backbone_dir"]
+        if bb:
+            require_dir(bb, "model.backbone_dir")
+            require_file(os.path.join(bb, "config.json"), "model.backbone_dir")
+            self.unet = UNet3DConditionModel.from_pretrained(bb)
+            cfg["model"]["unet"] = {k: v for k, v in dict(self.unet.config).items() if not k.startswith("_")}
+        else:
+            self.unet = UNet3DConditionModel(**cfg["model"]["unet"])
+        self.unet.to(device)
+        if self.grad_ckpt:
+            enable_block_checkpointing(self.unet)
+
+    def forward(self, batch, gen) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        z0 = self.latents(batch)
+        zt, t, eps = self.noised(z0, gen)
+        ctx = null_context(z0.shape[0], self.context_dim(), z0.device)
+        pred = run_unet(self.unet, zt, t, ctx)
+        loss = F.mse_loss(pred.float(), eps)
+        return loss, {"ldm": loss.detach()}
+
+    def save_model(self, folder, final=False):
+        self.unet.save_pretrained(os.path.join(folder, "unet"))
+
+    def load_model(self, folder):
+        from diffusers import UNet3DConditionModel
+
+        src = UNet3DConditionModel.from_pretrained(os.path.join(folder, "unet"))
+        self.unet.load_state_dict(src.state_dict())
+
+
+class _STD4DStage(StageBase):
+    """Stages 2-4 share the STD-4D model; ``init_std4d`` builds it from the previous checkpoint."""
+
+    def student_taps(self):
+        tm = validate_teacher_map(self.cfg["teachers"]["map"])
+        return ([e["student"] for e in tm if e["teacher"] == "spatial"],
+                [e["student"] for e in tm if e["teacher"] == "temporal"])
+
+    def init_std4d(self, prev: str, from_backbone: bool) -> None:
+        from diffusers import UNet3DConditionModel
+
+        s_taps, t_taps = self.student_taps()
+        m = self.cfg["model"]
+        kw = dict(mode=m["mode"], fusion_hidden=m["fusion_hidden"], dvae_hidden=m["dvae_hidden"],
+                  spatial_taps=s_taps, temporal_taps=t_taps)
+        if from_backbone:
+            unet = UNet3DConditionModel.from_pretrained(os.path.join(prev, "model", "unet"))
+            self.std4d = STD4DUNet.from_backbone(unet, **kw)
+        else:
+            src = STD4DUNet.from_pretrained(os.path.join(prev, "model", "std4d"))
+            self.std4d = STD4DUNet(src.config["unet_config"], **kw)
+            missing = self.std4d.load_state_dict(src.state_dict(), strict=False)
+            if missing.unexpected_keys or missing.missing_keys:
+                raise ValueError(f"init {prev}: STD-4D model does not match model.mode={m['mode']!r} "
+                                 f"(missing {missing.missing_keys[:3]}, unexpected {missing.unexpected_keys[:3]})")
+        self.cfg["model"]["unet"] = dict(self.std4d.config["unet_config"])
+        self.std4d.to(self.frozen.device)
+        if self.grad_ckpt:
+            self.std4d.enable_gradient_checkpointing()
+
+    def save_model(self, folder, final=False):
+        self.std4d.save_pretrained(os.path.join(folder, "std4d"))
+        if final:
+            self.std4d.merge(os.path.join(folder, "merged_unet"))
+
+    def load_model(self, folder):
+        src = STD4DUNet.from_pretrained(os.path.join(folder, "std4d"))
+        self.std4d.load_state_dict(src.state_dict())
+
+    def kl_terms(self, out) -> torch.Tensor:
+        lc = self.cfg["loss"]
+        return lc["beta_kl"] * out["kl"] + lc["ortho"] * out["ortho"]
+
+
+class Stage2(_STD4DStage):
+    """Orster transfer: ``L_ldm + w * (L_orster + kernel NLL) + beta * KL (+ ortho)``, frozen teachers."""
+
+    def __init__(self, cfg, device):
+        super().__init__(cfg, device)
+        prev = previous_checkpoint(cfg)
+        tc = cfg["teachers"]
+        for key in ("spatial_dir", "temporal_dir"):
+            if not tc[key]:
+                raise ValueError(f"teachers.{key}: stage 2 needs the {key.split('_')[0]} teacher's diffusers folder")
+        self.frozen.teachers = load_teachers(tc["spatial_dir"], tc["temporal_dir"], tc["map"], device=device)
+        self.init_std4d(prev, from_backbone=True)
+        tmap = validate_teacher_map(tc["map"])
+        t_ch = [promised_shape(dict(self.frozen.teachers[e["teacher"]].unet.config), e["block"], 1, 1, 8, 8)[1]
+                for e in tmap]
+        s_ch = [promised_shape(self.cfg["model"]["unet"], e["student"], 1, 1, 8, 8)[1] for e in tmap]
+        o = cfg["orster"]
+        self.orster = OrsterTransferLoss(tmap, t_ch, s_ch, lambda_o=o["lambda_o"], options=o["options"]).to(device)
+
+    def forward(self, batch, gen):
+        z0 = self.latents(batch)
+        zt, t, eps = self.noised(z0, gen)
+        ctx = null_context(z0.shape[0], self.context_dim(), z0.device)
+        out = self.std4d(zt, t, ctx, generator=gen, capture=True)
+        ldm = F.mse_loss(out["eps"].float(), eps)
+        teach = {r: te(zt, t) for r, te in self.frozen.teachers.items()}
+        student = {"spatial": out["spatial_features"], "temporal": out["temporal_features"]}
+        with torch.autocast(z0.device.type, enabled=False):  # kernel fit and targets in float32
+            lo, logs = self.orster(teach, student)
+        loss = ldm + self.cfg["orster"]["weight"] * lo + self.kl_terms(out)
+        logs = {f"orster_{k}" if k != "orster" else k: v for k, v in logs.items()}
+        return loss, {"ldm": ldm.detach(), "kl": out["kl"].detach(), **logs}
+
+    def save_model(self, folder, final=False):
+        from safetensors.torch import save_file
+
+        super().save_model(folder, final)
+        save_file({k: v.contiguous() for k, v in self.orster.state_dict().items()},
+                  os.path.join(folder, "orster.safetensors"))
+
+    def load_model(self, folder):
+        from safetensors.torch import load_file
+
+        super().load_model(folder)
+        self.orster.load_state_dict(load_file(os.path.join(folder, "orster.safetensors")))
+
+
+class Stage3(_STD4DStage):
+    """Consistency (Eq. 15): ``ldm_stage3 * L_ldm + l_rec L1 + l_perc LPIPS + l_temp L_temp +
+    l_align L_align + beta KL``, images decoded from the predicted clean latent."""
+
+    def __init__(self, cfg, device):
+        super().__init__(cfg, device)
+        prev = previous_checkpoint(cfg)
+        self.init_std4d(prev, from_backbone=False)
+        self.frozen.lpips = load_lpips(cfg["loss"]["lpips_dir"], device) if cfg["loss"]["l_perc"] > 0 else None
+
+    def forward(self, batch, gen):
+        lc = self.cfg["loss"]
+        z0 = self.latents(batch)
+        zt, t, eps = self.noised(z0, gen)
+        ctx = null_context(z0.shape[0], self.context_dim(), z0.device)
+        out = self.std4d(zt, t, ctx, generator=gen, capture=True)
+        pred = out["eps"].float()
+        ldm = F.mse_loss(pred, eps)
+        a = self.frozen.alphas[t].view(-1, 1, 1, 1, 1)
+        z0_hat = (zt - (1 - a).sqrt() * pred) / a.sqrt()
+        img = decode_latents(self.frozen.vae, z0_hat)
+        gt = batch["video"]
+        rec = (img - gt).abs().mean()
+        logs = {"ldm": ldm.detach(), "rec": rec.detach()}
+        loss = lc["ldm_stage3"] * ldm + lc["l_rec"] * rec + self.kl_terms(out)
+        if self.frozen.lpips is not None:
+            to = lambda v: v.flatten(0, 1).permute(0, 3, 1, 2) * 2 - 1  # noqa: E731
+            perc = self.frozen.lpips(to(img), to(gt)).mean()
+            loss = loss + lc["l_perc"] * perc
+            logs["perc"] = perc.detach()
+        fs, ft = list(out["spatial_features"].values()), list(out["temporal_features"].values())
+        if ft:
+            temp = temporal_smoothness(out["temporal_features"])
+            loss = loss + lc["l_temp"] * temp
+            logs["temp"] = temp.detach()
+        if fs and ft:
+            align = feature_alignment(fs, ft)
+            loss = loss + lc["l_align"] * align
+            logs["align"] = align.detach()
+        return loss, logs
+
+
+class Stage4(_STD4DStage):
+    """Conditional fine-tuning (Eq. 16) for ``cond.kind`` in {text, image, static3d}."""
+
+    def __init__(self, cfg, device):
+        super().__init__(cfg, device)
+        prev = previous_checkpoint(cfg)
+        cc = cfg["cond"]
+        clip = None
+        if cc["kind"] in ("text", "image"):
+            if not cc["clip_dir"]:
+                raise ValueError(f"cond.clip_dir: condition kind {cc['kind']!r} needs a local open_clip folder")
+            clip = load_clip(cc["clip_dir"], device)
+        self.frozen.encoder = ConditionEncoder(cc["kind"], clip=clip, vae=self.frozen.vae)
+        self.init_std4d(prev, from_backbone=False)
+        dims = self.frozen.encoder.feature_dims()
+        self.cond = ConditionAdapter(cc["kind"], context_dim=self.context_dim(),
+                                     text_width=dims.get("text_width", 0),
+                                     image_embed_dim=dims.get("image_embed_dim", 0),
+                                     latent_channels=self.cfg["model"]["unet"]["in_channels"]).to(device)
+
+    def forward(self, batch, gen):
+        z0 = self.latents(batch)
+        zt, t, eps = self.noised(z0, gen)
+        feats = self.frozen.encoder(batch)
+        keep = torch.rand(z0.shape[0], generator=gen, device=gen.device).to(z0.device) >= self.cfg["cond"]["p_drop"]
+        ctx, lat = self.cond(feats, keep, z0.shape[2])
+        out = self.std4d(zt, t, ctx, latent_cond=lat, generator=gen)
+        ldm = F.mse_loss(out["eps"].float(), eps)
+        return ldm + self.kl_terms(out), {"ldm": ldm.detach(), "kl": out["kl"].detach()}
+
+    def save_model(self, folder, final=False):
+        super().save_model(folder, final)
+        self.cond.save_pretrained(os.path.join(folder, "cond"))
+
+    def load_model(self, folder):
+        super().load_model(folder)
+        self.cond.load_state_dict(ConditionAdapter.from_pretrained(os.path.join(folder, "cond")).state_dict())
+
+
+STAGE_CLASSES = {1: Stage1, 2: Stage2, 3: Stage3, 4: Stage4}

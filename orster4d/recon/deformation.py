@@ -1,0 +1,223 @@
+"""Deformation field of 4D Gaussian Splatting, with the ST-HexPlane prior attention (Eq. 7-10).
+
+For a canonical Gaussian at ``(x, y, z)`` and a time ``t`` in [0, 1]:
+
+1. normalise: ``x' = 2 (x - lo) / (hi - lo) - 1`` per axis with the scene bounds ``aabb``,
+   ``t' = 2 t - 1`` (clamped to [-1, 1] by the HexPlane);
+2. ``h = HexPlaneField(x', y', z', t')``, ``[C * L]`` features (Eq. 7);
+3. ST-HexPlane (Eq. 8-9), when prior tokens are set: ``V_s = Attn(W_q h, W_k O_s, W_v O_s)`` and
+   ``V_t`` likewise over the temporal tokens O_t; the heads read ``[h; V_s; V_t]``. Without
+   priors the heads read ``h`` (the plain 4DGS field);
+4. a shared MLP then three heads give ``dp [3]`` (added to the mean), ``dq [4]`` (added to the raw
+   quaternion) and ``ds [3]`` (added to the log-scale), as 4DGS. The heads' last layers start
+   at zero, so an untrained field is the identity.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from orster4d.recon.hexplane_field import HexPlaneField
+
+ATTENTION_BACKENDS = ("sdpa", "orster")
+
+
+def st_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, backend: str = "sdpa") -> torch.Tensor:
+    """Single-head softmax cross-attention ``softmax(q k^T / sqrt(D)) v``.
+
+    Args:
+        query: ``[N, D]``; keys: ``[M, D]``; values: ``[M, Dv]``.
+        backend: ``"sdpa"`` (``torch.nn.functional.scaled_dot_product_attention``) or ``"orster"``
+            (:func:`orster4d.ops.attention.orster_attention` without kernel features: the same plain
+            softmax attention, with memory linear in N and M).
+    Returns:
+        ``[N, Dv]``.
+    """
+    if query.dim() != 2 or keys.dim() != 2 or values.dim() != 2:
+        raise ValueError(f"query [N, D], keys [M, D], values [M, Dv] expected, got {tuple(query.shape)}, "
+                         f"{tuple(keys.shape)}, {tuple(values.shape)}")
+    if keys.shape[0] != values.shape[0] or keys.shape[1] != query.shape[1]:
+        raise ValueError(f"keys must be [M, D={query.shape[1]}] and values [M, Dv] with the same M, got "
+                         f"{tuple(keys.shape)} and {tuple(values.shape)}")
+    if backend == "orster":
+        from orster4d.ops.attention import orster_attention
+
+        return orster_attention(query[None, None], keys[None, None], values[None, None])[0, 0]
+    if backend != "sdpa":
+        raise ValueError(f"backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
+    return torch.nn.functional.scaled_dot_product_attention(query[None], keys[None], values[None])[0]
+
+
+def load_priors(path, spatial_dim: Optional[int] = None, temporal_dim: Optional[int] = None) -> Dict[str, torch.Tensor]:
+    """Reads prior tokens saved with ``torch.save({"spatial": O_s [Ns, Ds], "temporal": O_t [Nt, Dt]}, path)``.
+
+    Raises ValueError naming ``path`` when the file cannot be read, a key is missing, a tensor is
+    not 2-D floating point with at least one token and channel, or the widths differ from
+    ``spatial_dim`` / ``temporal_dim`` when given.
+    """
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unreadable, not a torch file, or unsafe content
+        raise ValueError(f"{path}: cannot read prior tokens ({type(e).__name__}: {e})") from e
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a dict with 'spatial' and 'temporal' tensors, got {type(d).__name__}")
+    out = {}
+    for key, want in (("spatial", spatial_dim), ("temporal", temporal_dim)):
+        x = d.get(key)
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{path}: missing tensor '{key}' (shape [N, D])")
+        if x.dim() != 2 or x.shape[0] < 1 or x.shape[1] < 1 or not x.is_floating_point():
+            raise ValueError(f"{path}: '{key}' must be a floating-point tensor of shape [N, D] with N, D >= 1, "
+                             f"got {x.dtype} {tuple(x.shape)}")
+        if want is not None and x.shape[1] != want:
+            raise ValueError(f"{path}: '{key}' has width {x.shape[1]}, expected {want}")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{path}: '{key}' contains NaN or Inf")
+        out[key] = x.float()
+    return out
+
+
+def curvature_probe_times(fitted: torch.Tensor, count: int, generator: Optional[torch.Generator] = None):
+    """Where :meth:`DeformationField.motion_curvature` looks: ``count`` random times ``[count]`` (CPU)
+    between the first and last of the ``fitted`` times ``[F]`` (in [0, 1]), and the step, half the
+    smallest gap between fitted times (0.5 for a single time), so ``t +- step`` stays in range."""
+    t = torch.unique(fitted.detach().cpu().float())
+    step = 0.5 * float((t[1:] - t[:-1]).min()) if t.numel() > 1 else 0.5
+    lo, hi = float(t[0]) + step, float(t[-1]) - step
+    return lo + (hi - lo) * torch.rand(count, generator=generator), step
+
+
+def _mlp(width: int, out: int) -> nn.Sequential:
+    head = nn.Sequential(nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, out))
+    nn.init.zeros_(head[-1].weight)
+    nn.init.zeros_(head[-1].bias)
+    return head
+
+
+class DeformationField(nn.Module):
+    """``(canonical Gaussians, times) -> (dp, dq, ds)``; see the module docstring.
+
+    Args:
+        aabb: ``[2, 3]`` scene bounds (min, max) used to normalise positions.
+        channels, resolution, multires, backend: the :class:`~orster4d.recon.hexplane_field.HexPlaneField`'s.
+        width: MLP width (4DGS: 64).
+        prior_dims: ``(Ds, Dt)`` widths of the spatial and temporal prior tokens for ST-HexPlane,
+            or None for the plain field.
+        attn_dim: width of the attention queries/keys/values.
+        attention_backend: see :func:`st_attention`.
+    """
+
+    def __init__(self, aabb: torch.Tensor, channels: int = 32, resolution: Sequence[int] = (64, 25),
+                 multires: Sequence[int] = (1, 2), width: int = 64, backend: str = "fused",
+                 prior_dims: Optional[Tuple[int, int]] = None, attn_dim: int = 32, attention_backend: str = "sdpa"):
+        super().__init__()
+        aabb = torch.as_tensor(aabb, dtype=torch.float32)
+        if aabb.shape != (2, 3) or not bool((aabb[1] > aabb[0]).all()):
+            raise ValueError(f"aabb must be [2, 3] (min, max) with max > min, got {aabb.tolist()}")
+        self.register_buffer("aabb", aabb.clone())
+        self._config = dict(channels=channels, resolution=list(resolution), multires=list(multires), width=width,
+                            backend=backend, prior_dims=None if prior_dims is None else list(prior_dims),
+                            attn_dim=attn_dim, attention_backend=attention_backend)
+        self.hexplane = HexPlaneField(channels, resolution, multires, backend=backend)
+        feat = self.hexplane.out_dim
+        self.attention_backend = attention_backend
+        self.prior_dims = None if prior_dims is None else tuple(int(d) for d in prior_dims)
+        if self.prior_dims is not None:
+            ds, dt = self.prior_dims
+            self.q_proj = nn.Linear(feat, 2 * attn_dim)
+            self.ks_proj = nn.Linear(ds, attn_dim)
+            self.vs_proj = nn.Linear(ds, attn_dim)
+            self.kt_proj = nn.Linear(dt, attn_dim)
+            self.vt_proj = nn.Linear(dt, attn_dim)
+            self.register_buffer("prior_spatial", torch.zeros(1, ds))
+            self.register_buffer("prior_temporal", torch.zeros(1, dt))
+            feat = feat + 2 * attn_dim
+        self.feature_out = nn.Linear(feat, width)
+        self.pos_head = _mlp(width, 3)
+        self.rot_head = _mlp(width, 4)
+        self.scale_head = _mlp(width, 3)
+
+    def config(self) -> Dict:
+        """Constructor arguments (JSON-serialisable) except ``aabb`` (a buffer in the state dict)."""
+        return dict(self._config)
+
+    @classmethod
+    def from_config(cls, config: Dict, aabb: torch.Tensor) -> "DeformationField":
+        return cls(aabb, **config)
+
+    def set_priors(self, spatial: torch.Tensor, temporal: torch.Tensor) -> None:
+        """Sets ``O_s [Ns, Ds]`` and ``O_t [Nt, Dt]`` (stored as buffers, saved with the weights)."""
+        if self.prior_dims is None:
+            raise ValueError("this field was built without prior_dims; pass prior_dims=(Ds, Dt) to use priors")
+        ds, dt = self.prior_dims
+        if spatial.dim() != 2 or spatial.shape[1] != ds:
+            raise ValueError(f"spatial priors must have shape [Ns, {ds}], got {tuple(spatial.shape)}")
+        if temporal.dim() != 2 or temporal.shape[1] != dt:
+            raise ValueError(f"temporal priors must have shape [Nt, {dt}], got {tuple(temporal.shape)}")
+        dev = self.aabb.device
+        self.prior_spatial = spatial.detach().float().to(dev)
+        self.prior_temporal = temporal.detach().float().to(dev)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # prior buffers change size with the token count: adopt the saved shapes
+        for name in ("prior_spatial", "prior_temporal"):
+            key = prefix + name
+            if key in state_dict and hasattr(self, name):
+                setattr(self, name, torch.empty_like(state_dict[key]).to(self.aabb.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def normalise(self, means: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        """HexPlane inputs ``[T * N, 4]`` in [-1, 1] from ``means [N, 3]`` and ``times [T]``."""
+        lo, hi = self.aabb[0], self.aabb[1]
+        xyz = (2.0 * (means - lo) / (hi - lo) - 1.0).clamp(-1.0, 1.0)
+        T, N = times.shape[0], means.shape[0]
+        t = (2.0 * times - 1.0).clamp(-1.0, 1.0)
+        return torch.cat([xyz.unsqueeze(0).expand(T, N, 3), t.view(T, 1, 1).expand(T, N, 1)], -1).reshape(T * N, 4)
+
+    def forward(self, means: torch.Tensor, times: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Offsets for canonical ``means [N, 3]`` at ``times [T]`` (all times in one pass).
+
+        Returns ``dp [T, N, 3]`` (world units), ``dq [T, N, 4]`` (added to raw quaternions),
+        ``ds [T, N, 3]`` (added to log-scales).
+        """
+        if means.dim() != 2 or means.shape[1] != 3:
+            raise ValueError(f"means must have shape [N, 3], got {tuple(means.shape)}")
+        if times.dim() != 1:
+            raise ValueError(f"times must have shape [T], got {tuple(times.shape)}")
+        T, N = times.shape[0], means.shape[0]
+        h = self.hexplane(self.normalise(means, times.to(means)))
+        if self.prior_dims is not None:
+            q_s, q_t = self.q_proj(h).chunk(2, dim=-1)
+            v_s = st_attention(q_s, self.ks_proj(self.prior_spatial), self.vs_proj(self.prior_spatial),
+                               self.attention_backend)
+            v_t = st_attention(q_t, self.kt_proj(self.prior_temporal), self.vt_proj(self.prior_temporal),
+                               self.attention_backend)
+            h = torch.cat([h, v_s, v_t], -1)
+        f = self.feature_out(h)
+        dp = self.pos_head(f).view(T, N, 3)
+        dq = self.rot_head(f).view(T, N, 4)
+        ds = self.scale_head(f).view(T, N, 3)
+        return dp, dq, ds
+
+    def motion_curvature(self, means: torch.Tensor, times: torch.Tensor, step: float) -> torch.Tensor:
+        """Mean squared second difference in time of the offsets, a prior on how motion bends.
+
+        For canonical ``means [M, 3]`` (world units) and ``times [K]`` (in [0, 1]), the offsets
+        ``f = (dp / extent, dq, ds)`` are taken at ``t - step``, ``t`` and ``t + step``; the result
+        is ``mean |f(t - step) - 2 f(t) + f(t + step)|^2`` (dp scaled by the scene box's diagonal,
+        so the term has no unit). Fitting frames with it in the loss makes the field's motion
+        between fitted times spline-like (bending no more than the data asks) instead of free.
+        """
+        K = times.shape[0]
+        dp, dq, ds = self(means, torch.cat([times - step, times, times + step]))
+        extent = (self.aabb[1] - self.aabb[0]).norm()
+        f = torch.cat([dp / extent, dq, ds], -1).view(3, K, means.shape[0], 10)
+        return (f[0] - 2 * f[1] + f[2]).pow(2).sum(-1).mean()
+
+    def regularisation(self, tv_weight: float = 1e-4, time_smooth_weight: float = 1e-3,
+                       time_l1_weight: float = 1e-4) -> torch.Tensor:
+        """4DGS plane regularisers: ``tv * TV + ts * time smoothness + l1 * |time planes - 1|``."""
+        return (tv_weight * self.hexplane.plane_tv() + time_smooth_weight * self.hexplane.time_smoothness()
+                + time_l1_weight * self.hexplane.time_l1())

@@ -1,0 +1,275 @@
+"""Training stages 1-4 (tiny preset, CPU): loss falls on a fixed batch, exact resume, Ctrl-C
+checkpoint, merged export, config/CLI overrides and every bad-input error."""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from helpers import make_videos, make_workspace, tiny_overrides
+from orster4d.cli.train import main as cli_main
+from orster4d.generation.training.config import resolve_config
+from orster4d.generation.training.data import OrbitalVideoDataset, ResumableSampler
+from orster4d.generation.training.trainer import Trainer
+
+pytest.importorskip("diffusers")
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    return make_workspace(str(tmp_path_factory.mktemp("ws")))
+
+
+def _cfg(ws, out, stage, steps=6, **extra):
+    return resolve_config("tiny", stage, overrides=tiny_overrides(ws, out, steps=steps, **extra))
+
+
+def _fixed_batch(ws):
+    ds = OrbitalVideoDataset(ws["data"], 8, 32)
+    items = [ds[0], ds[1]]
+    return {"video": torch.stack([i["video"] for i in items]), "prompt": [i["prompt"] for i in items],
+            "static_video": torch.stack([i["static_video"] for i in items])}
+
+
+def _fixed_loss(trainer, batch):
+    """The stage's loss on a fixed batch with fixed timesteps/noise (eval mode: no dropout)."""
+    trainer.stage.eval()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        loss, _ = trainer.stage(batch, torch.Generator().manual_seed(1234))
+    trainer.stage.train()
+    return float(loss)
+
+
+def _log(out, stage):
+    with open(os.path.join(out, f"stage{stage}", "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_four_stages_end_to_end_loss_falls(ws, tmp_path):
+    out = str(tmp_path / "run")
+    batch = _fixed_batch(ws)
+    for stage, steps in ((1, 10), (2, 10), (3, 10), (4, 10)):
+        tr = Trainer(_cfg(ws, out, stage, steps=steps), progress=False)
+        before = _fixed_loss(tr, batch)
+        final = tr.train()
+        after = _fixed_loss(tr, batch)
+        assert after < before, (stage, before, after)
+        assert os.path.isfile(os.path.join(out, f"stage{stage}", "final", "state.json"))
+        cfg_saved = json.load(open(os.path.join(final, "config.json")))
+        assert cfg_saved["stage"] == stage and cfg_saved["train"]["steps"] == steps
+        assert len(_log(out, stage)) == steps
+    for kind in ("image", "static3d"):  # the other two conditions, from the same stage-3 checkpoint
+        kout = str(tmp_path / kind)
+        tr = Trainer(_cfg(ws, kout, 4, steps=10, **{"cond.kind": kind,
+                                                     "init": os.path.join(out, "stage3", "final")}), progress=False)
+        before = _fixed_loss(tr, batch)
+        tr.train()
+        assert _fixed_loss(tr, batch) < before, kind
+    import diffusers
+
+    for stage in (2, 3, 4):  # the unified 4D-UNet is exported at the end of stages 2-4
+        merged = os.path.join(out, f"stage{stage}", "final", "model", "merged_unet")
+        assert isinstance(diffusers.UNet3DConditionModel.from_pretrained(merged), diffusers.UNet3DConditionModel)
+    assert os.path.isfile(os.path.join(out, "stage4", "final", "model", "cond", "model.safetensors"))
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_resume_after_ctrl_c_matches_uninterrupted(ws, tmp_path, monkeypatch, stage, stage1_done):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    extra = {"init": os.path.join(stage1_done, "stage1", "final")} if stage == 2 else {}
+    Trainer(_cfg(ws, a, stage, steps=6, **extra), progress=False).train()
+    full = [r["loss"] for r in _log(a, stage)]
+
+    tr = Trainer(_cfg(ws, b, stage, steps=6, **extra), progress=False)
+    orig = type(tr.stage).forward
+    calls = {"n": 0}
+
+    def interrupting(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return orig(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tr.stage), "forward", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train()
+    monkeypatch.setattr(type(tr.stage), "forward", orig)
+    ck = os.path.join(b, f"stage{stage}", "checkpoint-000003")
+    model = "model/unet/config.json" if stage == 1 else "model/std4d/model.safetensors"
+    for name in (model, "optimizer.pt", "lr_scheduler.pt", "ema.safetensors", "rng.pt", "state.json", "config.json"):
+        assert os.path.isfile(os.path.join(ck, name)), name
+    Trainer(_cfg(ws, b, stage, steps=6, **extra), resume=True, progress=False).train()
+    resumed = [r["loss"] for r in _log(b, stage)]
+    assert [r["step"] for r in _log(b, stage)] == [1, 2, 3, 4, 5, 6]
+    assert resumed == pytest.approx(full, rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["no_disentangle", "no_spatial", "no_temporal"])
+def test_stage2_ablation_modes_train(ws, tmp_path, stage1_done, mode):
+    import diffusers
+
+    cfg = _cfg(ws, str(tmp_path), 2, steps=2, **{"model.mode": mode,
+                                                 "init": os.path.join(stage1_done, "stage1", "final")})
+    final = Trainer(cfg, progress=False).train()
+    assert all(r["loss"] == r["loss"] for r in _log(str(tmp_path), 2))  # finite, not NaN
+    diffusers.UNet3DConditionModel.from_pretrained(os.path.join(final, "model", "merged_unet"))
+
+
+def test_sampler_is_deterministic_sharded_and_resumable():
+    s = ResumableSampler(5, seed=3)
+    it = iter(s)
+    stream = [next(it) for _ in range(17)]
+    assert sorted(stream[:5]) == list(range(5)) and sorted(stream[5:10]) == list(range(5))
+    it = iter(ResumableSampler(5, seed=3, start=7))
+    assert [next(it) for _ in range(10)] == stream[7:17]
+    shards = [iter(ResumableSampler(5, seed=3, rank=r, world=2)) for r in range(2)]
+    got = [[next(sh) for _ in range(4)] for sh in shards]
+    assert got[0] == stream[0:8:2] and got[1] == stream[1:8:2]
+
+
+def test_config_overrides_and_presets():
+    cfg = resolve_config("small", 2, overrides=["train.lr=3e-5", "data.resolution=128", "model.mode=no_spatial",
+                                                 "model.unet.layers_per_block=2"])
+    assert cfg["train"]["lr"] == 3e-5 and cfg["data"]["resolution"] == 128 and cfg["data"]["frames"] == 16
+    assert cfg["model"]["mode"] == "no_spatial" and cfg["model"]["unet"]["layers_per_block"] == 2
+    assert resolve_config("paper", 1, overrides=["model.backbone_dir=/x"])["train"]["steps"] == 5000
+    with pytest.raises(ValueError, match="train.lrr"):
+        resolve_config("tiny", 1, overrides=["train.lrr=1"])
+    with pytest.raises(ValueError, match="preset"):
+        resolve_config("huge", 1)
+    with pytest.raises(ValueError, match="backbone_dir"):
+        resolve_config("paper", 1)
+    with pytest.raises(ValueError, match="model.mode"):
+        resolve_config("tiny", 2, overrides=["model.mode=three_channel"])
+    with pytest.raises(ValueError, match="cond.kind"):
+        resolve_config("tiny", 4, overrides=["cond.kind=audio"])
+
+
+@pytest.mark.parametrize("stage", ["0", "5", "two", "1.5"])
+def test_unknown_stage(stage, capsys):
+    with pytest.raises(ValueError, match="unknown stage"):
+        resolve_config("tiny", stage)
+    assert cli_main(["--stage", stage, "--print-config"]) == 2
+    assert "unknown stage" in capsys.readouterr().err
+
+
+def test_stage_without_predecessor_checkpoint(ws, tmp_path, capsys):
+    for stage in (2, 3, 4):
+        with pytest.raises(FileNotFoundError, match=f"stage {stage} needs stage {stage - 1}"):
+            Trainer(_cfg(ws, str(tmp_path / "empty"), stage), progress=False)
+    args = ["--stage", "3", "--no-progress"] + sum((["--set", o] for o in tiny_overrides(ws, str(tmp_path / "e"))), [])
+    assert cli_main(args) == 2
+    assert "stage 3 needs stage 2" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def stage1_done(ws, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("s1"))
+    Trainer(_cfg(ws, out, 1, steps=1), progress=False).train()
+    return out
+
+
+def test_wrong_predecessor_stage(ws, stage1_done):
+    init = os.path.join(stage1_done, "stage1", "final")
+    with pytest.raises(ValueError, match="from stage 1, expected stage 2"):
+        Trainer(_cfg(ws, stage1_done, 3, init=init), progress=False)
+
+
+def test_teacher_errors_stop_stage2(ws, stage1_done, tmp_path):
+    with pytest.raises(FileNotFoundError, match="temporal teacher"):
+        Trainer(_cfg(ws, stage1_done, 2, **{"teachers.temporal_dir": str(tmp_path / "missing")}), progress=False)
+    bad = tmp_path / "bad"
+    shutil.copytree(ws["teacher_spatial"], bad)
+    (bad / "diffusion_pytorch_model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="spatial teacher .* does not load"):
+        Trainer(_cfg(ws, stage1_done, 2, **{"teachers.spatial_dir": str(bad)}), progress=False)
+    tmap = [{"teacher": "temporal", "block": "up_blocks.9.temp_attentions.0",
+             "student": "down_blocks.0.temp_attentions.0"}]
+    with pytest.raises(ValueError, match="up_blocks.9.temp_attentions.0"):
+        Trainer(_cfg(ws, stage1_done, 2, **{"teachers.map": tmap}), progress=False)
+    tmap = [{"teacher": "temporal", "block": "down_blocks.0.temp_attentions.0", "student": "mid_block.nope"}]
+    with pytest.raises(ValueError, match="mid_block.nope"):
+        Trainer(_cfg(ws, stage1_done, 2, **{"teachers.map": tmap}), progress=False)
+
+
+def test_data_mismatch_errors(ws, tmp_path):
+    with pytest.raises(ValueError, match="data.frames=16"):
+        Trainer(_cfg(ws, str(tmp_path), 1, **{"data.frames": 16}), progress=False)
+    with pytest.raises(ValueError, match="data.resolution=64"):
+        Trainer(_cfg(ws, str(tmp_path), 1, **{"data.resolution": 64}), progress=False)
+    other = make_videos(str(tmp_path / "d"), n=1, frames=6)
+    with pytest.raises(ValueError, match="has 6 frames"):
+        Trainer(_cfg(ws, str(tmp_path), 1, **{"data.root": other}), progress=False)
+    no_static = str(tmp_path / "ns")
+    from orster4d.generation.training.data import write_video_folder
+
+    write_video_folder(os.path.join(no_static, "v"), torch.rand(8, 32, 32, 3).numpy())
+    ds = OrbitalVideoDataset(no_static, 8, 32)
+    with pytest.raises(ValueError, match="static3d"):
+        ds.require_static()
+    with pytest.raises(FileNotFoundError, match="data.root"):
+        Trainer(_cfg(ws, str(tmp_path), 1, **{"data.root": str(tmp_path / "none")}), progress=False)
+
+
+def test_missing_weights_name_the_file(ws, tmp_path):
+    vae = tmp_path / "vae"
+    shutil.copytree(ws["vae"], vae)
+    os.remove(vae / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(FileNotFoundError, match="diffusion_pytorch_model.safetensors"):
+        Trainer(_cfg(ws, str(tmp_path), 1, **{"model.vae_dir": str(vae)}), progress=False)
+    from orster4d.generation.training.losses import load_lpips
+
+    with pytest.raises(FileNotFoundError, match="lpips_alex.pth"):
+        load_lpips(str(tmp_path))
+
+
+def test_cli_runs_a_stage(ws, tmp_path, capsys):
+    out = str(tmp_path / "cli")
+    args = ["--stage", "1", "--no-progress"] + sum((["--set", o] for o in tiny_overrides(ws, out, steps=2)), [])
+    assert cli_main(args) == 0
+    assert capsys.readouterr().out.strip().endswith("checkpoint-000002")
+    assert len(_log(out, 1)) == 2
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo(ws, tmp_path):
+    """``torchrun --nproc_per_node=2`` on CPU (gloo): the run completes, rank 0 alone writes."""
+    import subprocess
+    import sys
+
+    out = str(tmp_path / "ddp")
+    args = ["--stage", "1", "--no-progress"] + sum((["--set", o] for o in tiny_overrides(ws, out, steps=3)), [])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "orster4d.cli.train"] + args
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip().splitlines()[-1].endswith("checkpoint-000003")
+    assert res.stdout.count("checkpoint-000003") == 1  # only rank 0 reports and writes
+    assert [r["step"] for r in _log(out, 1)] == [1, 2, 3]
+    st = json.load(open(os.path.join(out, "stage1", "final", "state.json")))
+    assert st["world_size"] == 2 and st["step"] == 3
+
+
+def test_stage1_from_pretrained_backbone_folder(ws, tmp_path):
+    out = str(tmp_path / "bb")
+    cfg = _cfg(ws, out, 1, steps=1, **{"model.backbone_dir": ws["teacher_spatial"], "model.unet.block_out_channels": [8, 8]})
+    tr = Trainer(cfg, progress=False)
+    assert list(tr.cfg["model"]["unet"]["block_out_channels"]) == [32, 64]  # architecture from the folder
+    ref = dict(__import__("diffusers").UNet3DConditionModel.from_pretrained(ws["teacher_spatial"]).state_dict())
+    assert all(torch.equal(v, ref[k]) for k, v in tr.stage.unet.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="model.backbone_dir"):
+        Trainer(_cfg(ws, out, 1, **{"model.backbone_dir": str(tmp_path / "none")}), progress=False)
+
+
+def test_teacher_map_must_pair_spatial_and_temporal(ws, stage1_done):
+    tmap = [{"teacher": "spatial", "block": "down_blocks.0.attentions.0", "student": "down_blocks.0.attentions.0"}]
+    with pytest.raises(ValueError, match="1 spatial and 0 temporal"):
+        Trainer(_cfg(ws, stage1_done, 2, **{"teachers.map": tmap}), progress=False)
+    with pytest.raises(ValueError, match="teacher_map\\[0\\].teacher"):
+        Trainer(_cfg(ws, stage1_done, 2, **{"teachers.map": [dict(tmap[0], teacher="audio")]}), progress=False)

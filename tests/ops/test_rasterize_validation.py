@@ -1,0 +1,149 @@
+"""Bad input to rasterize_gaussians raises ValueError/TypeError naming the argument and what was expected."""
+import pytest
+import torch
+
+from orster4d.ops.rasterize import rasterize_gaussians
+from orster4d.data.scenes import random_scene
+
+W, H = 16, 12
+
+
+def good(seed, sh=None):
+    s = random_scene(7, 2, W, H, batch=(2,), sh_degree=sh, generator=torch.Generator().manual_seed(seed))
+    return dict(means=s.means, quats=s.quats, scales=s.scales, opacities=s.opacities, colors=s.colors,
+                viewmats=s.viewmats, Ks=s.Ks, backgrounds=torch.rand(2, 2, 3))
+
+
+def call(args, width=W, height=H, **kw):
+    a = dict(args)
+    bg = a.pop("backgrounds")
+    return rasterize_gaussians(a["means"], a["quats"], a["scales"], a["opacities"], a["colors"], a["viewmats"],
+                               a["Ks"], width, height, backgrounds=bg, **kw)
+
+
+def test_good_input_renders(rng_seed):
+    out = call(good(rng_seed))
+    assert out.rgb.shape == (2, 2, H, W, 3)
+
+
+# (argument, how to break it, error type, words the message must contain)
+SHAPE_CASES = [
+    ("quats", lambda x: x[:, :-1], ValueError, ["quats", "N=7", "[..., N, 4]"]),
+    ("scales", lambda x: x[:, :5], ValueError, ["scales", "N=7"]),
+    ("opacities", lambda x: x[:, :6], ValueError, ["opacities", "N=7", "[..., N]"]),
+    ("colors", lambda x: x[:, :3], ValueError, ["colors", "N=7"]),
+    ("means", lambda x: x[..., :2], ValueError, ["means", "[..., N, 3]"]),
+    ("quats", lambda x: x[..., :3], ValueError, ["quats", "[..., N, 4]"]),
+    ("scales", lambda x: torch.cat([x, x[..., :1]], -1), ValueError, ["scales", "[..., N, 3]"]),
+    ("colors", lambda x: x[..., :2], ValueError, ["colors", "[..., N, 3]"]),
+    ("viewmats", lambda x: x[..., :3, :], ValueError, ["viewmats", "[..., C, 4, 4]"]),
+    ("Ks", lambda x: x[..., :1, :, :], ValueError, ["Ks", "C=2"]),
+    ("Ks", lambda x: x[..., :2, :2], ValueError, ["Ks", "[..., C, 3, 3]"]),
+    ("backgrounds", lambda x: x[..., :2], ValueError, ["backgrounds", "[..., C, 3]"]),
+    ("backgrounds", lambda x: x[:, :1], ValueError, ["backgrounds", "C=2"]),
+    ("means", lambda x: torch.cat([x, x[:1]]), ValueError, ["leading batch dims", "means"]),
+    ("viewmats", lambda x: torch.cat([x, x, x]), ValueError, ["leading batch dims", "viewmats"]),
+    ("means", lambda x: x[0, 0], ValueError, ["means", "[..., N, 3]"]),
+]
+
+
+@pytest.mark.parametrize("name,breaker,exc,words", SHAPE_CASES)
+def test_bad_shapes(rng_seed, name, breaker, exc, words):
+    args = good(rng_seed)
+    args[name] = breaker(args[name])
+    with pytest.raises(exc) as info:
+        call(args)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+
+
+@pytest.mark.parametrize("name", ["means", "quats", "scales", "opacities", "colors", "viewmats", "Ks", "backgrounds"])
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.float16, torch.bfloat16, torch.float64])
+def test_bad_dtypes(rng_seed, name, dtype):
+    args = good(rng_seed)
+    args[name] = (args[name] * 10).to(dtype)
+    with pytest.raises(TypeError) as info:
+        call(args)
+    msg = str(info.value)
+    assert name in msg and "float32" in msg and str(dtype) in msg
+
+
+def test_float64_only_with_reference(rng_seed):
+    args = {k: v.double() for k, v in good(rng_seed).items()}
+    with pytest.raises(TypeError, match="float64 only with backend='reference'"):
+        call(args)
+    out = call(args, backend="reference")
+    assert out.rgb.dtype == torch.float64
+    mixed = dict(args, Ks=args["Ks"].float())
+    with pytest.raises(TypeError, match="Ks must have the dtype of means"):
+        call(mixed, backend="reference")
+
+
+def test_not_a_tensor(rng_seed):
+    args = good(rng_seed)
+    args["scales"] = args["scales"].tolist()
+    with pytest.raises(TypeError, match="scales must be a torch.Tensor"):
+        call(args)
+
+
+@pytest.mark.parametrize("name", ["means", "quats", "scales", "opacities", "colors", "viewmats", "Ks", "backgrounds"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite(rng_seed, name, value):
+    args = good(rng_seed)
+    x = args[name].clone()
+    x.view(-1)[torch.randint(x.numel(), ())] = value
+    args[name] = x
+    with pytest.raises(ValueError, match=f"{name} must be finite"):
+        call(args)
+
+
+def test_different_devices(rng_seed):
+    args = good(rng_seed)
+    args["colors"] = args["colors"].to("meta")
+    with pytest.raises(ValueError) as info:
+        call(args)
+    assert "colors" in str(info.value) and "device" in str(info.value) and "meta" in str(info.value)
+
+
+def test_backend_device_mismatch(rng_seed):
+    with pytest.raises(ValueError, match="backend='cuda' needs CUDA tensors"):
+        call(good(rng_seed), backend="cuda")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        call(good(rng_seed), backend="opengl")
+
+
+@pytest.mark.parametrize("width,height,exc,word", [
+    (0, H, ValueError, "width"), (W, -3, ValueError, "height"), (16.0, H, TypeError, "width"),
+    (W, True, TypeError, "height"), (W, "12", TypeError, "height"),
+])
+def test_bad_image_size(rng_seed, width, height, exc, word):
+    with pytest.raises(exc, match=word):
+        call(good(rng_seed), width=width, height=height)
+
+
+def test_bad_near_far_eps(rng_seed):
+    with pytest.raises(ValueError, match="near and far"):
+        call(good(rng_seed), near=1.0, far=0.5)
+    with pytest.raises(ValueError, match="near and far"):
+        call(good(rng_seed), near=0.0)
+    with pytest.raises(ValueError, match="eps2d"):
+        call(good(rng_seed), eps2d=-0.1)
+
+
+def test_bad_sh_degree(rng_seed):
+    args = good(rng_seed, sh=1)  # K = 4
+    with pytest.raises(ValueError, match=r"K >= \(sh_degree \+ 1\)\^2 = 9 for sh_degree=2, got K=4"):
+        call(args, sh_degree=2)
+    with pytest.raises(ValueError, match="sh_degree must be None or an int in 0..3"):
+        call(args, sh_degree=4)
+    with pytest.raises(TypeError, match="sh_degree"):
+        call(args, sh_degree=1.0)
+    with pytest.raises(ValueError, match="colors must have shape"):
+        call(good(rng_seed), sh_degree=0)  # RGB colours [..., N, 3] given with an SH degree
+    rgb_for_sh = good(rng_seed, sh=0)
+    with pytest.raises(ValueError, match="colors must have shape"):
+        call(rgb_for_sh)  # SH coefficients [..., N, 1, 3] given without a degree
+    # more coefficients than the degree needs: the first (degree + 1)^2 are used
+    a = call(args, sh_degree=0)
+    b = call(dict(args, colors=args["colors"][..., :1, :].contiguous()), sh_degree=0)
+    assert torch.equal(a.rgb, b.rgb)
