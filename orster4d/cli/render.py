@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from orster4d.cli.args import HelpFormatter, positive_int
+
 __all__ = ["main", "render_demo"]
 
 
@@ -87,20 +89,21 @@ def render_demo(n: int, size: int, cameras: int, device: torch.device, backend=N
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="orster4d-render", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="orster4d-render", description=__doc__.split("\n\n")[0].replace("``", ""),
+                                formatter_class=HelpFormatter)
     p.add_argument("--demo", action="store_true", help="render the procedurally generated demo scene")
-    p.add_argument("--n", type=int, default=None, help="number of Gaussians (default 1,000,000 on GPU, 50,000 on CPU)")
-    p.add_argument("--size", type=int, default=None, help="square image size in px (default 800 on GPU, 256 on CPU)")
-    p.add_argument("--cameras", type=int, default=4, help="orbit cameras rendered in one call (default 4)")
+    p.add_argument("--n", type=positive_int, default=None, help="number of Gaussians (default 1,000,000 on GPU, 50,000 on CPU)")
+    p.add_argument("--size", type=positive_int, default=None, help="square image size in px (default 800 on GPU, 256 on CPU)")
+    p.add_argument("--cameras", type=positive_int, default=4, help="orbit cameras rendered in one call")
     p.add_argument("--sh-degree", type=int, default=None, choices=[0, 1, 2, 3], help="use SH colours of this degree")
     p.add_argument("--log-scale", type=float, default=None,
                    help="mean log scale of the Gaussians (default -4 on GPU; -3 on CPU, where N is smaller)")
     p.add_argument("--device", default=None, help="'cuda' or 'cpu' (default: cuda when available)")
     p.add_argument("--backend", default=None, choices=["cpu", "cuda", "reference"],
                    help="force a backend (default: by device)")
-    p.add_argument("--repeat", type=int, default=3, help="timed repetitions (median reported)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("orster4d_render_demo.png"), help="PNG to write")
+    p.add_argument("--repeat", type=positive_int, default=3, help="timed repetitions (median reported)")
+    p.add_argument("--seed", type=int, default=0, help="scene seed")
+    p.add_argument("-o", "--out", type=Path, default=Path("outputs/render_demo.png"), help="PNG to write")
     args = p.parse_args(argv)
     if not args.demo:
         p.print_help()

@@ -20,3 +20,17 @@ def test_render_demo_writes_png(tmp_path, capsys):
 def test_render_without_demo_flag_does_nothing(capsys):
     assert main([]) == 2
     assert "--demo" in capsys.readouterr().err
+
+
+def test_render_refuses_bad_numbers_and_takes_o(tmp_path, capsys):
+    import pytest
+
+    for bad in (["--n", "0"], ["--size", "-3"], ["--cameras", "0"], ["--repeat", "x"]):
+        with pytest.raises(SystemExit) as e:
+            main(["--demo", *bad, "--device", "cpu"])
+        assert e.value.code == 2
+        assert bad[0] in capsys.readouterr().err
+    out = tmp_path / "o.png"
+    assert main(["--demo", "--n", "500", "--size", "32", "--cameras", "1", "--repeat", "1", "--device", "cpu",
+                 "-o", str(out)]) == 0
+    assert out.is_file()
