@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from orster4d.cli.args import HelpFormatter, positive_int
+from orster4d.devices import resolve_device
 
 __all__ = ["main", "render_demo"]
 
@@ -109,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         p.print_help()
         print("\norster4d-render: nothing to do; pass --demo", file=sys.stderr)
         return 2
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        p.error(str(e))
     gpu = device.type == "cuda"
     n = args.n if args.n is not None else (1_000_000 if gpu else 50_000)
     size = args.size if args.size is not None else (800 if gpu else 256)

@@ -21,6 +21,8 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from orster4d.quaternions import axis_angle_to_quat, quat_mul, quat_rotate
+
 FAMILIES = ("hopper", "pendulum", "top", "waver", "ball", "walker", "bird", "blob")
 
 # A motion maps times [T] to (axis-angle rotation [T, 3], translation [T, 3]).
@@ -30,33 +32,6 @@ Motion = Callable[[torch.Tensor], tuple]
 def _still(t: torch.Tensor):
     z = torch.zeros(t.shape[0], 3, dtype=t.dtype)
     return z, z.clone()
-
-
-def _axis_angle_to_quat(aa: torch.Tensor) -> torch.Tensor:
-    """Quaternions ``[..., 4]`` (w, x, y, z) of axis-angle vectors ``[..., 3]``."""
-    angle = aa.norm(dim=-1, keepdim=True)
-    axis = aa / angle.clamp_min(1e-12)
-    half = 0.5 * angle
-    return torch.cat([torch.cos(half), axis * torch.sin(half)], dim=-1)
-
-
-def _quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack([
-        aw * bw - ax * bx - ay * by - az * bz,
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-    ], dim=-1)
-
-
-def _quat_rotate(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Rotates ``v [..., 3]`` by unit quaternions ``q [..., 4]``."""
-    w = q[..., :1]
-    u = q[..., 1:]
-    uv = torch.linalg.cross(u, v, dim=-1)
-    return v + 2.0 * (w * uv + torch.linalg.cross(u, uv, dim=-1))
 
 
 @dataclass
@@ -126,7 +101,7 @@ class ProceduralObject:
         times = torch.as_tensor(times, dtype=torch.float32).reshape(-1)
         T = times.shape[0]
         g_aa, g_tr = self.global_motion(times)
-        g_q = _axis_angle_to_quat(g_aa)  # [T, 4]
+        g_q = axis_angle_to_quat(g_aa)  # [T, 4]
         means, quats, scales, colors = [], [], [], []
         for part, (d, col, scale, quat) in zip(self.parts, self._rest()):
             radii = torch.tensor(part.radii)
@@ -139,10 +114,10 @@ class ProceduralObject:
             else:
                 local = local.expand(T, -1, -1)
             aa, tr = part.motion(times)
-            q = _axis_angle_to_quat(aa)[:, None, :]  # [T, 1, 4]
-            p = _quat_rotate(q, local + torch.tensor(part.offset)) + torch.tensor(part.pivot) + tr[:, None, :]
-            p = _quat_rotate(g_q[:, None, :], p) + g_tr[:, None, :]
-            qq = _quat_mul(g_q[:, None, :], _quat_mul(q, quat[None]))
+            q = axis_angle_to_quat(aa)[:, None, :]  # [T, 1, 4]
+            p = quat_rotate(q, local + torch.tensor(part.offset)) + torch.tensor(part.pivot) + tr[:, None, :]
+            p = quat_rotate(g_q[:, None, :], p) + g_tr[:, None, :]
+            qq = quat_mul(g_q[:, None, :], quat_mul(q, quat[None]))
             means.append(p)
             quats.append(qq)
             scales.append(s)
@@ -213,7 +188,7 @@ def _spin(turns, tilt):
         # spin about z, then tilt the spin axis (precession) by composing axis-angles approximately
         spin = torch.stack([torch.zeros_like(t), torch.zeros_like(t), yaw], -1)
         prec = tilt * torch.stack([torch.cos(2 * math.pi * t), torch.sin(2 * math.pi * t), torch.zeros_like(t)], -1)
-        q = _quat_mul(_axis_angle_to_quat(prec), _axis_angle_to_quat(spin))
+        q = quat_mul(axis_angle_to_quat(prec), axis_angle_to_quat(spin))
         q = q / q.norm(dim=-1, keepdim=True)
         w = q[:, :1].clamp(-1, 1)
         angle = 2 * torch.acos(w)

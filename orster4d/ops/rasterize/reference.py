@@ -20,6 +20,10 @@ import math
 
 import torch
 
+from orster4d.cameras import camera_centers
+from orster4d.quaternions import quat_to_rotmat
+from orster4d.sh import SH_C0, SH_C1, SH_C2, SH_C3
+
 __all__ = [
     "project",
     "camera_centers",
@@ -42,39 +46,6 @@ GAUSSIAN_EXTENT = _f32(3.33)  # sigmas of the bounding circle
 ALPHA_MAX = _f32(0.99)  # alpha cap
 ALPHA_MIN = _f32(1.0 / 255.0)  # splats below are skipped
 TRANSMITTANCE_MIN = _f32(1e-4)  # stop before T would fall to this or below
-
-SH_C0 = 0.28209479177387814
-SH_C1 = 0.4886025119029199
-SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
-SH_C3 = (
-    -0.5900435899266435,
-    2.890611442640554,
-    -0.4570457994644658,
-    0.3731763325901154,
-    -0.4570457994644658,
-    1.445305721320277,
-    -0.5900435899266435,
-)
-
-
-def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices ``[..., 3, 3]`` of quaternions ``[..., 4]`` (w, x, y, z), normalised here."""
-    q = quats / quats.norm(dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    rows = [
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ]
-    return torch.stack(rows, dim=-1).reshape(*quats.shape[:-1], 3, 3)
-
-
-def camera_centers(viewmats: torch.Tensor) -> torch.Tensor:
-    """World-space camera centres ``[..., 3]`` (``-R^T t``) of world-to-camera ``viewmats [..., 4, 4]``."""
-    R = viewmats[..., :3, :3]
-    t = viewmats[..., :3, 3]
-    return -(R.transpose(-1, -2) @ t.unsqueeze(-1)).squeeze(-1)
-
 
 def project(means, quats, scales, viewmats, Ks, width: int, height: int, near: float = 0.01,
             far: float = 1e10, eps2d: float = 0.3):
