@@ -100,8 +100,9 @@ def fit_splatv(means: torch.Tensor, quats: torch.Tensor, scales: torch.Tensor, t
     if bool((scales <= 0).any()):
         raise ValueError("scales must be > 0 (activated standard deviations)")
     m = means.detach().to("cpu", torch.float64).numpy()
-    q = quats.detach().to("cpu", torch.float64).numpy()
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True).clip(1e-12)
+    q = quats.detach().to("cpu", torch.float64).numpy()  # fitted as given: only the direction is drawn
+    if (np.linalg.norm(q, axis=-1) < 1e-12).any():
+        raise ValueError("quats has zero-length rows")
     ls = np.log(scales.detach().to("cpu", torch.float64).numpy())
     spacing = float(np.diff(t).mean()) if T > 1 else 1.0
     parts = {k: [] for k in ("position", "motion", "quat", "omega", "scale", "center", "tscale")}
