@@ -219,8 +219,10 @@
     order.sort((a, b) => depth[b] - depth[a]);
     gl.bindBuffer(gl.ARRAY_BUFFER, indexBuf);
     gl.bufferData(gl.ARRAY_BUFFER, order, gl.DYNAMIC_DRAW);
-    // pinhole intrinsics: the trajectory's field of view across the canvas width, centred
-    const fx = 0.5 * W / Math.tan(0.5 * orbit.fov * DEG);
+    // pinhole intrinsics, centred: the trajectory's horizontal field of view, widened when the canvas is
+    // wider than the trajectory's images so that their whole frame stays in view (same K at their size)
+    const tanx = Math.tan(0.5 * orbit.fov * DEG), aspect = traj ? traj.width / traj.height : 1;
+    const fx = W / H > aspect ? 0.5 * H * aspect / tanx : 0.5 * W / tanx;
     gl.uniform4f(U.uIntr, fx, fx, 0.5 * W, 0.5 * H);
     gl.uniform2f(U.uSize, W, H);
     // column-major upload of the row-major matrix
