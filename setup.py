@@ -35,6 +35,7 @@ setup(
     packages=find_packages(include=["orster4d", "orster4d.*"]) + ["orster4d.kernels"],
     package_dir={"orster4d.kernels": "kernels"},
     include_package_data=True,
+    package_data={"orster4d.viewer": ["static/*.html", "static/*.js"]},
     cmdclass={"build_py": BuildPyWithSources},
     install_requires=[
         "torch>=2.4",
@@ -45,6 +46,7 @@ setup(
         "tqdm",
         "pillow",
         "imageio",
+        "imageio-ffmpeg",
         "safetensors",
         "diffusers",
         "lpips",
@@ -59,6 +61,7 @@ setup(
             "orster4d-render=orster4d.cli.render:main",
             "orster4d-train=orster4d.cli.train:main",
             "orster4d-construct=orster4d.cli.construct:main",
+            "orster4d-view=orster4d.cli.view:main",
         ]
     },
 )
