@@ -15,6 +15,7 @@ those arguments.
 """
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Sequence, Tuple
@@ -152,7 +153,9 @@ def load_i3d(path, device="cpu") -> nn.Module:
     """Frozen I3D from a state dict of :class:`InceptionI3d` or a TorchScript export."""
     path = Path(path)
     if _is_torchscript(path):
-        model = _TorchScriptI3D(torch.jit.load(str(path), map_location="cpu"))
+        with warnings.catch_warnings():  # newer torch flags TorchScript as deprecated; exports still load
+            warnings.simplefilter("ignore", FutureWarning)
+            model = _TorchScriptI3D(torch.jit.load(str(path), map_location="cpu"))
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)

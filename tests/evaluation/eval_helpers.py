@@ -5,6 +5,7 @@ None of these is pretrained: they exercise the loading and scoring code only.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -26,7 +27,9 @@ class TinyVideoNet(nn.Module):
 def save_tiny_i3d_torchscript(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(torch.jit.script(TinyVideoNet().eval()), str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(TinyVideoNet().eval()), str(path))
     return path
 
 
