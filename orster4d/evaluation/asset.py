@@ -96,7 +96,8 @@ class Asset:
                background: Sequence[float] = (1.0, 1.0, 1.0), device=None, backend: Optional[str] = None,
                chunk: int = 16) -> torch.Tensor:
         """Renders the asset at ``times [F]`` from ``viewmats [F, C, 4, 4]`` (or ``[F, 4, 4]``) with
-        ``Ks`` of the same leading shape: ``[F, C, H, W, 3]`` (or ``[F, H, W, 3]``) in [0, 1], CPU."""
+        ``Ks`` of the same leading shape: ``[F, C, H, W, 3]`` (or ``[F, H, W, 3]``) in [0, 1], on ``device``
+        (CPU by default)."""
         from orster4d.ops.rasterize import rasterize_gaussians
 
         times = torch.as_tensor(times, dtype=torch.float32).reshape(-1)
@@ -118,7 +119,7 @@ class Asset:
             out = rasterize_gaussians(m, q, ls.exp(), opac, sh, vm[s:s + chunk].float().to(device),
                                       K[s:s + chunk].float().to(device), width, height, sh_degree=self.sh_degree,
                                       backgrounds=bg, backend=backend)
-            outs.append(out.rgb.clamp(0, 1).cpu())
+            outs.append(out.rgb.clamp(0, 1))
         rgb = torch.cat(outs)
         return rgb[:, 0] if single else rgb
 

@@ -41,7 +41,7 @@ def check_reference(ds: DynamicDataset, asset, where: str) -> None:
 
 
 def render_reference(asset, ds: DynamicDataset, device=None, backend=None) -> torch.Tensor:
-    """``[F, H, W, 3]``: the asset at every reference frame's camera and time."""
+    """``[F, H, W, 3]`` on ``device``: the asset at every reference frame's camera and time."""
     return asset.render(ds.times, ds.viewmats, ds.Ks, ds.width, ds.height, ds.background, device, backend)
 
 
@@ -49,17 +49,18 @@ def _mean(x: torch.Tensor, m: torch.Tensor) -> Optional[float]:
     return float(x[m].mean()) if bool(m.any()) else None
 
 
-def image_metrics(pred: torch.Tensor, ds: DynamicDataset, lpips_model=None, device=None) -> Dict:
+def image_metrics(pred: torch.Tensor, ds: DynamicDataset, lpips_model=None) -> Dict:
     """Mean PSNR, SSIM and LPIPS (None without a model) of ``pred [F, H, W, 3]`` against
     ``ds.images``, overall and (with a ``train`` split) per kind of frame."""
     from orster4d.recon.fit import frame_kinds
 
-    gt = ds.images
-    per = {"psnr": psnr(pred, gt), "ssim": torch.cat([ssim(pred[s:s + 16], gt[s:s + 16]) for s in range(0, gt.shape[0], 16)])}
+    gt = ds.images.to(pred.device)
+    per = {"psnr": psnr(pred, gt).cpu(),
+           "ssim": torch.cat([ssim(pred[s:s + 16], gt[s:s + 16]).cpu() for s in range(0, gt.shape[0], 16)])}
     if lpips_model is not None:
         from orster4d.evaluation.weights import lpips_distance
 
-        dev = device or "cpu"
+        dev = next(lpips_model.parameters()).device
         per["lpips"] = torch.cat([lpips_distance(lpips_model, pred[s:s + 8].to(dev), gt[s:s + 8].to(dev)).cpu()
                                   for s in range(0, gt.shape[0], 8)])
     everything = torch.ones(ds.num_frames, dtype=torch.bool)

@@ -245,7 +245,7 @@ def evaluate(plan: Plan) -> Dict:
                 pred = render_reference(asset, ds, dev, opts.backend)
             lp = plan.models.get("lpips")
             with _timed(tm, "psnr_ssim_lpips", dev):
-                im = image_metrics(pred, ds, lp, dev)
+                im = image_metrics(pred, ds, lp)
             metrics.update(psnr=im["psnr"], ssim=im["ssim"], lpips=im["lpips"])
             if lp is None:
                 absent["lpips"] = plan.absent["lpips"]
