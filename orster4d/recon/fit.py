@@ -240,6 +240,20 @@ def render_frames(gauss, field, times, viewmats, Ks, width, height, background, 
     return torch.cat(outs, 0)
 
 
+def frame_kinds(view_ids: torch.Tensor, times: torch.Tensor, seen_view_ids: torch.Tensor,
+                seen_times: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Kind of each held-out frame: ``view_ids, times [F]`` against the fitted frames' ``[S]``.
+
+    Returns bool masks ``[F]``: ``novel_view`` (a camera not fitted, or unknown (id < 0), at a
+    fitted time), ``novel_time`` (a fitted camera at a time not fitted) and ``novel_view_and_time``.
+    Frames that are neither (a fitted camera at a fitted time) are in no mask.
+    """
+    novel_view = ~torch.isin(view_ids, seen_view_ids) | (view_ids < 0)
+    novel_time = ~torch.isin(times, seen_times)
+    return {"novel_view": novel_view & ~novel_time, "novel_time": novel_time & ~novel_view,
+            "novel_view_and_time": novel_view & novel_time}
+
+
 @torch.no_grad()
 def evaluate(gauss, field, ds: DynamicDataset, device, lp: Optional[_LPIPS], max_frames: int, background,
              backend=None, seen: Optional[DynamicDataset] = None) -> Dict:
@@ -260,10 +274,7 @@ def evaluate(gauss, field, ds: DynamicDataset, device, lp: Optional[_LPIPS], max
     else:
         res["lpips"] = None
     if seen is not None and ds.view_ids is not None and seen.view_ids is not None:
-        novel_view = ~torch.isin(ds.view_ids[idx], seen.view_ids) | (ds.view_ids[idx] < 0)
-        novel_time = ~torch.isin(ds.times[idx], seen.times)
-        kinds = {"novel_view": novel_view & ~novel_time, "novel_time": novel_time & ~novel_view,
-                 "novel_view_and_time": novel_view & novel_time}
+        kinds = frame_kinds(ds.view_ids[idx], ds.times[idx], seen.view_ids, seen.times)
         res["psnr_by_kind"] = {k: {"frames": int(m.sum()), "psnr": float(per_frame[m].mean()) if m.any() else None}
                                for k, m in kinds.items()}
     return res
