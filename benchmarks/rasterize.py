@@ -139,7 +139,8 @@ def make_scene_4d(T: int = T4D, n: int = N4D, res: int = RES4D, seed: int = 0, d
     means, quats, scales, opacities, colors = random_gaussians(n, generator=g, device=device)
     t = torch.linspace(0, 1, T, device=device).view(T, 1, 1)
     offset = 0.05 * torch.sin(2 * math.pi * t + 3 * means.unsqueeze(0))
-    vms, Ks = orbit_cameras(360.0 * torch.arange(T) / T, 0.0, DISTANCE, FOV_DEG, res, res, device=device)
+    az = 360.0 * torch.arange(T, dtype=torch.float64) / T
+    vms, Ks = orbit_cameras(az, 0.0, DISTANCE, FOV_DEG, res, res, device=device)
     vms, Ks = vms[:, None], Ks[:, None]
     rep = lambda x: x.unsqueeze(0).expand(T, *x.shape).contiguous()  # noqa: E731
     return Scene(rep(means) + offset, rep(quats), rep(scales), rep(opacities), rep(colors), vms, Ks, res, res)
