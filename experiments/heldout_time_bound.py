@@ -2,7 +2,7 @@
 """What held-out *times* allow: PSNR of the true object posed halfway between its two neighbouring
 fitted poses, against the true object at the held-out time.
 
-The construct benchmark (``scripts/gpu_construct_report.py``) fits 12 of 16 times and holds out
+The construct benchmark (``python -m benchmarks.construct``) fits 12 of 16 times and holds out
 times 2, 6, 10, 14, each midway between fitted neighbours two frames apart. A field that knows the fitted
 poses exactly but moves linearly in between (the smoothness priors' preference) can do no better
 than this bound on those frames. Each Gaussian's mean and scale are averaged between times i-1 and
@@ -12,7 +12,7 @@ Also given: holding the previous fitted pose (nearest neighbour), and a cubic th
 nearest fitted poses (i-3, i-1, i+1, i+3; a quadratic through three at the ends of the clip),
 which is what a prior on the motion's curvature could reach instead of a linear one.
 
-    python scripts/heldout_time_bound.py --out benchmarks/results/heldout_time_bound.json
+    python -m experiments.heldout_time_bound --out benchmarks/results/heldout_time_bound.json
 """
 from __future__ import annotations
 
@@ -23,14 +23,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from orster4d.cameras import OrbitTrajectory  # noqa: E402
-from orster4d.data import FAMILIES  # noqa: E402
-from orster4d.data.procedural import make_object  # noqa: E402
-from orster4d.data.render import multiview_cameras  # noqa: E402
-from orster4d.metrics import psnr  # noqa: E402
-from orster4d.ops.rasterize import rasterize_gaussians  # noqa: E402
+from orster4d.cameras import OrbitTrajectory
+from orster4d.data import FAMILIES
+from orster4d.data.procedural import make_object
+from orster4d.data.render import multiview_cameras
+from orster4d.metrics import psnr
+from orster4d.ops.rasterize import rasterize_gaussians
 
 
 def render_gaussians(g: dict, vm: torch.Tensor, K: torch.Tensor, size: int, device) -> torch.Tensor:

@@ -9,9 +9,9 @@ the 4DGS plane regularisers) is fitted straight to the true offsets of a procedu
 ``--curvature`` weight. Each fitted field then poses the true object at the held-out times; the
 renders from the fitted views are scored against the true object there (PSNR, as the benchmark's
 ``novel_time`` kind), beside the linear and cubic interpolation of the true poses
-(``heldout_time_bound.py``). CPU is enough (deterministic for a seed).
+(``experiments/heldout_time_bound.py``). CPU is enough (deterministic for a seed).
 
-    python scripts/motion_prior_check.py --out benchmarks/results/motion_prior_check.json
+    python -m experiments.motion_prior_check --out benchmarks/results/motion_prior_check.json
 """
 from __future__ import annotations
 
@@ -23,15 +23,16 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from orster4d.cameras import OrbitTrajectory
+from orster4d.data.procedural import make_object
+from orster4d.data.render import multiview_cameras
+from orster4d.metrics import psnr
+from orster4d.recon.deformation import DeformationField, curvature_probe_times
 
-from heldout_time_bound import bound, render_gaussians  # noqa: E402
-from orster4d.cameras import OrbitTrajectory  # noqa: E402
-from orster4d.data.procedural import make_object  # noqa: E402
-from orster4d.data.render import multiview_cameras  # noqa: E402
-from orster4d.recon.deformation import DeformationField, curvature_probe_times  # noqa: E402
-from orster4d.metrics import psnr  # noqa: E402
+try:
+    from experiments.heldout_time_bound import bound, render_gaussians
+except ImportError:  # run as a plain script: its own folder is on sys.path, the repository root is not
+    from heldout_time_bound import bound, render_gaussians
 
 
 def fit_field(g: dict, fit: list, steps: int, points: int, curvature: float, seed: int, device) -> DeformationField:

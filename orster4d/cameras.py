@@ -138,6 +138,28 @@ def orbit_viewmats(azimuth_deg: torch.Tensor, elevation_deg: Union[float, torch.
     return look_at(eye, target).to(dtype)
 
 
+def orbit_cameras(azimuth_deg: Union[Sequence[float], torch.Tensor], elevation_deg: float, radius: float,
+                  fov_deg: float, width: int, height: int, center: Sequence[float] = (0.0, 0.0, 0.0),
+                  dtype: torch.dtype = torch.float32, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pinhole cameras on an orbit around ``center``, all looking at it, with square pixels.
+
+    Args:
+        azimuth_deg: ``[...]`` azimuths in degrees (0 on the -y side, growing towards +x).
+        elevation_deg: degrees above the xy plane; radius: distance to ``center`` (scene units);
+        fov_deg: horizontal field of view in degrees; width, height: image size in pixels.
+
+    Returns:
+        ``viewmats [..., 4, 4]`` (OpenCV world-to-camera) and ``Ks [..., 3, 3]`` (pixels).
+    """
+    if not radius > 0:
+        raise ValueError(f"radius must be > 0, got {radius}")
+    az = torch.as_tensor(azimuth_deg, dtype=torch.float64)
+    viewmats = orbit_viewmats(az, float(elevation_deg), radius, center, dtype=torch.float64)
+    K = intrinsics_from_fov(fov_deg, width, height, dtype=torch.float64)
+    Ks = K.expand(*az.shape, 3, 3).clone()
+    return viewmats.to(device=device, dtype=dtype), Ks.to(device=device, dtype=dtype)
+
+
 @dataclass
 class OrbitTrajectory:
     """The orbital video's camera path, stored as data beside every video.

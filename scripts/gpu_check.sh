@@ -7,6 +7,7 @@
 # Wheels for packages the machine lacks (pytest, pytest-benchmark, gsplat, ...) are
 # installed from .whl/ when that folder exists. Reports land in OUTDIR (default
 # $OUT, else benchmarks/results/latest); copy the merged report to benchmarks/results/.
+# Each report part is `python -m benchmarks.<part> --json OUTDIR/<part>.json`.
 #
 # A device call is limited to 10 minutes; on an H100 the parts take about: build 1.3 min (modules
 # in parallel), tests 2.3 min (1.5 of them building gsplat's CUDA for the gsplat comparison, which
@@ -16,17 +17,28 @@
 # PARTS=build,attention,construct (the build is cached within one machine's life).
 # Extra arguments per part: RASTERIZE_ARGS (e.g. "--sizes 100k@800,1M@800 --no-4d"), HEXPLANE_ARGS,
 # ATTENTION_ARGS, CONSTRUCT_ARGS (e.g. "--families hopper walker --set max_sh_degree=0"), TRAIN_ARGS.
-# Markdown tables for docs/: python scripts/report_tables.py {hexplane,construct,train,rasterize} REPORT.
+#
+# A/B timing: AB_TREE=/path/to/another/checkout runs each part of that tree right after the same
+# part of ours, through that tree's own scripts/gpu_check.sh (so an older layout runs its own
+# scripts), with the same *_ARGS, its own build folder (AB_BUILD_DIR, default
+# /tmp/orster4d-build-ab) and its reports in OUTDIR/ab/ (tests are not repeated); the call ends with
+# `python -m benchmarks.report compare` of the two merged reports (B / A, flagged beyond 5%).
+# Markdown tables for docs/: python -m benchmarks.report docs (or table KIND REPORT).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-benchmarks/results/latest}}
 PARTS=${2:-build,tests,rasterize,hexplane,attention,construct}
 mkdir -p "$OUTDIR"
+OUTDIR=$(cd "$OUTDIR" && pwd)
+if [ -n "${AB_TREE:-}" ] && [ ! -f "$AB_TREE/scripts/gpu_check.sh" ]; then
+  echo "AB_TREE=$AB_TREE: no scripts/gpu_check.sh there" >&2; exit 2
+fi
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+BASE_PYTHONPATH=${PYTHONPATH:-}
+export PYTHONPATH=$PWD${BASE_PYTHONPATH:+:$BASE_PYTHONPATH} PYTHONUNBUFFERED=1
 export ORSTER4D_BUILD_DIR=${ORSTER4D_BUILD_DIR:-/tmp/orster4d-build} MAX_JOBS=${MAX_JOBS:-16}
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 gpu=$(python3 -c "import torch;print(torch.cuda.get_device_name(0).replace(' ','_'))")
@@ -49,11 +61,27 @@ run_part() {  # run_part <name> <command...>
   tail -n 25 "$OUTDIR/$name.log"; echo "=== $name: rc=$rc in ${dt}s"
   record "$name" "$rc" "$dt"
 }
-has build && run_part build python3 -m orster4d.build --cuda
+ab_part() {  # ab_part <part>: the same part of AB_TREE, run by its own gpu_check.sh
+  [ -n "${AB_TREE:-}" ] || return 0
+  mkdir -p "$OUTDIR/ab"
+  run_part "ab_$1" env PYTHONPATH="$BASE_PYTHONPATH" ORSTER4D_BUILD_DIR="${AB_BUILD_DIR:-/tmp/orster4d-build-ab}" \
+    bash "$AB_TREE/scripts/gpu_check.sh" "$OUTDIR/ab" "$1"
+}
+report_part() {  # report_part <part> <default args>: ours, then the other tree's
+  local args_var=${1^^}_ARGS
+  run_part "$1" python3 -m benchmarks."$1" --json "$OUTDIR/$1.json" ${!args_var:-$2}
+  ab_part "$1"
+}
+if has build; then run_part build python3 -m orster4d.build --cuda; ab_part build; fi
 has tests && run_part tests python3 -m pytest tests -m cuda -q -ra -p no:cacheprovider --durations=8
-has rasterize && [ -f scripts/gpu_rasterize_report.py ] && run_part rasterize python3 scripts/gpu_rasterize_report.py --out "$OUTDIR/rasterize.json" ${RASTERIZE_ARGS:-}
-has hexplane && [ -f scripts/gpu_hexplane_report.py ] && run_part hexplane python3 scripts/gpu_hexplane_report.py --out "$OUTDIR/hexplane.json" ${HEXPLANE_ARGS:-}
-has attention && [ -f scripts/gpu_attention_report.py ] && run_part attention python3 scripts/gpu_attention_report.py --out "$OUTDIR/attention.json" ${ATTENTION_ARGS:---budget-s 240}
-has construct && [ -f scripts/gpu_construct_report.py ] && run_part construct python3 scripts/gpu_construct_report.py --out "$OUTDIR/construct.json" ${CONSTRUCT_ARGS:---families hopper}
-has train && [ -f scripts/gpu_train_report.py ] && run_part train python3 scripts/gpu_train_report.py --out "$OUTDIR/train.json" ${TRAIN_ARGS:-}
-python3 scripts/merge_reports.py "$OUTDIR" --gpu "$gpu" --out "$OUTDIR/gpu_report_${gpu}.json"
+has rasterize && report_part rasterize ""
+has hexplane && report_part hexplane ""
+has attention && report_part attention "--budget-s 240"
+has construct && report_part construct "--families hopper"
+has train && report_part train ""
+python3 -m benchmarks.report merge "$OUTDIR" --gpu "$gpu" --out "$OUTDIR/gpu_report_${gpu}.json"
+if [ -n "${AB_TREE:-}" ] && [ -f "$OUTDIR/ab/gpu_report_${gpu}.json" ]; then
+  echo "=== A/B: A = this tree ($PWD), B = $AB_TREE"
+  python3 -m benchmarks.report compare "$OUTDIR/gpu_report_${gpu}.json" "$OUTDIR/ab/gpu_report_${gpu}.json" \
+    --out "$OUTDIR/ab_compare.json"
+fi

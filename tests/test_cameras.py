@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from orster4d.cameras import (OrbitTrajectory, camera_centers, fov_from_intrinsics, intrinsics_from_fov, look_at,
-                              orbit_viewmats, rigid_inverse, transform_matrix_to_viewmat,
+                              orbit_cameras, orbit_viewmats, rigid_inverse, transform_matrix_to_viewmat,
                               viewmat_to_transform_matrix)
 
 
@@ -106,3 +106,21 @@ def test_trajectory_bad_files(tmp_path):
         OrbitTrajectory.load(p)
     with pytest.raises(ValueError, match="num_frames"):
         OrbitTrajectory(num_frames=0)
+
+
+def test_orbit_cameras_place_and_aim(rng_seed):
+    az = 360 * torch.rand(3, 5, dtype=torch.float64)
+    el, radius, fov, w, h = 30 * torch.rand(()).item(), 1 + 4 * torch.rand(()).item(), 50.0, 64, 48
+    centre = torch.randn(3, dtype=torch.float64)
+    vm, K = orbit_cameras(az, el, radius, fov, w, h, center=centre.tolist(), dtype=torch.float64)
+    assert vm.shape == (3, 5, 4, 4) and K.shape == (3, 5, 3, 3)
+    a, e = torch.deg2rad(az), math.radians(el)  # azimuth 0 on -y, towards +x as it grows
+    expect = centre + radius * torch.stack([math.cos(e) * a.sin(), -math.cos(e) * a.cos(),
+                                            torch.full_like(a, math.sin(e))], -1)
+    torch.testing.assert_close(camera_centers(vm), expect)
+    pc = (vm[..., :3, :3] @ centre[:, None])[..., 0] + vm[..., :3, 3]  # the centre projects to the image centre
+    pix = (K @ pc[..., None])[..., 0]
+    torch.testing.assert_close(pix[..., :2] / pix[..., 2:], torch.tensor([w / 2, h / 2], dtype=torch.float64).expand(3, 5, 2))
+    assert math.isclose(fov_from_intrinsics(K[0, 0], w), fov, rel_tol=1e-9)
+    with pytest.raises(ValueError, match="radius"):
+        orbit_cameras([0.0], 10.0, 0.0, fov, w, h)

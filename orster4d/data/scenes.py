@@ -1,8 +1,9 @@
-"""Procedural random Gaussian scenes and orbit cameras, for demos, tests and benchmarks.
+"""Procedural random Gaussian scenes seen by orbit cameras, for demos, tests and benchmarks.
 
 The standard benchmark scene: means uniform in ``[-1, 1]^3``, log-scales ``normal(log_scale_mean, 0.3)``,
 random unit quaternions, opacities ``sigmoid(normal)``, RGB colours uniform in [0, 1] (or SH
-coefficients), cameras ``radius`` units from the origin looking at it with a ``fov_deg`` field of view.
+coefficients), cameras ``radius`` units from the origin looking at it with a ``fov_deg`` field of view,
+placed by :func:`orster4d.cameras.orbit_cameras` (20 degrees elevation; azimuth 0 on the -y side).
 """
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import Optional
 
 import torch
 
-__all__ = ["GaussianScene", "random_scene", "look_at", "orbit_cameras"]
+from orster4d.cameras import orbit_cameras
+
+__all__ = ["GaussianScene", "random_scene"]
 
 
 @dataclass
@@ -29,38 +32,6 @@ class GaussianScene:
     width: int
     height: int
     sh_degree: Optional[int] = None
-
-
-def look_at(eye: torch.Tensor, target: torch.Tensor, up=(0.0, 0.0, 1.0)) -> torch.Tensor:
-    """World-to-camera matrices ``[..., 4, 4]`` (OpenCV: +z towards target, +y down) from eyes ``[..., 3]``."""
-    up_t = torch.tensor(up, dtype=eye.dtype, device=eye.device).expand_as(eye)
-    z = torch.nn.functional.normalize(target - eye, dim=-1)
-    x = torch.nn.functional.normalize(torch.cross(z, up_t, dim=-1), dim=-1)
-    y = torch.cross(z, x, dim=-1)
-    R = torch.stack([x, y, z], dim=-2)
-    t = -(R @ eye.unsqueeze(-1)).squeeze(-1)
-    view = torch.zeros(*eye.shape[:-1], 4, 4, dtype=eye.dtype, device=eye.device)
-    view[..., :3, :3] = R
-    view[..., :3, 3] = t
-    view[..., 3, 3] = 1
-    return view
-
-
-def orbit_cameras(num: int, width: int, height: int, radius: float = 4.0, fov_deg: float = 50.0,
-                  elevation_deg: float = 20.0, azimuth0_deg: float = 0.0, device=None, dtype=torch.float32):
-    """``num`` cameras evenly spaced in azimuth around the origin: viewmats ``[num, 4, 4]``, Ks ``[num, 3, 3]``.
-
-    ``fov_deg`` is the horizontal field of view; pixels are square.
-    """
-    az = torch.deg2rad(torch.tensor(azimuth0_deg, dtype=torch.float64) + 360.0 * torch.arange(num, dtype=torch.float64) / max(num, 1))
-    el = math.radians(elevation_deg)
-    eye = torch.stack([radius * math.cos(el) * torch.cos(az), radius * math.cos(el) * torch.sin(az),
-                       torch.full_like(az, radius * math.sin(el))], -1)
-    viewmats = look_at(eye, torch.zeros_like(eye))
-    f = 0.5 * width / math.tan(0.5 * math.radians(fov_deg))
-    K = torch.tensor([[f, 0.0, 0.5 * width], [0.0, f, 0.5 * height], [0.0, 0.0, 1.0]], dtype=torch.float64)
-    Ks = K.expand(num, 3, 3).clone()
-    return viewmats.to(device=device, dtype=dtype), Ks.to(device=device, dtype=dtype)
 
 
 def random_scene(n: int, num_cameras: int = 1, width: int = 64, height: int = 64, *, batch=(),
@@ -87,15 +58,13 @@ def random_scene(n: int, num_cameras: int = 1, width: int = 64, height: int = 64
         colors = torch.rand(*batch, n, 3, generator=g, dtype=torch.float64)
     else:
         colors = 0.3 * rnd(*batch, n, (sh_degree + 1) ** 2, 3)
-    views, Ks = [], []
     count = max(1, math.prod(batch))
-    for i in range(count):
-        v, k = orbit_cameras(num_cameras, width, height, radius, fov_deg, azimuth0_deg=360.0 * i / count / max(num_cameras, 1),
-                             dtype=torch.float64)
-        views.append(v)
-        Ks.append(k)
-    viewmats = torch.stack(views).reshape(*batch, num_cameras, 4, 4)
-    Ks = torch.stack(Ks).reshape(*batch, num_cameras, 3, 3)
+    # batch element i, camera j: azimuth 360 (i / count + j) / num_cameras
+    az = 360.0 * (torch.arange(count, dtype=torch.float64)[:, None] / count
+                  + torch.arange(num_cameras, dtype=torch.float64)) / max(num_cameras, 1)
+    viewmats, Ks = orbit_cameras(az, 20.0, radius, fov_deg, width, height, dtype=torch.float64)
+    viewmats = viewmats.reshape(*batch, num_cameras, 4, 4)
+    Ks = Ks.reshape(*batch, num_cameras, 3, 3)
 
     def cast(x):
         return x.to(device=device, dtype=dtype)

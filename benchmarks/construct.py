@@ -1,32 +1,98 @@
-"""GPU report for 4D construction: the default schedule on procedural objects.
+"""4D construction benchmarks: one fine-phase iteration under pytest-benchmark, the whole default
+schedule in the JSON report.
 
-For each object: render a procedural scene (16 frames, 512x512, multi-view ground truth with views
-and timestamps held out), run ``construct`` with the default schedule (6,000 coarse + 3,000 fine
-iterations) once with the fused HexPlane and once with the ``grid_sample`` path (the plain 4DGS
-field, no priors), and record wall time and PSNR / SSIM / LPIPS on the held-out frames.
+    pytest benchmarks/construct.py --benchmark-only
+    python -m benchmarks.construct --json report.json
+    python -m benchmarks.construct --json r.json --families hopper --coarse-iters 600 --fine-iters 300  # quick look
+    python -m benchmarks.construct --json r.json --device cpu --size 96 --coarse-iters 600 --fine-iters 300  # CPU ablation
 
-    python scripts/gpu_construct_report.py --out $OUT/construct_report.json
-    python scripts/gpu_construct_report.py --families hopper --coarse-iters 600 --fine-iters 300  # quick look
-    python scripts/gpu_construct_report.py --device cpu --size 96 --coarse-iters 600 --fine-iters 300  # CPU ablation
+The bench times one full fine-phase construct iteration (deform + render + loss + backward +
+optimiser step) at 16 timestamps, 512x512, with the fused HexPlane and with the ``grid_sample``
+composition, side by side; before timing, the two HexPlane paths are checked to give the same
+deformation and the same loss for the same weights. Skips without CUDA.
+
+The report renders, for each object, a procedural scene (16 frames, 512x512, multi-view ground
+truth with views and timestamps held out), runs ``construct`` with the default schedule (6,000
+coarse + 3,000 fine iterations) once with the fused HexPlane and once with the ``grid_sample``
+path (the plain 4DGS field, no priors), and records wall time and PSNR / SSIM / LPIPS on the
+held-out frames.
 """
-from __future__ import annotations
-
-import argparse
 import json
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
-from orster4d.recon.fit import ConstructConfig, construct
-from orster4d.data import FAMILIES, generate_scene
+from benchmarks.timing import python_version, report_parser, write_json
+
+from orster4d.cameras import OrbitTrajectory
+from orster4d.recon.fit import ConstructConfig, _LPIPS, _Run
+from orster4d.data import make_object, render_multiview
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="the construct benchmark needs a CUDA device")
+
+T, SIZE, VIEWS, GAUSSIANS = 16, 512, 4, 50_000
+_RUNS = {}
 
 
+def _run(backend: str, device: str = "cuda", rasterizer=None) -> _Run:
+    """A fine-phase run on the walker scene; the same seed gives both backends identical weights."""
+    if backend in _RUNS:
+        return _RUNS[backend]
+    if "data" not in _RUNS:
+        traj = OrbitTrajectory(num_frames=T, width=SIZE, height=SIZE, radius=2.6)
+        _RUNS["data"] = render_multiview(make_object("walker", 0, 20_000), traj, num_views=VIEWS, test_views=(),
+                                         test_every_time=0, device=device, backend=rasterizer)
+    ds = _RUNS["data"]
+    cfg = ConstructConfig(input="", output="", init_points=GAUSSIANS, progress=False, seed=0,
+                          hexplane_backend=backend, rasterizer_backend=rasterizer)
+    torch.manual_seed(0)
+    run = _Run(cfg, {"train": ds, "all": ds, "static": None, "eval": None, "priors": None}, torch.device(device))
+    run.setup_coarse()
+    run.setup_fine()
+    run.gauss.active_sh_degree = 3
+    _RUNS[backend] = run
+    return run
+
+
+@needs_cuda
+def test_paths_agree():
+    a, b = _run("fused"), _run("grid_sample")
+    times = a.times.cuda()
+    with torch.no_grad():
+        for x, y in zip(a.field(a.gauss.means, times), b.field(b.gauss.means, times)):
+            torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+    la = {k: float(v) for k, v in a.step(True, _LPIPS(a.cfg, "cuda")).items()}
+    lb = {k: float(v) for k, v in b.step(True, _LPIPS(b.cfg, "cuda")).items()}
+    assert abs(la["loss"] - lb["loss"]) < 1e-3 * max(abs(lb["loss"]), 1e-3) or abs(la["l1"] - lb["l1"]) < 1e-4
+
+
+@needs_cuda
+@pytest.mark.parametrize("backend", ["fused", "grid_sample"])
+def test_construct_iteration(benchmark, backend):
+    run = _run(backend)
+    lp = _LPIPS(run.cfg, "cuda")
+    logs = run.step(True, lp)
+    assert all(torch.isfinite(v).all() for v in logs.values())
+
+    def step():
+        run.step(True, lp)
+        torch.cuda.synchronize()
+
+    benchmark.group = f"construct iteration T={T} {SIZE}x{SIZE} N={run.gauss.num_gaussians}"
+    benchmark.extra_info.update(gaussians=run.gauss.num_gaussians, lpips=lp.available)
+    benchmark.pedantic(step, warmup_rounds=3, rounds=20, iterations=1)
+
+
+# ------------------------------------------------------------------ JSON report
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="construct_report.json", help="JSON report path")
+    from orster4d.data import FAMILIES, generate_scene
+    from orster4d.recon.fit import construct
+
+    p = report_parser("GPU report for 4D construction: the default schedule on procedural objects")
     p.add_argument("--families", nargs="+", default=["hopper", "walker"], help=f"any of {FAMILIES} or 'all'")
     p.add_argument("--backends", nargs="+", default=["fused", "grid_sample"])
     p.add_argument("--frames", type=int, default=16)
@@ -43,7 +109,7 @@ def main(argv=None) -> int:
                    help="cpu: small ablations only (the default schedule at 512 px takes hours there)")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("gpu_construct_report: needs a CUDA device; torch sees none (or pass --device cpu)")
+        print("benchmarks.construct: needs a CUDA device; torch sees none (or pass --device cpu)")
         return 1
     cuda = args.device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -57,13 +123,14 @@ def main(argv=None) -> int:
         except json.JSONDecodeError:
             overrides[key] = val
     families = list(FAMILIES) if args.families == ["all"] else args.families
+    if set(families) - set(FAMILIES):
+        p.error(f"--families: unknown {sorted(set(families) - set(FAMILIES))}; known: {list(FAMILIES)} or 'all'")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="orster4d_construct_"))
     device_name = torch.cuda.get_device_name() if cuda else f"cpu ({torch.get_num_threads()} threads)"
-    report = {"device": device_name, "torch": torch.__version__, "python": platform.python_version(),
+    report = {"gpu": torch.cuda.get_device_name() if cuda else None, "device": device_name,
+              "torch": torch.__version__, "python": python_version(),
               "frames": args.frames, "size": args.size, "views": args.views, "coarse_iters": args.coarse_iters,
               "fine_iters": args.fine_iters, "overrides": overrides, "objects": {}}
-    out_path = Path(args.out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     for fam in families:
         scene = work / f"{fam}-scene"
         t0 = time.time()
@@ -93,17 +160,17 @@ def main(argv=None) -> int:
                   f"held-out PSNR {m['heldout']['psnr']:.2f} ({kinds})  SSIM {m['heldout']['ssim']:.3f}  "
                   f"train PSNR {m['train']['psnr']:.2f}  N={m['num_gaussians']}", flush=True)
             report["objects"][fam] = entry
-            out_path.write_text(json.dumps(report, indent=2))  # partial results survive a time-out
+            write_json(args.json, report)  # partial results survive a time-out
     for backend in args.backends:
         vals = [e[backend]["heldout"]["psnr"] for e in report["objects"].values() if backend in e]
         secs = [e[backend]["wall_seconds"] for e in report["objects"].values() if backend in e]
         if vals:
             report[f"mean_heldout_psnr_{backend}"] = sum(vals) / len(vals)
             report[f"mean_wall_seconds_{backend}"] = sum(secs) / len(secs)
-    out_path.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
     print(json.dumps({k: v for k, v in report.items() if k.startswith("mean_")}, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -1,10 +1,14 @@
-"""GPU time and memory of a callable (CUDA only), shared by the benchmarks and ``scripts/gpu_*_report.py``.
+"""Shared by every benchmark module: GPU time and memory of a callable, and the JSON report's frame.
 
-Not a benchmark file itself (pytest collects ``bench_*.py``); importing it needs no GPU.
+Importing this module needs no GPU; the timing functions need CUDA.
 """
 from __future__ import annotations
 
+import argparse
+import json
+import platform
 import statistics
+from pathlib import Path
 
 import torch
 
@@ -43,3 +47,28 @@ def peak_extra_mb(fn) -> float:
     fn()
     torch.cuda.synchronize()
     return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def gpu_name() -> str:
+    """The CUDA device's name (``torch.cuda.get_device_name(0)``); raises without a device."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device: torch sees none")
+    return torch.cuda.get_device_name(0)
+
+
+def report_parser(description: str) -> argparse.ArgumentParser:
+    """The command line every ``python -m benchmarks.<kernel>`` report shares: ``--json OUT``."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--json", required=True, type=Path, metavar="OUT",
+                   help="report file to write (rewritten after every case, so a time-out leaves a partial report)")
+    return p
+
+
+def write_json(path: Path, report: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
+
+
+def python_version() -> str:
+    return platform.python_version()

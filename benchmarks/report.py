@@ -1,0 +1,387 @@
+"""Reports in, docs out: merge per-part JSON reports, write the docs' tables and plots, compare two runs.
+
+    python -m benchmarks.report merge FOLDER --gpu NAME --out FILE   # one JSON from a gpu_check.sh folder
+    python -m benchmarks.report table KIND REPORT                    # a markdown table on stdout
+    python -m benchmarks.report docs [--check]                       # regenerate the tables in docs/*.md
+    python -m benchmarks.report plot KIND REPORT PNG                 # a plot (needs matplotlib)
+    python -m benchmarks.report compare A B [--tol 0.05]             # timings of two reports, side by side
+
+Table kinds: rasterize (every case against gsplat), rasterize_brief (entry point vs kernels only),
+hexplane, attention, construct, train. A generated block in a docs page sits between
+``<!-- report: KIND PATH -->`` and ``<!-- end report -->`` (PATH relative to the repository
+root); ``docs`` rewrites what is in between, ``docs --check`` only says whether it would.
+Numbers in the docs are never typed by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NAN = float("nan")
+
+
+# ------------------------------------------------------------------ merge
+def merge(folder: Path, gpu: str) -> dict:
+    """Every ``*.json`` in ``folder`` (but ``parts.json`` and earlier merged reports) under its file stem."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder of reports")
+    import torch
+
+    report = {"gpu": gpu, "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+              "parts": json.loads((folder / "parts.json").read_text()) if (folder / "parts.json").exists() else {}}
+    try:
+        import triton
+
+        report["triton"] = triton.__version__
+    except ImportError:
+        report["triton"] = None
+    for f in sorted(folder.glob("*.json")):
+        if f.name == "parts.json" or f.name.startswith("gpu_report"):
+            continue
+        try:
+            report[f.stem] = json.loads(f.read_text())
+        except json.JSONDecodeError as exc:
+            report[f.stem] = {"error": f"unreadable report: {exc}"}
+    return report
+
+
+# ------------------------------------------------------------------ tables
+def _table(head, rows) -> str:
+    line = lambda cells: "| " + " | ".join(str(c) for c in cells) + " |"  # noqa: E731
+    return "\n".join([line(head), line(["---"] * len(head))] + [line(r) for r in rows])
+
+
+def _f(x, spec: str) -> str:
+    return format(NAN if x is None else x, spec)
+
+
+def rasterize(rep: dict) -> str:
+    """Every case: ours vs gsplat times, ops-only times, peak memory, image and gradient errors."""
+    rows = []
+    for name, c in rep["cases"].items():
+        parts = [("one_launch", c["one_launch"]), ("T_calls", c["T_calls"])] if name == "4d" else [(None, c)]
+        for part, t in parts:
+            g = lambda k: t.get(k, NAN)  # noqa: E731
+            cells = [f"{g('ours_fwd_ms'):.2f}", f"{g('gsplat_fwd_ms'):.2f}", f"{g('ratio_fwd'):.2f}",
+                     f"{g('ours_fwd+bwd_ms'):.2f}", f"{g('gsplat_fwd+bwd_ms'):.2f}", f"{g('ratio_fwd+bwd'):.2f}",
+                     f"{g('ours_ops_fwd_ms'):.2f} / {g('ours_ops_fwd+bwd_ms'):.2f}",
+                     f"{g('ours_fwd+bwd_peak_mem_mb'):.0f} / {g('gsplat_fwd+bwd_peak_mem_mb'):.0f}"]
+            if part == "T_calls":
+                rows.append(["4D, T separate calls"] + cells + ["", ""])
+                continue
+            corr = c.get("correctness", {})
+            gerr = max(corr.get("grad_rel_l2_err", {"-": NAN}).values())
+            label = name if name != "4d" else f"4D one launch (T={c['T']} x {c['N'] // 1000}k @{c['res']})"
+            rows.append([label] + cells + [_f(corr.get("image_max_abs_err"), ".1e"), f"{gerr:.1e}"])
+    return _table(["case", "ours fwd (ms)", "gsplat fwd (ms)", "ratio", "ours fwd+bwd (ms)", "gsplat fwd+bwd (ms)",
+                   "ratio", "ops-only fwd / fwd+bwd (ms)", "peak mem ours / gsplat (MiB, fwd+bwd)", "image max err",
+                   "grad rel err (max)"], rows)
+
+
+def rasterize_brief(rep: dict) -> str:
+    """Forward+backward through the entry point and through the kernels alone, against gsplat."""
+    rows = []
+    for key, c in rep["cases"].items():
+        m = c.get("one_launch", c)
+        rows.append([key, f"{m['ours_fwd+bwd_ms']:.2f}", f"{m['ours_ops_fwd+bwd_ms']:.2f}", f"{m['gsplat_fwd+bwd_ms']:.2f}",
+                     f"{m['ratio_fwd+bwd']:.2f}", f"{m['ours_ops_fwd+bwd_ms'] / m['gsplat_fwd+bwd_ms']:.2f}",
+                     f"{c['correctness']['image_max_abs_err']:.1e}"])
+    return _table(["case", "ours fwd+bwd ms", "ours kernels only ms", "gsplat fwd+bwd ms", "ratio", "ratio kernels only",
+                   "max image diff vs gsplat"], rows)
+
+
+def hexplane(rep: dict) -> str:
+    names = {"res64^3x25_N100k": "64^3 x 25, 100k", "res64^3x25_N1000k": "64^3 x 25, 1M",
+             "res128^3x25_N100k": "128^3 x 25, 100k", "res128^3x25_N1000k": "128^3 x 25, 1M",
+             "res128^3x25_N1000k_shared_t": "128^3 x 25, 1M, one shared t"}
+    rows = []
+    for key, c in rep["cases"].items():
+        g, f = c["grid_sample"], c["fused"]
+        rows.append([names.get(key, key), f"{g['fwd_ms']:.3f} / {g['fwd_bwd_ms']:.2f}",
+                     f"{f['fwd_ms']:.3f} / {f['fwd_bwd_ms']:.3f}",
+                     f"{f['speedup_fwd']:.1f}x / {f['speedup_fwd_bwd']:.1f}x",
+                     f"{g['peak_extra_mb_fwd_bwd']:.0f} / {f['peak_extra_mb_fwd_bwd']:.0f}"])
+    return _table(["case", "grid_sample fwd / fwd+bwd (ms)", "fused fwd / fwd+bwd (ms)", "speed-up fwd / fwd+bwd",
+                   "peak MB composition / fused"], rows)
+
+
+ATTENTION_METHODS = ("ours", "eager", "flex", "sdpa")
+
+
+def _attn_cell(r, key):
+    if not r:
+        return "-"
+    if "skipped" in r:
+        return "n/a"
+    if "error" in r:
+        return "OOM" if "OutOfMemory" in r["error"] else "error"
+    return f"{r[key]:.2f}"
+
+
+def attention(rep: dict) -> str:
+    sdpa = {c["case"]: c["methods"]["sdpa"] for c in rep["cases"] if "sdpa" in c["methods"]}
+    rows = []
+    for c in rep["cases"]:
+        ms = c["methods"]
+        cells = []
+        for m in ATTENTION_METHODS:
+            r = ms.get(m) or (sdpa.get(c["case"]) if m == "sdpa" else None)
+            cells.append(f"{_attn_cell(r, 'ms_fwd')} / {_attn_cell(r, 'ms_fwd_bwd')}")
+        o = ms.get("ours", {})
+        tf = f"{o['tflops_fwd']:.0f} / {o['tflops_bwd']:.0f}" if "tflops_fwd" in o else "-"
+        mem = f"{o['peak_extra_MB']:.0f}" if "peak_extra_MB" in o else "-"
+        errs = c.get("errors", {})
+        # dlog_sigma_st has an exact gradient of 0 (over-complete parametrisation): its relative
+        # error is rounding noise over ~0 and is left out of the maximum
+        err = " / ".join(f"{max(v for k, v in errs[d].items() if k != 'dlog_sigma_st'):.1e}"
+                         if d in errs and "error" not in errs[d] else "-" for d in ("bfloat16", "float32"))
+        rows.append([c["case"], c["mode"]] + cells + [tf, mem, err])
+    return (f"GPU: {rep['gpu']}, torch {rep['torch']}, triton {rep['triton']}, bfloat16.\n\n"
+            + _table(["shape", "mode"] + [f"{m} fwd / fwd+bwd (ms)" for m in ATTENTION_METHODS]
+                     + ["ours TFLOP/s fwd / bwd", "ours peak MB", "max rel. err bf16 / fp32"], rows))
+
+
+def _psnr(x):
+    return "-" if x is None else f"{x:.2f}"
+
+
+def construct(rep: dict) -> str:
+    out = []
+    for section in ("default_schedule_alone", "default_schedule_quality", "variants",
+                    "time_resolution_auto_rejected", "before_motion_fix"):
+        if section not in rep:
+            continue
+        rows = []
+        for r in rep[section]["runs"]:
+            h, k = r["heldout"], r["heldout"].get("psnr_by_kind", {})
+            over = ", ".join(f"{a}={b}" for a, b in r["overrides"].items()) or "default"
+            rows.append([r["object"], r["backend"], over, f"{r['wall_seconds']:.0f}", r["num_gaussians"],
+                         _psnr(r["train"]["psnr"]), _psnr(h["psnr"]), f"{h['ssim']:.3f}",
+                         _psnr(k.get("novel_view", {}).get("psnr")), _psnr(k.get("novel_time", {}).get("psnr")),
+                         _psnr(k.get("novel_view_and_time", {}).get("psnr"))])
+        out.append(f"**{section}**: {rep[section]['note']}\n\n" + _table(
+            ["object", "HexPlane", "config", "wall s", "Gaussians", "train PSNR", "held-out PSNR", "held-out SSIM",
+             "novel view", "novel time", "both"], rows))
+    return "\n\n".join(out)
+
+
+def train(rep: dict) -> str:
+    rows = []
+    for stage, s in rep["stages"].items():
+        extra = ""
+        if "teachers_share" in s:
+            extra = (f"teachers {s['teachers_ms_per_step']:.1f} ms ({100 * s['teachers_share']:.0f}%), Orster attention "
+                     f"{s['orster_attention_ms_per_step']:.2f} ms ({100 * s['orster_attention_share']:.1f}%)")
+        rows.append([stage, f"{s['step_ms_median']:.0f}", f"{s['step_ms_min']:.0f}", f"{s['peak_mem_gib']:.2f}",
+                     f"{s['samples_per_s']:.1f}", extra])
+    return _table(["stage", "step ms (median)", "step ms (min)", "peak GiB", "samples/s", "stage-2 parts"], rows) + \
+        f"\n\nstage 2 / stage 1 = {rep['stage2_over_stage1']:.2f} (target < 3)"
+
+
+TABLES = {"rasterize": rasterize, "rasterize_brief": rasterize_brief, "hexplane": hexplane, "attention": attention,
+          "construct": construct, "train": train}
+
+
+def table(kind: str, path: Path) -> str:
+    if kind not in TABLES:
+        raise ValueError(f"unknown table kind {kind!r}; known: {sorted(TABLES)}")
+    return TABLES[kind](json.loads(Path(path).read_text()))
+
+
+# ------------------------------------------------------------------ docs
+BLOCK = re.compile(r"(<!-- report: (\S+) (\S+) -->\n)(.*?)(<!-- end report -->)", re.S)
+
+
+def render_docs(text: str, root: Path = ROOT) -> str:
+    """``text`` with every generated block's body rebuilt from its report."""
+    return BLOCK.sub(lambda m: m.group(1) + table(m.group(2), root / m.group(3)) + "\n" + m.group(5), text)
+
+
+def docs(check: bool, root: Path = ROOT) -> int:
+    stale = []
+    for page in sorted((root / "docs").glob("*.md")):
+        old = page.read_text()
+        new = render_docs(old, root)
+        if new != old:
+            stale.append(page)
+            if not check:
+                page.write_text(new)
+    verb = "would change" if check else "rewrote"
+    for page in stale:
+        print(f"{verb} {page.relative_to(root)}")
+    return 1 if check and stale else 0
+
+
+# ------------------------------------------------------------------ plots
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise SystemExit("benchmarks.report plot needs matplotlib (pip install matplotlib)") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_rasterize(rep: dict, png: Path) -> None:
+    plt = _pyplot()
+    names, vals = [], {k: [] for k in ("ours_fwd_ms", "gsplat_fwd_ms", "ours_fwd+bwd_ms", "gsplat_fwd+bwd_ms")}
+    for name, c in rep["cases"].items():
+        parts = [("one launch", c["one_launch"]), ("T calls", c["T_calls"])] if name == "4d" else [("", c)]
+        for suffix, t in parts:
+            names.append(f"{name} {suffix}".strip())
+            for k in vals:
+                vals[k].append(t.get(k, NAN))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(names)), 4))
+    colours = {"ours_fwd_ms": "#1f77b4", "gsplat_fwd_ms": "#aec7e8", "ours_fwd+bwd_ms": "#d62728",
+               "gsplat_fwd+bwd_ms": "#ff9896"}
+    for i, (k, v) in enumerate(vals.items()):
+        ax.bar([x + (i - 1.5) * 0.2 for x in range(len(names))], v, 0.2, label=k.replace("_ms", "").replace("_", " "),
+               color=colours[k])
+    ax.set_xticks(list(range(len(names))))
+    ax.set_xticklabels(names)
+    ax.set_ylabel("time (ms, median)")
+    ax.set_yscale("log")
+    ax.set_title(f"Rasterizer vs gsplat {rep['versions'].get('gsplat')} on {rep['gpu']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+
+
+def plot_hexplane(rep: dict, png: Path) -> None:
+    plt = _pyplot()
+    names = list(rep["cases"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, title in zip(axes, ("fwd_ms", "fwd_bwd_ms"), ("forward", "forward + backward")):
+        xs = range(len(names))
+        ref = [rep["cases"][n]["grid_sample"][key] for n in names]
+        fused = [rep["cases"][n]["fused"][key] for n in names]
+        ax.bar([x - 0.2 for x in xs], ref, width=0.4, label="grid_sample composition")
+        ax.bar([x + 0.2 for x in xs], fused, width=0.4, label="fused kernel")
+        for x, r, f in zip(xs, ref, fused):
+            ax.text(x + 0.2, f, f"{r / f:.1f}x", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([n.replace("_", "\n") for n in names], fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms (median)")
+        ax.set_title(f"HexPlane {title}")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{rep['gpu']}, torch {rep['torch']}: fused speed-up over the grid_sample composition")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+def plot_attention(rep: dict, png: Path) -> None:
+    plt = _pyplot()
+    cases = rep["cases"]
+    sdpa = {c["case"]: c["methods"]["sdpa"] for c in cases if "sdpa" in c["methods"]}
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(cases)), 4.5))
+    for i, m in enumerate(ATTENTION_METHODS):
+        xs, ys = [], []
+        for j, c in enumerate(cases):
+            r = c["methods"].get(m) or (sdpa.get(c["case"]) if m == "sdpa" else None)
+            if r and "ms_fwd_bwd" in r:
+                xs.append(j + (i - 1.5) * 0.2)
+                ys.append(r["ms_fwd_bwd"])
+        ax.bar(xs, ys, 0.2, label=m + (" (plain attention)" if m == "sdpa" else ""))
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(cases)))
+    ax.set_xticklabels([f"{c['case']}\n{c['mode']}" for c in cases], fontsize=7)
+    ax.set_ylabel("forward + backward, ms (log)")
+    ax.set_title(f"Orster attention, bfloat16, {rep['gpu']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+PLOTS = {"rasterize": plot_rasterize, "hexplane": plot_hexplane, "attention": plot_attention}
+
+
+# ------------------------------------------------------------------ compare
+def timings(rep, prefix: str = "") -> dict:
+    """Every timing leaf of a report (a number under a key naming ms or seconds), by its path."""
+    out = {}
+    if isinstance(rep, dict):
+        items = rep.items()
+    elif isinstance(rep, list):  # attention: a list of cases, named by case and mode
+        items = ((f"{c.get('case', i)}/{c.get('mode', '')}" if isinstance(c, dict) else str(i), c)
+                 for i, c in enumerate(rep))
+    else:
+        return out
+    for k, v in items:
+        path = f"{prefix}/{k}" if prefix else str(k)
+        if isinstance(v, (dict, list)):
+            out.update(timings(v, path))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and re.search(r"(^|_)ms(_|$)", str(k)):
+            out[path] = float(v)
+    return out
+
+
+def compare(a: dict, b: dict, tol: float) -> tuple[list, int]:
+    """Rows (path, a, b, b / a, flag) of the timings both reports hold, and how many differ by more than ``tol``."""
+    ta, tb = timings(a), timings(b)
+    rows, off = [], 0
+    for path in sorted(set(ta) & set(tb)):
+        x, y = ta[path], tb[path]
+        ratio = y / x if x > 0 else math.inf
+        bad = abs(ratio - 1) > tol
+        off += bad
+        rows.append((path, x, y, ratio, "!" if bad else ""))
+    return rows, off
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("merge", help="merge a folder of part reports into one JSON")
+    m.add_argument("folder", type=Path)
+    m.add_argument("--gpu", required=True)
+    m.add_argument("--out", type=Path, required=True)
+    t = sub.add_parser("table", help="print a markdown table of a report")
+    t.add_argument("kind", choices=sorted(TABLES))
+    t.add_argument("report", type=Path)
+    d = sub.add_parser("docs", help="regenerate the report tables in docs/*.md")
+    d.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table is stale")
+    g = sub.add_parser("plot", help="draw a report's plot (needs matplotlib)")
+    g.add_argument("kind", choices=sorted(PLOTS))
+    g.add_argument("report", type=Path)
+    g.add_argument("png", type=Path)
+    c = sub.add_parser("compare", help="timings of two reports (e.g. two checkouts on one GPU), B / A")
+    c.add_argument("a", type=Path)
+    c.add_argument("b", type=Path)
+    c.add_argument("--tol", type=float, default=0.05, help="flag timings whose ratio is off 1 by more (default 0.05)")
+    c.add_argument("--out", type=Path, help="also write the rows as JSON")
+    args = p.parse_args(argv)
+    if args.cmd == "merge":
+        args.out.write_text(json.dumps(merge(args.folder, args.gpu), indent=1))
+        print(f"wrote {args.out}")
+    elif args.cmd == "table":
+        print(table(args.kind, args.report))
+    elif args.cmd == "docs":
+        return docs(args.check)
+    elif args.cmd == "plot":
+        args.png.parent.mkdir(parents=True, exist_ok=True)
+        PLOTS[args.kind](json.loads(args.report.read_text()), args.png)
+        print(f"wrote {args.png}")
+    else:
+        rows, off = compare(json.loads(args.a.read_text()), json.loads(args.b.read_text()), args.tol)
+        for path, x, y, ratio, flag in rows:
+            print(f"{flag:1s} {ratio:6.3f}  {x:10.3f}  {y:10.3f}  {path}")
+        print(f"{len(rows)} timings in both, {off} differ by more than {100 * args.tol:g}% (B / A; A = {args.a}, "
+              f"B = {args.b})")
+        if args.out:
+            args.out.write_text(json.dumps([dict(zip(("path", "a_ms", "b_ms", "b_over_a", "flag"), r)) for r in rows],
+                                           indent=1))
+        return 1 if off else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
