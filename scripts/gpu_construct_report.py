@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from orster4d.recon.fit import ConstructConfig, construct
+from orster4d.recon import ConstructConfig, construct
 from orster4d.data import FAMILIES, generate_scene
 
 

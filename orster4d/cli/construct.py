@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from orster4d.recon.fit import ConstructConfig, InputError, construct
+from orster4d.recon import ConstructConfig, InputError, construct
 from orster4d.data.procedural import FAMILIES
 
 
