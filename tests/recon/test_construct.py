@@ -283,3 +283,18 @@ def test_lpips_term_and_metric_with_local_weights(scene, tmp_path):
     assert not any("LPIPS term off" in line for line in logs)
     ck = torch.load(tmp_path / "lp" / CHECKPOINT, map_location="cpu", weights_only=False)
     assert any("lpips" in h for h in ck["history"])
+
+
+@pytest.mark.parametrize("flags", [["--coarse-iters", "-5", "--fine-iters", "-5"], ["--coarse-iters", "0"],
+                                   ["--fine-iters", "0"], ["--init-points", "0"], ["--lambda-hex", "-1"],
+                                   ["--lambda-l1", "nan"], ["--sh-degree", "4"], ["--background", "2", "1", "1"],
+                                   ["--hexplane-resolution", "64", "1"], ["--views-per-time", "0"]])
+def test_cli_refuses_out_of_range_numbers_at_parse_time(flags, capsys):
+    from orster4d.cli.construct import build_parser
+
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["in", "-o", "out"] + flags)
+    assert e.value.code == 2
+    assert flags[0] in capsys.readouterr().err
+    args = build_parser().parse_args(["in", "-o", "out", "--skip-fine"])  # a deliberate skip is named
+    assert args.skip_fine
