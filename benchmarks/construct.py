@@ -29,7 +29,9 @@ import torch
 from benchmarks.timing import python_version, report_parser, write_json
 
 from orster4d.cameras import OrbitTrajectory
-from orster4d.recon.fit import ConstructConfig, _LPIPS, _Run
+from orster4d.recon import ConstructConfig
+from orster4d.recon.fit import _Run
+from orster4d.recon.losses import LPIPSTerm
 from orster4d.data import make_object, render_multiview
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="the construct benchmark needs a CUDA device")
@@ -65,8 +67,8 @@ def test_paths_agree():
     with torch.no_grad():
         for x, y in zip(a.field(a.gauss.means, times), b.field(b.gauss.means, times)):
             torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
-    la = {k: float(v) for k, v in a.step(True, _LPIPS(a.cfg, "cuda")).items()}
-    lb = {k: float(v) for k, v in b.step(True, _LPIPS(b.cfg, "cuda")).items()}
+    la = {k: float(v) for k, v in a.step(True, LPIPSTerm(a.cfg.lpips_net, a.cfg.lpips_weights, "cuda")).items()}
+    lb = {k: float(v) for k, v in b.step(True, LPIPSTerm(b.cfg.lpips_net, b.cfg.lpips_weights, "cuda")).items()}
     assert abs(la["loss"] - lb["loss"]) < 1e-3 * max(abs(lb["loss"]), 1e-3) or abs(la["l1"] - lb["l1"]) < 1e-4
 
 
@@ -74,7 +76,7 @@ def test_paths_agree():
 @pytest.mark.parametrize("backend", ["fused", "grid_sample"])
 def test_construct_iteration(benchmark, backend):
     run = _run(backend)
-    lp = _LPIPS(run.cfg, "cuda")
+    lp = LPIPSTerm(run.cfg.lpips_net, run.cfg.lpips_weights, "cuda")
     logs = run.step(True, lp)
     assert all(torch.isfinite(v).all() for v in logs.values())
 
@@ -90,7 +92,7 @@ def test_construct_iteration(benchmark, backend):
 # ------------------------------------------------------------------ JSON report
 def main(argv=None) -> int:
     from orster4d.data import FAMILIES, generate_scene
-    from orster4d.recon.fit import construct
+    from orster4d.recon import construct
 
     p = report_parser("GPU report for 4D construction: the default schedule on procedural objects")
     p.add_argument("--families", nargs="+", default=["hopper", "walker"], help=f"any of {FAMILIES} or 'all'")

@@ -30,8 +30,10 @@ _PUBLIC = {
     "GaussianModel": "orster4d.recon.gaussians",
     "DeformationField": "orster4d.recon.deformation",
     "HexPlaneField": "orster4d.recon.hexplane_field",
-    "ConstructConfig": "orster4d.recon.fit",
+    "ConstructConfig": "orster4d.recon.config",
     "construct": "orster4d.recon.fit",
+    "DefaultStrategy": "orster4d.recon.strategy",
+    "load_asset": "orster4d.recon.export",
     # data and cameras
     "DynamicDataset": "orster4d.data.dataset",
     "load_dataset": "orster4d.data.dataset",

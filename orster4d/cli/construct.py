@@ -13,8 +13,27 @@ import json
 import sys
 from pathlib import Path
 
-from orster4d.recon.fit import ConstructConfig, InputError, construct
+from orster4d.recon import ConstructConfig, InputError, construct
 from orster4d.data.procedural import FAMILIES
+
+
+def _number(kind, lo=None, hi=None):
+    """argparse type: a ``kind`` (int or float) in ``[lo, hi]`` (finite), else a parse error naming the range."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+        if v != v or v in (float("inf"), float("-inf")) or (lo is not None and v < lo) or (hi is not None and v > hi):
+            rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise argparse.ArgumentTypeError(f"must be {rng}, got {text}")
+        return v
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+COUNT = _number(int, 1)       # iterations, points, views, frames: at least one
+WEIGHT = _number(float, 0.0)  # loss weights: >= 0 (0 turns a term off)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,43 +46,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--static", help="static orbital video V' (dataset folder) for the coarse phase")
     p.add_argument("--priors", help="prior tokens file: torch.save({'spatial': [Ns, Ds], 'temporal': [Nt, Dt]})")
     p.add_argument("--eval-data", help="ground-truth dataset for held-out metrics (default: the input's test split)")
-    p.add_argument("--coarse-iters", type=int, default=d.coarse_iters)
-    p.add_argument("--fine-iters", type=int, default=d.fine_iters)
-    p.add_argument("--init-points", type=int, default=d.init_points)
-    p.add_argument("--sh-degree", type=int, default=d.max_sh_degree)
-    p.add_argument("--views-per-time", type=int, default=d.views_per_time)
-    p.add_argument("--coarse-batch", type=int, default=d.coarse_batch)
-    p.add_argument("--lambda-l1", type=float, default=d.lambda_l1)
-    p.add_argument("--lambda-lpips", type=float, default=d.lambda_lpips)
-    p.add_argument("--lambda-dep", type=float, default=d.lambda_dep)
-    p.add_argument("--lambda-hex", type=float, default=d.lambda_hex)
-    p.add_argument("--hexplane-resolution", type=int, nargs=2, default=d.hexplane_resolution, metavar=("R_XYZ", "R_T"),
+    p.add_argument("--coarse-iters", type=COUNT, default=d.coarse_iters)
+    p.add_argument("--fine-iters", type=COUNT, default=d.fine_iters)
+    p.add_argument("--skip-fine", action="store_true",
+                   help="no fine phase: the asset gets an identity deformation field")
+    p.add_argument("--init-points", type=COUNT, default=d.init_points)
+    p.add_argument("--sh-degree", type=_number(int, 0, 3), default=d.max_sh_degree)
+    p.add_argument("--views-per-time", type=COUNT, default=d.views_per_time)
+    p.add_argument("--coarse-batch", type=COUNT, default=d.coarse_batch)
+    p.add_argument("--lambda-l1", type=WEIGHT, default=d.lambda_l1)
+    p.add_argument("--lambda-lpips", type=WEIGHT, default=d.lambda_lpips)
+    p.add_argument("--lambda-dep", type=WEIGHT, default=d.lambda_dep)
+    p.add_argument("--lambda-hex", type=WEIGHT, default=d.lambda_hex)
+    p.add_argument("--hexplane-resolution", type=_number(int, 2), nargs=2, default=d.hexplane_resolution, metavar=("R_XYZ", "R_T"),
                    help="HexPlane base resolution in space and time (4DGS: 64 25)")
-    p.add_argument("--time-smoothness", type=float, default=d.time_smoothness,
+    p.add_argument("--time-smoothness", type=WEIGHT, default=d.time_smoothness,
                    help="weight of the time planes' second-difference penalty")
-    p.add_argument("--motion-curvature", type=float, default=d.motion_curvature,
+    p.add_argument("--motion-curvature", type=WEIGHT, default=d.motion_curvature,
                    help="weight of the penalty on the deformation's second difference in time (0: off)")
     p.add_argument("--hexplane-backend", choices=("fused", "grid_sample"), default=d.hexplane_backend)
     p.add_argument("--attention-backend", choices=("sdpa", "orster"), default=d.attention_backend)
     p.add_argument("--lpips-net", choices=("vgg", "alex"), default=d.lpips_net)
     p.add_argument("--lpips-weights", help="torchvision backbone weights for LPIPS (default: torch hub cache)")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--turntable-frames", type=int, help="default: the trajectory's frame count")
-    p.add_argument("--background", type=float, nargs=3, default=d.background)
+    p.add_argument("--checkpoint-every", type=_number(int, 0), default=d.checkpoint_every,
+                   help="iterations between checkpoints (0: only at the end and on Ctrl-C)")
+    p.add_argument("--turntable-frames", type=_number(int, 2), help="default: the trajectory's frame count")
+    p.add_argument("--background", type=_number(float, 0.0, 1.0), nargs=3, default=d.background)
     p.add_argument("--device", default=d.device)
     p.add_argument("--rasterizer-backend", choices=("cpu", "cuda", "reference"), default=None)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=_number(int, 0), default=d.seed)
     p.add_argument("--resume", action="store_true", help="continue from <output>/checkpoints/last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--no-progress", action="store_true")
     g = p.add_argument_group("demo")
     g.add_argument("--demo", action="store_true", help="generate a procedural object, then reconstruct it")
     g.add_argument("--family", choices=FAMILIES, default="hopper")
-    g.add_argument("--frames", type=int, default=16)
-    g.add_argument("--size", type=int, default=256, help="demo image width and height")
+    g.add_argument("--frames", type=_number(int, 2), default=16)
+    g.add_argument("--size", type=_number(int, 8), default=256, help="demo image width and height")
     g.add_argument("--full-demo", action="store_true",
                    help="on a CPU, keep the default size and schedule instead of the quick CPU demo")
-    g.add_argument("--views", type=int, default=8)
+    g.add_argument("--views", type=COUNT, default=8)
     g.add_argument("--demo-input", choices=("multiview", "orbital"), default="multiview",
                    help="which rendering of the demo object to reconstruct from")
     return p
@@ -125,7 +147,8 @@ def main(argv=None) -> int:
         return 2
     cfg = ConstructConfig(
         input=args.input, output=args.output, static=args.static, priors=args.priors, eval_data=args.eval_data,
-        coarse_iters=args.coarse_iters, fine_iters=args.fine_iters, init_points=args.init_points,
+        coarse_iters=args.coarse_iters, fine_iters=0 if args.skip_fine else args.fine_iters,
+        init_points=args.init_points,
         max_sh_degree=args.sh_degree, views_per_time=args.views_per_time, coarse_batch=args.coarse_batch,
         lambda_l1=args.lambda_l1, lambda_lpips=args.lambda_lpips, lambda_dep=args.lambda_dep,
         lambda_hex=args.lambda_hex, hexplane_backend=args.hexplane_backend,

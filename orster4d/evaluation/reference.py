@@ -52,7 +52,7 @@ def _mean(x: torch.Tensor, m: torch.Tensor) -> Optional[float]:
 def image_metrics(pred: torch.Tensor, ds: DynamicDataset, lpips_model=None) -> Dict:
     """Mean PSNR, SSIM and LPIPS (None without a model) of ``pred [F, H, W, 3]`` against
     ``ds.images``, overall and (with a ``train`` split) per kind of frame."""
-    from orster4d.recon.fit import frame_kinds
+    from orster4d.recon.evaluate import frame_kinds
 
     gt = ds.images.to(pred.device)
     per = {"psnr": psnr(pred, gt).cpu(),

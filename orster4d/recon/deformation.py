@@ -19,6 +19,9 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
 from orster4d.recon.hexplane_field import HexPlaneField
 
 ATTENTION_BACKENDS = ("sdpa", "orster")
@@ -79,14 +82,18 @@ def load_priors(path, spatial_dim: Optional[int] = None, temporal_dim: Optional[
     return out
 
 
-def curvature_probe_times(fitted: torch.Tensor, count: int, generator: Optional[torch.Generator] = None):
-    """Where :meth:`DeformationField.motion_curvature` looks: ``count`` random times ``[count]`` (CPU)
+def curvature_probe_times(fitted: torch.Tensor, count: int, generator: Optional[torch.Generator] = None,
+                          device=None):
+    """Where :meth:`DeformationField.motion_curvature` looks: ``count`` random times ``[count]``
     between the first and last of the ``fitted`` times ``[F]`` (in [0, 1]), and the step, half the
-    smallest gap between fitted times (0.5 for a single time), so ``t +- step`` stays in range."""
+    smallest gap between fitted times (0.5 for a single time), so ``t +- step`` stays in range.
+
+    The times are drawn on ``device`` (default CPU) with ``generator`` (which must live there);
+    keep ``fitted`` on the CPU so that nothing waits for the device."""
     t = torch.unique(fitted.detach().cpu().float())
     step = 0.5 * float((t[1:] - t[:-1]).min()) if t.numel() > 1 else 0.5
     lo, hi = float(t[0]) + step, float(t[-1]) - step
-    return lo + (hi - lo) * torch.rand(count, generator=generator), step
+    return lo + (hi - lo) * torch.rand(count, generator=generator, device=device), step
 
 
 def _mlp(width: int, out: int) -> nn.Sequential:
@@ -96,30 +103,46 @@ def _mlp(width: int, out: int) -> nn.Sequential:
     return head
 
 
-class DeformationField(nn.Module):
+class DeformationField(ModelMixin, ConfigMixin):
     """``(canonical Gaussians, times) -> (dp, dq, ds)``; see the module docstring.
 
+    A diffusers model: the constructor arguments are its config, ``save_pretrained(folder)``
+    writes ``folder/config.json`` and the weights (``diffusion_pytorch_model.safetensors``), and
+    ``DeformationField.from_pretrained(folder)`` / ``from_config(dict(field.config))`` rebuild it.
+
     Args:
-        aabb: ``[2, 3]`` scene bounds (min, max) used to normalise positions.
+        aabb: ``[2, 3]`` scene bounds (min, max; world units) used to normalise positions (a tensor
+            or nested list; the config keeps it as a list, :attr:`aabb` is a tensor on the field's
+            device).
         channels, resolution, multires, backend: the :class:`~orster4d.recon.hexplane_field.HexPlaneField`'s.
         width: MLP width (4DGS: 64).
         prior_dims: ``(Ds, Dt)`` widths of the spatial and temporal prior tokens for ST-HexPlane,
             or None for the plain field.
         attn_dim: width of the attention queries/keys/values.
         attention_backend: see :func:`st_attention`.
+        prior_tokens: ``(Ns, Nt)`` token counts of the prior buffers (kept up to date by
+            :meth:`set_priors`, so a saved field rebuilds with buffers of the right size).
     """
 
-    def __init__(self, aabb: torch.Tensor, channels: int = 32, resolution: Sequence[int] = (64, 25),
-                 multires: Sequence[int] = (1, 2), width: int = 64, backend: str = "fused",
-                 prior_dims: Optional[Tuple[int, int]] = None, attn_dim: int = 32, attention_backend: str = "sdpa"):
+    @register_to_config
+    def __init__(self, aabb=((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0)), channels: int = 32,
+                 resolution: Sequence[int] = (64, 25), multires: Sequence[int] = (1, 2), width: int = 64,
+                 backend: str = "fused", prior_dims: Optional[Tuple[int, int]] = None, attn_dim: int = 32,
+                 attention_backend: str = "sdpa", prior_tokens: Tuple[int, int] = (1, 1)):
         super().__init__()
         aabb = torch.as_tensor(aabb, dtype=torch.float32)
         if aabb.shape != (2, 3) or not bool((aabb[1] > aabb[0]).all()):
             raise ValueError(f"aabb must be [2, 3] (min, max) with max > min, got {aabb.tolist()}")
-        self.register_buffer("aabb", aabb.clone())
-        self._config = dict(channels=channels, resolution=list(resolution), multires=list(multires), width=width,
-                            backend=backend, prior_dims=None if prior_dims is None else list(prior_dims),
-                            attn_dim=attn_dim, attention_backend=attention_backend)
+        if attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {attention_backend!r}")
+        self.register_to_config(aabb=aabb.tolist(), resolution=[int(r) for r in resolution],
+                                multires=[int(m) for m in multires],
+                                prior_dims=None if prior_dims is None else [int(d) for d in prior_dims],
+                                prior_tokens=[int(n) for n in prior_tokens],
+                                # every argument is recorded, also those given by position (which
+                                # diffusers would otherwise mark as defaults and drop in from_config)
+                                _use_default_values=[])
+        self.register_buffer("bounds", aabb.clone(), persistent=False)  # the config's aabb, on the device
         self.hexplane = HexPlaneField(channels, resolution, multires, backend=backend)
         feat = self.hexplane.out_dim
         self.attention_backend = attention_backend
@@ -131,21 +154,13 @@ class DeformationField(nn.Module):
             self.vs_proj = nn.Linear(ds, attn_dim)
             self.kt_proj = nn.Linear(dt, attn_dim)
             self.vt_proj = nn.Linear(dt, attn_dim)
-            self.register_buffer("prior_spatial", torch.zeros(1, ds))
-            self.register_buffer("prior_temporal", torch.zeros(1, dt))
+            self.register_buffer("prior_spatial", torch.zeros(int(prior_tokens[0]), ds))
+            self.register_buffer("prior_temporal", torch.zeros(int(prior_tokens[1]), dt))
             feat = feat + 2 * attn_dim
         self.feature_out = nn.Linear(feat, width)
         self.pos_head = _mlp(width, 3)
         self.rot_head = _mlp(width, 4)
         self.scale_head = _mlp(width, 3)
-
-    def config(self) -> Dict:
-        """Constructor arguments (JSON-serialisable) except ``aabb`` (a buffer in the state dict)."""
-        return dict(self._config)
-
-    @classmethod
-    def from_config(cls, config: Dict, aabb: torch.Tensor) -> "DeformationField":
-        return cls(aabb, **config)
 
     def set_priors(self, spatial: torch.Tensor, temporal: torch.Tensor) -> None:
         """Sets ``O_s [Ns, Ds]`` and ``O_t [Nt, Dt]`` (stored as buffers, saved with the weights)."""
@@ -156,16 +171,27 @@ class DeformationField(nn.Module):
             raise ValueError(f"spatial priors must have shape [Ns, {ds}], got {tuple(spatial.shape)}")
         if temporal.dim() != 2 or temporal.shape[1] != dt:
             raise ValueError(f"temporal priors must have shape [Nt, {dt}], got {tuple(temporal.shape)}")
-        dev = self.aabb.device
+        dev = self.bounds.device
         self.prior_spatial = spatial.detach().float().to(dev)
         self.prior_temporal = temporal.detach().float().to(dev)
+        self.register_to_config(prior_tokens=[spatial.shape[0], temporal.shape[0]])
+
+    @property
+    def aabb(self) -> torch.Tensor:
+        """``[2, 3]`` scene bounds (min, max), on the field's device."""
+        return self.bounds
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # prior buffers change size with the token count: adopt the saved shapes
+        # weights saved before the bounds moved to the config carry them as "aabb"
+        if prefix + "aabb" in state_dict:
+            self.bounds.copy_(state_dict.pop(prefix + "aabb"))
+            self.register_to_config(aabb=self.bounds.tolist())
+        # prior buffers change size with the token count: adopt the saved shapes (checkpoints
+        # written before the config recorded the counts)
         for name in ("prior_spatial", "prior_temporal"):
             key = prefix + name
             if key in state_dict and hasattr(self, name):
-                setattr(self, name, torch.empty_like(state_dict[key]).to(self.aabb.device))
+                setattr(self, name, torch.empty_like(state_dict[key]).to(self.bounds.device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def normalise(self, means: torch.Tensor, times: torch.Tensor) -> torch.Tensor:

@@ -222,7 +222,7 @@ def test_missing_weights_name_the_file(ws, tmp_path):
     os.remove(vae / "diffusion_pytorch_model.safetensors")
     with pytest.raises(FileNotFoundError, match="diffusion_pytorch_model.safetensors"):
         Trainer(_cfg(ws, str(tmp_path), 1, **{"model.vae_dir": str(vae)}), progress=False)
-    from orster4d.generation.training.losses import load_lpips
+    from orster4d.perceptual import load_lpips
 
     with pytest.raises(FileNotFoundError, match="lpips_alex.pth"):
         load_lpips(str(tmp_path))

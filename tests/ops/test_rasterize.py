@@ -1,5 +1,6 @@
 """C++ CPU rasterizer against the dense PyTorch reference (forward, every gradient), gradcheck of
-the reference, batching, edge cases, non-contiguous inputs and densification statistics.
+the reference, batching, edge cases and non-contiguous inputs (the densification statistics built on
+``means2d`` are tested in ``tests/recon/test_strategy.py``).
 
 Every test draws fresh random scenes (seeded by the ``rng_seed`` fixture, printed on failure).
 Outputs of the C++ ops are poisoned: with deterministic algorithms on, torch fills every
@@ -11,7 +12,6 @@ import pytest
 import torch
 
 from orster4d.ops.rasterize import RenderOutput, rasterize_gaussians, reference
-from orster4d.recon.strategy import DensifyStats
 from orster4d.ops.rasterize._autograd import TILE_SIZE, extension
 from orster4d.data.scenes import random_scene
 
@@ -280,34 +280,6 @@ def test_render_output_type(rng_seed):
     out = render(make_scene(rng_seed, n=10, batch=()))
     assert isinstance(out, RenderOutput)
     assert out.means2d.grad_fn is None  # no inputs require grad
-
-
-def test_densify_stats(rng_seed):
-    s = make_scene(rng_seed, n=70, cams=2, batch=(3,))
-    means = s.means.clone().requires_grad_()
-    stats = DensifyStats(70)
-    expected_sum = torch.zeros(70, dtype=torch.float64)
-    expected_count = torch.zeros(70, dtype=torch.int64)
-    for _ in range(2):
-        out = rasterize_gaussians(means, s.quats, s.scales, s.opacities, s.colors, s.viewmats, s.Ks, s.width,
-                                  s.height)
-        out.means2d.retain_grad()
-        (out.rgb * torch.randn_like(out.rgb)).sum().backward()
-        stats.update(out)
-        g = out.means2d.grad.double() * torch.tensor([s.width / 2, s.height / 2], dtype=torch.float64)
-        vis = out.radii > 0
-        expected_sum += torch.where(vis, g.norm(dim=-1), 0.0).sum((0, 1))
-        expected_count += vis.sum((0, 1))
-    assert stats.count.dtype == torch.int32 and torch.equal(stats.count.long(), expected_count)
-    assert expected_sum.max() > 0
-    torch.testing.assert_close(stats.grad_norm_sum.double(), expected_sum, rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(stats.mean_grad().double(), expected_sum / expected_count.clamp(min=1), rtol=1e-5,
-                               atol=1e-7)
-    stats.reset()
-    assert stats.count.sum() == 0 and stats.grad_norm_sum.sum() == 0
-    with pytest.raises(ValueError, match="retain_grad"):
-        stats.update(rasterize_gaussians(s.means, s.quats, s.scales, s.opacities, s.colors, s.viewmats, s.Ks,
-                                         s.width, s.height))
 
 
 def test_intersect_tiles_sorted_and_complete(rng_seed, poison):

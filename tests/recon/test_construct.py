@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from orster4d.cli.construct import main as cli_main
-from orster4d.recon.fit import CHECKPOINT, ConstructConfig, InputError, construct, deform
+from orster4d.recon import CHECKPOINT, ConstructConfig, InputError, construct, deform, load_asset
 from orster4d.data import generate_scene
 from orster4d.recon.deformation import DeformationField
 from orster4d.recon.gaussians import GaussianModel
@@ -67,7 +67,7 @@ def test_construct_improves_and_writes_every_output(asset):
     else:
         assert held["lpips"] is None and "LPIPS" in on_disk["lpips_unavailable_reason"]
         assert any("LPIPS term off" in line for line in logs)
-    for name in ("deformation.pt", "config.json", "trajectory.json", "turntable.gif", CHECKPOINT,
+    for name in ("deformation/config.json", "deformation/diffusion_pytorch_model.safetensors", "config.json", "trajectory.json", "turntable.gif", CHECKPOINT,
                  "turntable_trajectory.json",
                  "gaussians/canonical.ply", "gaussians/times.json"):
         assert (out / name).is_file(), name
@@ -87,9 +87,7 @@ def test_ply_reads_back_to_the_same_gaussians(asset):
     torch.testing.assert_close(canon["log_scales"], g.log_scales.detach())
     torch.testing.assert_close(canon["logit_opacities"], g.logit_opacities.detach())
     torch.testing.assert_close(canon["sh"], g.sh.detach())
-    cfg = json.loads((out / "config.json").read_text())
-    field = DeformationField.from_config(cfg["deformation"], torch.tensor(cfg["aabb"]))
-    field.load_state_dict(torch.load(out / "deformation.pt", weights_only=True))
+    field = DeformationField.from_pretrained(out / "deformation")
     times = json.loads((out / "gaussians" / "times.json").read_text())
     k = len(times) - 1
     with torch.no_grad():
@@ -99,6 +97,35 @@ def test_ply_reads_back_to_the_same_gaussians(asset):
     torch.testing.assert_close(tk["quats"], q[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(tk["log_scales"], s[0], atol=1e-5, rtol=1e-5)
     assert not torch.allclose(tk["means"], canon["means"])  # the field deforms
+
+
+def test_load_asset_reads_the_field_folder_and_older_deformation_pt(asset, tmp_path):
+    out, _, _ = asset
+    times = json.loads((out / "gaussians" / "times.json").read_text())
+    k = len(times) // 2
+    tk = read_ply(out / "gaussians" / f"t_{k:04d}.ply")
+    # an older asset: the field as deformation.pt (bounds in the state dict) and its settings in config.json
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    field = DeformationField.from_pretrained(old / "deformation")
+    shutil.rmtree(old / "deformation")
+    sd = dict(field.state_dict(), aabb=field.aabb.clone())
+    torch.save(sd, old / "deformation.pt")
+    cfg = json.loads((old / "config.json").read_text())
+    cfg["deformation"] = {k2: v for k2, v in cfg["deformation"].items()
+                          if k2 in ("channels", "resolution", "multires", "width", "backend", "prior_dims",
+                                    "attn_dim", "attention_backend")}
+    (old / "config.json").write_text(json.dumps(cfg))
+    for folder in (out, old):
+        g, f, t = load_asset(folder)
+        torch.testing.assert_close(t, torch.tensor(times))
+        with torch.no_grad():
+            m, q, s = deform(g, f, t[k:k + 1])
+        torch.testing.assert_close(m[0], tk["means"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(s[0], tk["log_scales"], atol=1e-5, rtol=1e-5)
+    shutil.rmtree(old / "gaussians")
+    with pytest.raises(FileNotFoundError, match="canonical.ply"):
+        load_asset(old)
 
 
 def test_turntable_has_the_expected_frame_count(asset):
@@ -197,7 +224,7 @@ def test_st_hexplane_priors_construct(scene, tmp_path):
     metrics = construct(_cfg(scene, out, priors=str(p), coarse_iters=10, fine_iters=10,
                              hexplane_backend="grid_sample"), log=lambda s: None)
     assert metrics["iterations"] == 20
-    sd = torch.load(out / "deformation.pt", weights_only=True)
+    sd = DeformationField.from_pretrained(out / "deformation").state_dict()
     assert sd["prior_spatial"].shape == (10, 6) and sd["prior_temporal"].shape == (FRAMES, 5)
     ck = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
     assert not torch.equal(ck["field"]["q_proj.weight"], torch.zeros_like(ck["field"]["q_proj.weight"]))
@@ -210,7 +237,7 @@ def test_motion_curvature_prior_trains_a_different_field(scene, tmp_path, one_th
     for name, w in (("off", 0.0), ("off_again", 0.0), ("on", 5.0)):
         out = tmp_path / name
         construct(_cfg(scene, out, coarse_iters=6, fine_iters=8, motion_curvature=w), log=lambda s: None)
-        fields[name] = torch.load(out / "deformation.pt", weights_only=True)
+        fields[name] = DeformationField.from_pretrained(out / "deformation").state_dict()
         assert torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)["config"]["motion_curvature"] == w
     assert all(torch.equal(fields["off"][k], fields["off_again"][k]) for k in fields["off"])
     assert any(not torch.equal(fields["off"][k], fields["on"][k]) for k in fields["off"])
@@ -256,3 +283,18 @@ def test_lpips_term_and_metric_with_local_weights(scene, tmp_path):
     assert not any("LPIPS term off" in line for line in logs)
     ck = torch.load(tmp_path / "lp" / CHECKPOINT, map_location="cpu", weights_only=False)
     assert any("lpips" in h for h in ck["history"])
+
+
+@pytest.mark.parametrize("flags", [["--coarse-iters", "-5", "--fine-iters", "-5"], ["--coarse-iters", "0"],
+                                   ["--fine-iters", "0"], ["--init-points", "0"], ["--lambda-hex", "-1"],
+                                   ["--lambda-l1", "nan"], ["--sh-degree", "4"], ["--background", "2", "1", "1"],
+                                   ["--hexplane-resolution", "64", "1"], ["--views-per-time", "0"]])
+def test_cli_refuses_out_of_range_numbers_at_parse_time(flags, capsys):
+    from orster4d.cli.construct import build_parser
+
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["in", "-o", "out"] + flags)
+    assert e.value.code == 2
+    assert flags[0] in capsys.readouterr().err
+    args = build_parser().parse_args(["in", "-o", "out", "--skip-fine"])  # a deliberate skip is named
+    assert args.skip_fine

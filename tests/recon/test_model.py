@@ -7,9 +7,11 @@ import torch
 
 from orster4d.recon.deformation import DeformationField, curvature_probe_times, load_priors, st_attention
 from orster4d.ops.hexplane import TIME_PLANES
-from orster4d.recon.gaussians import SH_C0, DensifySchedule, GaussianModel, quat_to_rotmat, rgb_to_sh_dc
+from orster4d.recon.gaussians import SH_C0, GaussianModel, quat_to_rotmat, rgb_to_sh_dc
+from orster4d.recon.strategy import DefaultStrategy, remove, reset_opacity
 from orster4d.io import read_ply, write_gif, write_ply, read_video_frame_count
-from orster4d.recon.losses import depth_smoothness, load_lpips
+from orster4d.recon.losses import depth_smoothness
+from orster4d.perceptual import lpips_distance, try_load_lpips
 from orster4d.metrics import psnr, ssim
 
 AABB = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
@@ -46,11 +48,11 @@ def test_prune_keeps_parameters_and_optimizer_state_aligned():
     opt = _adam_step(g)
     before = {n: p.detach().clone() for n, p in g.named_parameters()}
     avg = {n: opt.state[p]["exp_avg"].clone() for n, p in g.named_parameters()}
-    remove = torch.rand(g.num_gaussians) < 0.4
-    g.prune(remove, opt)
+    mask = torch.rand(g.num_gaussians) < 0.4
+    remove(g, opt, mask)
     for n, p in g.named_parameters():
-        torch.testing.assert_close(p.detach(), before[n][~remove])
-        torch.testing.assert_close(opt.state[p]["exp_avg"], avg[n][~remove])
+        torch.testing.assert_close(p.detach(), before[n][~mask])
+        torch.testing.assert_close(opt.state[p]["exp_avg"], avg[n][~mask])
         assert any(grp["params"][0] is p for grp in opt.param_groups)
     _adam_step(g)  # the optimiser still works on the new tensors
 
@@ -59,7 +61,7 @@ def test_densify_clones_small_splits_large_and_prunes_transparent():
     n = 30
     g = _model(n)
     extent = 2.0
-    sch = DensifySchedule(grad_threshold=0.5, percent_dense=0.05, min_opacity=0.02)
+    sch = DefaultStrategy(grad_threshold=0.5, percent_dense=0.05, min_opacity=0.02)
     with torch.no_grad():
         g.log_scales[:10] = math.log(0.01)  # small: cloned when their gradient is high
         g.log_scales[10:20] = math.log(0.5)  # large: split when their gradient is high
@@ -71,7 +73,7 @@ def test_densify_clones_small_splits_large_and_prunes_transparent():
     grad[10:14] = 1.0
     opt = g.make_optimizer()
     old = g.state()
-    counts = g.densify_and_prune(grad, torch.zeros(n, dtype=torch.int32), sch, extent, opt)
+    counts = sch.densify_and_prune(g, opt, grad, torch.zeros(n, dtype=torch.int32), extent)
     assert counts == {"cloned": 5, "split": 4, "pruned": 5}
     assert g.num_gaussians == n + 5 + 8 - 4 - 5
     # the split children are 1.6x smaller than their parent
@@ -85,15 +87,15 @@ def test_densify_clones_small_splits_large_and_prunes_transparent():
 
 def test_densify_respects_the_budget():
     g = _model(20)
-    sch = DensifySchedule(grad_threshold=0.0, max_gaussians=25, min_opacity=0.0)
-    g.densify_and_prune(torch.ones(20), torch.zeros(20, dtype=torch.int32), sch, 1.0)
+    sch = DefaultStrategy(grad_threshold=0.0, max_gaussians=25, min_opacity=0.0)
+    sch.densify_and_prune(g, None, torch.ones(20), torch.zeros(20, dtype=torch.int32), 1.0)
     assert g.num_gaussians <= 25
 
 
 def test_reset_opacity_caps_and_clears_state():
     g = _model()
     opt = _adam_step(g)
-    g.reset_opacity(opt, 0.01)
+    reset_opacity(g, opt, 0.01)
     assert float(g.opacities.detach().max()) <= 0.01 + 1e-6
     st = opt.state[g.logit_opacities]
     assert float(st["exp_avg"].abs().max()) == 0.0
@@ -260,7 +262,7 @@ def test_st_hexplane_uses_priors_and_saves_them():
     assert not torch.allclose(a, b)  # the priors enter the output
     b.sum().backward()
     assert f.ks_proj.weight.grad is not None and float(f.ks_proj.weight.grad.abs().sum()) > 0
-    g = DeformationField.from_config(f.config(), AABB)
+    g = DeformationField.from_config(dict(f.config))
     g.load_state_dict(f.state_dict())
     torch.testing.assert_close(g(means, t)[0], b.detach())
     with pytest.raises(ValueError, match=r"spatial priors must have shape \[Ns, 6\]"):
@@ -314,10 +316,10 @@ def test_depth_smoothness_zero_on_planes_positive_on_steps():
 
 
 def test_lpips_never_downloads(tmp_path):
-    model, why = load_lpips("vgg", str(tmp_path / "absent.pth"))
+    model, why = try_load_lpips(str(tmp_path / "absent.pth"), "vgg")
     assert model is None and "absent.pth" in why
     with pytest.raises(ValueError, match="net"):
-        load_lpips("resnet")
+        try_load_lpips(None, "resnet")
 
 
 def test_gif_frame_count(tmp_path):
@@ -333,16 +335,14 @@ def test_lpips_loads_a_local_backbone_file(tmp_path):
     feats = torchvision.models.alexnet(weights=None).features
     state = {f"features.{k}": v for k, v in feats.state_dict().items()}
     torch.save(state, tmp_path / "alex.pth")
-    model, why = load_lpips("alex", str(tmp_path / "alex.pth"))
+    model, why = try_load_lpips(str(tmp_path / "alex.pth"), "alex")
     assert model is not None, why
     torch.testing.assert_close(getattr(model.net.slice1, "0").weight, state["features.0.weight"])
     torch.testing.assert_close(getattr(model.net.slice5, "10").weight, state["features.10.weight"])
-    from orster4d.recon.losses import lpips_distance
-
     a = torch.rand(2, 32, 32, 3)
     d_same = lpips_distance(model, a, a)
     d_diff = lpips_distance(model, a, torch.rand(2, 32, 32, 3))
     assert d_same.shape == (2,) and float(d_same.abs().max()) < 1e-6 and bool((d_diff > 0).all())
     torch.save({"classifier.1.weight": torch.zeros(3)}, tmp_path / "wrong.pth")
-    model, why = load_lpips("alex", str(tmp_path / "wrong.pth"))
+    model, why = try_load_lpips(str(tmp_path / "wrong.pth"), "alex")
     assert model is None and "wrong.pth" in why

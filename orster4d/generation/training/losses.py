@@ -4,7 +4,6 @@ Feature dicts map block names to ``[B, C, T, h, w]`` tensors.
 """
 from __future__ import annotations
 
-import os
 from typing import Dict, List, Tuple
 
 import torch
@@ -78,18 +77,3 @@ def feature_alignment(fs: List[torch.Tensor], ft: List[torch.Tensor]) -> torch.T
                              f"pair student blocks of equal width")
         vals.append(1.0 - F.cosine_similarity(a, match_resolution(b, a), dim=1).mean())
     return torch.stack(vals).mean()
-
-
-LPIPS_FILE = "lpips_alex.pth"
-
-
-def load_lpips(folder: str, device="cpu"):
-    """A frozen LPIPS(alex) with all weights (backbone and linear heads) from ``folder/lpips_alex.pth``."""
-    import lpips
-
-    from orster4d.generation.models.base import freeze, require_file
-
-    path = require_file(os.path.join(folder or "", LPIPS_FILE), "LPIPS (loss.lpips_dir)")
-    model = lpips.LPIPS(net="alex", pretrained=False, pnet_rand=True, verbose=False)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return freeze(model).to(device)

@@ -25,7 +25,8 @@ from orster4d.generation.models.conditions import ConditionAdapter, ConditionEnc
 from orster4d.generation.teachers import load_teachers, promised_shape, validate_teacher_map
 from orster4d.generation.models.unet4d import STD4DUNet, enable_block_checkpointing, run_unet
 from orster4d.generation.models.vae import decode_latents, encode_video, load_image_vae
-from orster4d.generation.training.losses import OrsterTransferLoss, feature_alignment, load_lpips, temporal_smoothness
+from orster4d.generation.training.losses import OrsterTransferLoss, feature_alignment, temporal_smoothness
+from orster4d.perceptual import load_lpips
 
 
 class Frozen:
@@ -228,7 +229,7 @@ class Stage3(_STD4DStage):
         super().__init__(cfg, device)
         prev = previous_checkpoint(cfg)
         self.init_std4d(prev, from_backbone=False)
-        self.frozen.lpips = load_lpips(cfg["loss"]["lpips_dir"], device) if cfg["loss"]["l_perc"] > 0 else None
+        self.frozen.lpips = load_lpips(cfg["loss"]["lpips_dir"], "alex", device) if cfg["loss"]["l_perc"] > 0 else None
 
     def forward(self, batch, gen):
         lc = self.cfg["loss"]
