@@ -59,6 +59,7 @@ setup(
             "orster4d-render=orster4d.cli.render:main",
             "orster4d-train=orster4d.cli.train:main",
             "orster4d-construct=orster4d.cli.construct:main",
+            "orster4d-generate=orster4d.cli.generate:main",
         ]
     },
 )
