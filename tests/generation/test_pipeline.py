@@ -211,6 +211,23 @@ def test_stage4_release_model_is_the_trained_model(stage4_run, tmp_path):
             torch.testing.assert_close(released, trained, rtol=1e-5, atol=1e-6)
 
 
+def test_export_with_ema_weights_and_procedural_prompts(stage4_run):
+    from safetensors.torch import load_file
+
+    from orster4d.data.procedural import make_object, object_prompt
+    from orster4d.generation.pipeline import pipeline_from_checkpoint
+
+    ws, out = stage4_run
+    meta = json.load(open(os.path.join(ws["data"], "hopper", "transforms.json")))
+    assert meta["prompt"] == object_prompt(make_object("hopper", 0, 300)) and meta["prompt"].endswith("hopper hopping")
+    final = os.path.join(out, "stage4", "final")
+    plain, ema = pipeline_from_checkpoint(final), pipeline_from_checkpoint(final, ema=True)
+    shadow = load_file(os.path.join(final, "ema.safetensors"))
+    name = "conv_in.weight"
+    assert torch.equal(ema.unet.state_dict()[name], shadow["unet." + name])
+    assert not torch.equal(plain.unet.state_dict()[name], shadow["unet." + name])
+
+
 def test_export_refuses_other_stages_and_existing_folders(stage4_run, tmp_path):
     _, out = stage4_run
     with pytest.raises(ValueError, match="stage-3 checkpoint"):
