@@ -62,6 +62,7 @@ setup(
             "orster4d-train=orster4d.cli.train:main",
             "orster4d-construct=orster4d.cli.construct:main",
             "orster4d-eval=orster4d.cli.eval:main",
+            "orster4d-generate=orster4d.cli.generate:main",
             "orster4d-view=orster4d.cli.view:main",
         ]
     },

@@ -46,6 +46,7 @@ _PUBLIC = {
     "ssim": "orster4d.metrics",
     # generation
     "STD4DUNet": "orster4d.generation.models.unet4d",
+    "STD4DPipeline": "orster4d.generation.pipeline",
     "DisentanglementVAE": "orster4d.generation.models.vae",
     "OrsterTransfer": "orster4d.generation.orster",
     "train_stage": "orster4d.generation.training.trainer",

@@ -277,9 +277,13 @@ def load_dataset(folder: Union[str, Path], background: Sequence[float] = (1.0, 1
 
 
 # ---------------------------------------------------------------------- writing
-def write_dataset(folder: Union[str, Path], ds: DynamicDataset, image_dir: str = "images") -> None:
+def write_dataset(folder: Union[str, Path], ds: DynamicDataset, image_dir: str = "images",
+                  extra: Optional[dict] = None) -> None:
     """Writes ``ds`` as a NeRF-style ``transforms.json`` + PNGs (RGBA when ``ds.alphas`` is set,
-    with straight colour recovered from the composited images) and ``trajectory.json`` when set."""
+    with straight colour recovered from the composited images) and ``trajectory.json`` when set.
+
+    ``extra``: more top-level ``transforms.json`` entries (e.g. ``"prompt"``, the text condition, and
+    ``"static"``, the folder of the static orbital video relative to this one, read by training)."""
     from PIL import Image
 
     folder = Path(folder)
@@ -309,6 +313,10 @@ def write_dataset(folder: Union[str, Path], ds: DynamicDataset, image_dir: str =
             K = ds.Ks[i]
             fr.update(fl_x=float(K[0, 0]), fl_y=float(K[1, 1]), cx=float(K[0, 2]), cy=float(K[1, 2]))
         meta["frames"].append(fr)
+    for key, value in (extra or {}).items():
+        if key in meta:
+            raise ValueError(f"write_dataset: extra key {key!r} would replace a transforms.json entry")
+        meta[key] = value
     (folder / "transforms.json").write_text(json.dumps(meta, indent=1))
     if ds.trajectory is not None:
         ds.trajectory.save(folder / "trajectory.json")

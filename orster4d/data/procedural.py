@@ -25,6 +25,11 @@ from orster4d.quaternions import axis_angle_to_quat, quat_mul, quat_rotate
 
 FAMILIES = ("hopper", "pendulum", "top", "waver", "ball", "walker", "bird", "blob")
 
+# Words of the generated text prompts (``object_prompt``): what each family does, and each texture.
+FAMILY_ACTIONS = {"hopper": "hopping", "pendulum": "swinging", "top": "spinning", "waver": "waving its arm",
+                  "ball": "bouncing", "walker": "walking", "bird": "flapping its wings", "blob": "morphing"}
+PATTERN_WORDS = {"stripes": "striped", "checker": "checkered", "rings": "ringed", "spots": "spotted"}
+
 # A motion maps times [T] to (axis-angle rotation [T, 3], translation [T, 3]).
 Motion = Callable[[torch.Tensor], tuple]
 
@@ -321,3 +326,25 @@ def make_object(family: str, seed: int = 0, num_gaussians: int = 4000) -> Proced
         parts = [part((0.55, 0.55, 0.55), morph=_wobble(u(0.15, 0.25), int(u(2, 5)), freq), weight=3.0)]
     return ProceduralObject(family=family, seed=int(seed), parts=parts, global_motion=glob,
                             num_gaussians=int(num_gaussians))
+
+
+def color_name(rgb) -> str:
+    """A plain English name for an RGB colour in [0, 1]: grey shades by value, else by hue
+    (``"dark "`` before it when the colour is dark)."""
+    import colorsys
+
+    h, sat, v = colorsys.rgb_to_hsv(*(float(c) for c in rgb))
+    if sat < 0.25:
+        return "white" if v > 0.8 else ("grey" if v > 0.4 else "black")
+    hue = h * 360.0
+    name = next(n for bound, n in ((15, "red"), (40, "orange"), (70, "yellow"), (160, "green"), (200, "cyan"),
+                                   (255, "blue"), (290, "purple"), (335, "pink"), (361, "red")) if hue < bound)
+    return f"dark {name}" if v < 0.4 else name
+
+
+def object_prompt(obj: ProceduralObject) -> str:
+    """The text prompt of a procedural object, e.g. ``"a striped red hopper hopping"``: the texture and
+    first colour of its largest part, its family and its motion (deterministic from the object)."""
+    main = max(obj.parts, key=lambda p: _ellipsoid_area(p.radii) * p.weight)
+    return (f"a {PATTERN_WORDS[main.pattern]} {color_name(main.colors[0])} {obj.family} "
+            f"{FAMILY_ACTIONS[obj.family]}")

@@ -3,7 +3,8 @@
 A scene folder written by :func:`generate_scene` holds three datasets in the NeRF-style layout of
 :mod:`orster4d.data.dataset`:
 
-* ``orbital/``: the orbital video (frame ``i`` from azimuth ``360 i / T`` at time ``i / (T - 1)``,
+* ``orbital/``: the orbital video (its ``transforms.json`` also names the object's text
+  ``prompt``, from :func:`~orster4d.data.procedural.object_prompt`, and ``"static": "../static"``) (frame ``i`` from azimuth ``360 i / T`` at time ``i / (T - 1)``,
   with ``trajectory.json``) plus the fixed reference-view video (azimuth 0, every time, frames
   marked ``"reference": true``) that drives L_hex;
 * ``static/``: the static orbital video V' (the object frozen at t = 0, same trajectory);
@@ -21,7 +22,7 @@ import torch
 from orster4d.cameras import OrbitTrajectory, intrinsics_from_fov, orbit_viewmats
 from orster4d.ops.rasterize import rasterize_gaussians
 from orster4d.data.dataset import DynamicDataset, write_dataset
-from orster4d.data.procedural import ProceduralObject, make_object
+from orster4d.data.procedural import ProceduralObject, make_object, object_prompt
 
 
 def render_object(obj: ProceduralObject, times: torch.Tensor, viewmats: torch.Tensor, Ks: torch.Tensor,
@@ -131,12 +132,14 @@ def generate_scene(folder: Union[str, Path], family: str = "hopper", seed: int =
     traj = OrbitTrajectory(num_frames=num_frames, elevation_deg=elevation_deg, radius=radius, fov_deg=fov_deg,
                            width=width, height=height)
     paths = {"orbital": folder / "orbital", "static": folder / "static", "multiview": folder / "multiview"}
-    write_dataset(paths["orbital"], render_orbital(obj, traj, background, device=device, backend=backend))
+    prompt = object_prompt(obj)
+    write_dataset(paths["orbital"], render_orbital(obj, traj, background, device=device, backend=backend),
+                  extra={"prompt": prompt, "static": "../static"})
     write_dataset(paths["static"], render_orbital(obj, traj, background, static=True, with_reference=False,
                                                   device=device, backend=backend))
     write_dataset(paths["multiview"], render_multiview(obj, traj, num_views, background=background, device=device,
                                                        backend=backend))
     (folder / "scene.json").write_text(json.dumps({
-        "family": family, "seed": seed, "num_gaussians": num_gaussians, "num_frames": num_frames,
+        "family": family, "seed": seed, "prompt": prompt, "num_gaussians": num_gaussians, "num_frames": num_frames,
         "num_views": num_views, "trajectory": traj.to_dict(), "background": list(background)}, indent=2))
     return paths

@@ -75,7 +75,7 @@ def test_four_stages_end_to_end_loss_falls(ws, tmp_path):
     for stage in (2, 3, 4):  # the unified 4D-UNet is exported at the end of stages 2-4
         merged = os.path.join(out, f"stage{stage}", "final", "model", "merged_unet")
         assert isinstance(diffusers.UNet3DConditionModel.from_pretrained(merged), diffusers.UNet3DConditionModel)
-    assert os.path.isfile(os.path.join(out, "stage4", "final", "model", "cond", "model.safetensors"))
+    assert os.path.isfile(os.path.join(out, "stage4", "final", "model", "cond", "diffusion_pytorch_model.safetensors"))
 
 
 @pytest.mark.parametrize("stage", [1, 2])

@@ -169,3 +169,142 @@ class ConditionEncoder(nn.Module):
 def null_context(batch: int, context_dim: int, device, dtype=torch.float32) -> torch.Tensor:
     """The unconditional context (one zero token) ``[B, 1, D]`` used by stages 1-3 and CFG."""
     return torch.zeros(batch, 1, context_dim, device=device, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# One model for all conditions (stage 4 and the released pipeline)
+# ------------------------------------------------------------------------------------------------
+VIDEO_MODES = ("orbit", "static", "reference")
+
+try:  # diffusers' model base, so that a DiffusionPipeline saves and loads these components
+    from diffusers import ConfigMixin, ModelMixin
+    from diffusers.configuration_utils import register_to_config
+except ImportError:  # pragma: no cover - diffusers is a dependency
+    ConfigMixin, ModelMixin = object, nn.Module
+
+    def register_to_config(fn):
+        return fn
+
+
+class STD4DConditioner(ModelMixin, ConfigMixin):
+    """Every condition kind's adapter and the video-mode token, in one context layout.
+
+    The context handed to the UNet's cross-attention is ``[B, L, D]`` with fixed slots, in order:
+    ``text_length`` text tokens (when ``"text"`` is a kind), one image token (``"image"``), one
+    static-3D token (``"static3d"``) and one video-mode token. A sample conditioned on one kind
+    fills that kind's slots; the other kinds' slots are zero. The null condition (classifier-free
+    guidance's unconditional branch, and condition dropout in training) zeroes every condition
+    slot and adds no latent input, but keeps the mode token.
+
+    Video modes (``modes``, the ones trained): ``orbit`` (the orbital video of the moving object),
+    ``static`` (the same orbit with the object frozen at t = 0: "motion off") and ``reference`` (the
+    fixed reference-view camera of frame 0 while the object moves). Each is a learned token,
+    zero at initialisation.
+    """
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, kinds=CONDITION_KINDS, context_dim: int = 32, text_width: int = 0, text_length: int = 0,
+                 image_embed_dim: int = 0, latent_channels: int = 4, modes=("orbit",)):
+        super().__init__()
+        kinds, modes = list(kinds), list(modes)
+        if not kinds or any(k not in CONDITION_KINDS for k in kinds) or len(set(kinds)) != len(kinds):
+            raise ValueError(f"condition kinds: expected distinct entries of {CONDITION_KINDS}, got {kinds}")
+        if not modes or modes[0] != "orbit" or any(m not in VIDEO_MODES for m in modes):
+            raise ValueError(f"video modes: expected 'orbit' first, then any of {VIDEO_MODES[1:]}, got {modes}")
+        if "text" in kinds and (text_width < 1 or text_length < 1):
+            raise ValueError("text condition: text_width and text_length (the CLIP text width and context "
+                             "length) must be set")
+        self.kinds, self.modes = kinds, modes
+        self.adapters = nn.ModuleDict({k: ConditionAdapter(k, context_dim, text_width=text_width,
+                                                           image_embed_dim=image_embed_dim,
+                                                           latent_channels=latent_channels) for k in kinds})
+        self.mode_tokens = nn.Parameter(torch.zeros(len(modes), context_dim))
+
+    @property
+    def context_length(self) -> int:
+        return sum(self.config.text_length if k == "text" else 1 for k in self.kinds) + 1
+
+    def kind_index(self, kind: str) -> int:
+        if kind not in self.kinds:
+            raise ValueError(f"condition kind {kind!r}: this model was trained for {self.kinds} only")
+        return self.kinds.index(kind)
+
+    def mode_index(self, mode: str) -> int:
+        if mode not in self.modes:
+            raise ValueError(f"video mode {mode!r}: this model was trained for {self.modes} only")
+        return self.modes.index(mode)
+
+    def forward(self, feats: Dict[str, torch.Tensor], kind_ids: torch.Tensor, mode_ids: torch.Tensor,
+                num_frames: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Context and latent input for a batch.
+
+        ``feats``: the frozen features of any subset of the kinds (``ConditionEncoder``'s keys, batch
+        ``B``); ``kind_ids [B]`` long: the index into ``kinds`` each sample is conditioned on, ``-1``
+        for the null condition (a kind whose features are absent must not be selected);
+        ``mode_ids [B]`` long: index into ``modes``.
+
+        Returns ``(context [B, context_length, D], latent_cond [B, C, num_frames, h, w] or None)``.
+        """
+        b = kind_ids.shape[0]
+        dev = self.mode_tokens.device
+        slots, latent = [], None
+        for i, kind in enumerate(self.kinds):
+            keep = kind_ids.to(dev) == i
+            n = self.config.text_length if kind == "text" else 1
+            if not _has_feats(kind, feats):
+                if bool(keep.any()):
+                    raise ValueError(f"condition kind {kind!r} selected but its features are missing")
+                slots.append(self.mode_tokens.new_zeros(b, n, self.config.context_dim))
+                continue
+            ctx, lat = self.adapters[kind](feats, keep, num_frames)
+            if ctx.shape[1] != n:
+                raise ValueError(f"{kind} condition: {ctx.shape[1]} tokens, the model's layout has {n}")
+            slots.append(ctx)
+            if lat is not None:
+                latent = lat if latent is None else latent + lat
+        slots.append(self.mode_tokens[mode_ids.to(dev)][:, None])
+        return torch.cat(slots, dim=1), latent
+
+
+_FEATURE_KEYS = {"text": ("text_tokens",), "image": ("image_embed", "image_latent"), "static3d": ("static_latent",)}
+
+
+def _has_feats(kind: str, feats: Dict[str, torch.Tensor]) -> bool:
+    return all(k in feats for k in _FEATURE_KEYS[kind])
+
+
+class CLIPConditionEncoder(ModelMixin, ConfigMixin):
+    """A frozen open_clip ``CLIP`` as a diffusers model (so a pipeline folder holds it).
+
+    ``model_cfg``: open_clip ``CLIP`` keyword arguments. ``clip`` is the model itself, used by
+    ``clip_text_tokens`` / ``clip_image_embedding``.
+    """
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, model_cfg: dict):
+        super().__init__()
+        from open_clip.model import CLIP
+
+        self.clip = CLIP(**model_cfg)
+        freeze(self)
+
+    @classmethod
+    def from_open_clip_folder(cls, folder: str) -> "CLIPConditionEncoder":
+        """From the local open_clip folder layout of :func:`load_clip`."""
+        import open_clip
+
+        with open(require_file(os.path.join(require_dir(folder, "CLIP condition encoder"), CLIP_CONFIG),
+                               "CLIP condition encoder")) as f:
+            meta = json.load(f)
+        cfg = meta.get("model_cfg") or open_clip.get_model_config(meta["model_name"])
+        enc = cls(model_cfg=cfg)
+        enc.clip.load_state_dict(load_clip(folder).state_dict())
+        return freeze(enc)
+
+    def feature_dims(self) -> Dict[str, int]:
+        return {"text_width": int(self.clip.transformer.width), "text_length": int(self.clip.context_length),
+                "image_embed_dim": int(self.clip.visual.output_dim)}

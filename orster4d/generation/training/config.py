@@ -42,7 +42,11 @@ DEFAULTS: Dict[str, Any] = {
     "orster": {"weight": 1.0, "lambda_o": 0.5, "options": {}},
     "loss": {"beta_kl": 1e-4, "ortho": 0.0, "ldm_stage3": 1.0, "l_rec": 1.0, "l_perc": 0.0,
              "l_temp": 0.1, "l_align": 0.1, "lpips_dir": None},
-    "cond": {"kind": "text", "clip_dir": None, "p_drop": 0.1},
+    # kind: text | image | static3d | mixed (all three, mixed in each batch: one model for all conditions);
+    # modes: "auto" (every video mode the data has) or a list from orbit, static, reference; p_static /
+    # p_reference: the share of samples trained in the static (motion off) / reference-view mode.
+    "cond": {"kind": "mixed", "clip_dir": None, "p_drop": 0.1, "modes": "auto", "p_static": 0.2,
+             "p_reference": 0.2},
     "noise": {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear",
               "beta_start": 0.00085, "beta_end": 0.012},
     "train": {"steps": 30, "lr": 1e-3, "weight_decay": 0.0, "warmup": 0, "grad_clip": 1.0,
@@ -137,8 +141,13 @@ def resolve_config(preset: str = "tiny", stage: int = 1, files: Iterable[str] = 
 
     if cfg["model"]["mode"] not in MODES:
         raise ValueError(f"model.mode: expected one of {MODES}, got {cfg['model']['mode']!r}")
-    if cfg["cond"]["kind"] not in CONDITION_KINDS:
-        raise ValueError(f"cond.kind: expected one of {CONDITION_KINDS}, got {cfg['cond']['kind']!r}")
+    if cfg["cond"]["kind"] not in CONDITION_KINDS + ("mixed",):
+        raise ValueError(f"cond.kind: expected one of {CONDITION_KINDS + ('mixed',)}, got {cfg['cond']['kind']!r}")
+    cc = cfg["cond"]
+    if not (0 <= cc["p_static"] and 0 <= cc["p_reference"] and cc["p_static"] + cc["p_reference"] <= 1
+            and 0 <= cc["p_drop"] <= 1):
+        raise ValueError(f"cond.p_drop, cond.p_static, cond.p_reference: probabilities in [0, 1] with "
+                         f"p_static + p_reference <= 1, got {cc['p_drop']}, {cc['p_static']}, {cc['p_reference']}")
     return cfg
 
 

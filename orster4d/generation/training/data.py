@@ -7,7 +7,9 @@ by the package's loader ``orster4d.data.load_dataset`` (NeRF-style ``transforms.
 ``"static": "<subfolder>"`` (the static object's orbital video, same layout, static-3D condition).
 
 Items: ``video [T, H, W, 3]`` float32 in [0, 1], ``times [T]``, ``prompt`` (str, "" if absent),
-and ``static_video [T, H, W, 3]`` when the folder names one.
+``static_video [T, H, W, 3]`` when the folder names one, and ``reference_video [T, H, W, 3]`` (the
+fixed reference-view frames, ``"reference": true``, by time) when every folder has one frame of it
+per orbital frame. ``dataset_trajectory`` gives the one orbital trajectory the videos share.
 """
 from __future__ import annotations
 
@@ -45,13 +47,58 @@ def _extra_meta(folder: str) -> dict:
 
 
 def read_video(folder: str) -> Dict[str, torch.Tensor]:
-    """The orbital (non-reference) frames of one folder, by time, via ``orster4d.data.load_dataset``."""
+    """The orbital (non-reference) frames of one folder, by time, via ``orster4d.data.load_dataset``;
+    also ``reference_video`` (the reference-view frames by time) when the folder has any."""
     from orster4d.data.dataset import load_dataset
 
     ds = load_dataset(folder)
-    keep = (~ds.reference).nonzero()[:, 0]
-    order = keep[torch.argsort(ds.times[keep], stable=True)]
-    return {"video": ds.images[order].contiguous(), "times": ds.times[order].contiguous()}
+    by_time = lambda idx: idx[torch.argsort(ds.times[idx], stable=True)]  # noqa: E731
+    order = by_time((~ds.reference).nonzero()[:, 0])
+    out = {"video": ds.images[order].contiguous(), "times": ds.times[order].contiguous()}
+    if bool(ds.reference.any()):
+        out["reference_video"] = ds.images[by_time(ds.reference.nonzero()[:, 0])].contiguous()
+    return out
+
+
+def _reference_count(folder: str) -> tuple:
+    """``(orbital frames, reference frames)`` listed by ``folder/transforms.json`` ((0, 0) without one)."""
+    path = os.path.join(folder, "transforms.json")
+    if not os.path.isfile(path):
+        return 0, 0
+    with open(path) as f:
+        frames = json.load(f).get("frames", [])
+    ref = sum(bool(fr.get("reference", False)) for fr in frames)
+    return len(frames) - ref, ref
+
+
+def dataset_trajectory(root: str) -> dict:
+    """The orbital trajectory shared by the videos under ``root``.
+
+    Returns ``{"trajectory": OrbitTrajectory dict or None, "source": ...}``: ``"data"`` when every
+    video folder has a ``trajectory.json`` and they agree, ``"none"`` when no folder has one. Some
+    folders with and some without, or two different trajectories, raise ValueError naming them
+    (one model generates one trajectory).
+    """
+    from orster4d.cameras import OrbitTrajectory
+
+    found = {}
+    for folder in find_video_folders(root):
+        path = os.path.join(folder, "trajectory.json")
+        found[folder] = OrbitTrajectory.load(path).to_dict() if os.path.isfile(path) else None
+    have = [f for f, t in found.items() if t is not None]
+    if not have:
+        return {"trajectory": None, "source": "none"}
+    missing = [f for f, t in found.items() if t is None]
+    if missing:
+        raise ValueError(f"data: {missing[0]} has no trajectory.json but {have[0]} has one "
+                         f"(every training video needs the same orbital trajectory)")
+    first = found[have[0]]
+    for f in have[1:]:
+        if found[f] != first:
+            diff = {k: (first[k], found[f][k]) for k in first if first[k] != found[f].get(k)}
+            raise ValueError(f"data: {f}/trajectory.json differs from {have[0]}/trajectory.json in {diff} "
+                             f"(one model is trained on one orbital trajectory)")
+    return {"trajectory": first, "source": "data"}
 
 
 class OrbitalVideoDataset(Dataset):
@@ -63,6 +110,7 @@ class OrbitalVideoDataset(Dataset):
         self.frames, self.resolution = frames, resolution
         for folder in self.folders:
             self._check(folder)
+        self.has_reference = all(_reference_count(f)[1] == frames for f in self.folders)
 
     def require_static(self) -> None:
         """Raise unless every video names its static orbital video (static-3D condition)."""
@@ -110,6 +158,8 @@ class OrbitalVideoDataset(Dataset):
         item = {"video": rec["video"], "times": rec["times"], "prompt": extra.get("prompt", "")}
         if extra.get("static"):
             item["static_video"] = read_video(os.path.join(folder, extra["static"]))["video"]
+        if self.has_reference:
+            item["reference_video"] = rec["reference_video"]
         return item
 
 

@@ -4,11 +4,14 @@ Each stage module registers only its trainable parts (so DDP wraps exactly those
 (image VAE, teachers, CLIP, LPIPS) live in ``self.frozen``. ``forward(batch, generator)`` draws
 timesteps and noise from ``generator`` (saved in checkpoints, so resumed runs repeat exactly).
 
-Checkpoint model folders (``<ckpt>/model/``):
+Checkpoint model folders (``<ckpt>/model/``), each with ``trajectory.json`` (the orbital trajectory
+of the training videos, ``training_trajectory``):
 - stage 1: ``unet/`` (diffusers ``UNet3DConditionModel``);
-- stages 2-4: ``std4d/`` (``STD4DUNet``), stage 2 also ``orster.safetensors``, stage 4 also
-  ``cond/`` (``ConditionAdapter``); at the end of stages 2-4 also ``merged_unet/`` (the unified
-  4D-UNet as a ``UNet3DConditionModel`` folder).
+- stage 2: ``std4d/`` (``STD4DUNet``, the two-channel model), ``orster.safetensors``, and at the
+  end ``merged_unet/``: the unified 4D-UNet (spatial sub-blocks of the spatial channel, temporal
+  sub-blocks of the temporal channel) as a ``UNet3DConditionModel`` folder;
+- stages 3-4: ``merged_unet/``, the unified 4D-UNet they train (so what generation samples is
+  what was trained, loadable by diffusers alone); stage 4 also ``cond/`` (``STD4DConditioner``).
 """
 from __future__ import annotations
 
@@ -21,9 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from orster4d.generation.models.base import require_dir, require_file
-from orster4d.generation.models.conditions import ConditionAdapter, ConditionEncoder, load_clip, null_context
+from orster4d.generation.models.conditions import (CONDITION_KINDS, VIDEO_MODES, ConditionEncoder, STD4DConditioner,
+                                                   load_clip, null_context)
 from orster4d.generation.teachers import load_teachers, promised_shape, validate_teacher_map
-from orster4d.generation.models.unet4d import STD4DUNet, enable_block_checkpointing, run_unet
+from orster4d.generation.models.unet4d import (FeatureTaps, STD4DUNet, enable_block_checkpointing, run_unet,
+                                              unet_config_of)
 from orster4d.generation.models.vae import decode_latents, encode_video, load_image_vae
 from orster4d.generation.training.losses import OrsterTransferLoss, feature_alignment, temporal_smoothness
 from orster4d.perceptual import load_lpips
@@ -56,6 +61,28 @@ def previous_checkpoint(cfg: dict) -> str:
     return path
 
 
+TRAJECTORY_NAME = "trajectory.json"
+
+
+def training_trajectory(cfg: dict) -> dict:
+    """What a stage checkpoint records about the trajectory it was trained on.
+
+    ``{"trajectory": OrbitTrajectory dict (frames, elevation, radius, field of view, size, ...),
+    "source": "data" | "default"}``: the videos' shared ``trajectory.json``, or, when they carry
+    none, the default orbit (15 degrees elevation, radius 3, 40 degrees field of view) at
+    ``data.frames`` frames of ``data.resolution`` pixels.
+    """
+    from orster4d.cameras import OrbitTrajectory
+    from orster4d.generation.training.data import dataset_trajectory
+
+    dc = cfg["data"]
+    found = dataset_trajectory(dc["root"]) if dc.get("root") else {"trajectory": None}
+    if found["trajectory"] is not None:
+        return {"trajectory": found["trajectory"], "source": "data"}
+    traj = OrbitTrajectory(num_frames=dc["frames"], width=dc["resolution"], height=dc["resolution"])
+    return {"trajectory": traj.to_dict(), "source": "default"}
+
+
 class StageBase(nn.Module):
     def __init__(self, cfg: dict, device: torch.device):
         super().__init__()
@@ -70,6 +97,13 @@ class StageBase(nn.Module):
         self.frozen.alphas = self.frozen.noise.alphas_cumprod.to(device)
         self.grad_ckpt = cfg["model"]["gradient_checkpointing"] in (True, "true") or (
             cfg["model"]["gradient_checkpointing"] == "auto" and device.type == "cuda")
+        self.trajectory = training_trajectory(cfg)
+
+    def save_trajectory(self, folder: str) -> None:
+        """Write ``trajectory.json``: the orbital trajectory of the training videos (see ``training_trajectory``)."""
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, TRAJECTORY_NAME), "w") as f:
+            json.dump(self.trajectory, f, indent=2)
 
     # -- shared pieces ------------------------------------------------------------------------
     def latents(self, batch) -> torch.Tensor:
@@ -122,6 +156,7 @@ class Stage1(StageBase):
 
     def save_model(self, folder, final=False):
         self.unet.save_pretrained(os.path.join(folder, "unet"))
+        self.save_trajectory(folder)
 
     def load_model(self, folder):
         from diffusers import UNet3DConditionModel
@@ -162,6 +197,7 @@ class _STD4DStage(StageBase):
 
     def save_model(self, folder, final=False):
         self.std4d.save_pretrained(os.path.join(folder, "std4d"))
+        self.save_trajectory(folder)
         if final:
             self.std4d.merge(os.path.join(folder, "merged_unet"))
 
@@ -221,14 +257,61 @@ class Stage2(_STD4DStage):
         self.orster.load_state_dict(load_file(os.path.join(folder, "orster.safetensors")))
 
 
-class Stage3(_STD4DStage):
-    """Consistency (Eq. 15): ``ldm_stage3 * L_ldm + l_rec L1 + l_perc LPIPS + l_temp L_temp +
-    l_align L_align + beta KL``, images decoded from the predicted clean latent."""
+def load_unified_unet(checkpoint: str):
+    """The unified 4D-UNet (``model/merged_unet/``, a diffusers ``UNet3DConditionModel``) of a checkpoint."""
+    from diffusers import UNet3DConditionModel
+
+    path = os.path.join(checkpoint, "model", "merged_unet")
+    require_file(os.path.join(require_dir(path, f"unified 4D-UNet of {checkpoint}"), "config.json"),
+                 f"unified 4D-UNet of {checkpoint}")
+    return UNet3DConditionModel.from_pretrained(path)
+
+
+class _UnifiedStage(StageBase):
+    """Stages 3 and 4 train the unified 4D-UNet merged at the end of stage 2 (section "merge" of
+    ``unet4d``): one ``UNet3DConditionModel``, saved as ``model/merged_unet/`` at every checkpoint,
+    so the released model is exactly the trained one. Spatial / temporal features (``F_s``, ``F_t``)
+    are tapped at the student blocks of the teacher map."""
+
+    def init_unified(self, prev: str) -> None:
+        self.unet = load_unified_unet(prev).to(self.frozen.device)
+        self.unet.train()
+        self.cfg["model"]["unet"] = unet_config_of(self.unet)
+        tm = validate_teacher_map(self.cfg["teachers"]["map"])
+        self.frozen.taps = {role: FeatureTaps(self.unet, [e["student"] for e in tm if e["teacher"] == role],
+                                              f"unified 4D-UNet ({role} taps)") for role in ("spatial", "temporal")}
+        if self.grad_ckpt:
+            enable_block_checkpointing(self.unet)
+
+    def predict(self, zt, t, ctx, latent_cond=None, capture: bool = False):
+        """Noise ``[B, C, T, h, w]`` and, with ``capture``, the tapped ``(F_s, F_t)`` dicts."""
+        taps = self.frozen.taps
+        for tp in taps.values():
+            tp.active, tp.num_frames, tp.features = capture, zt.shape[2], {}
+        try:
+            eps = run_unet(self.unet, zt + latent_cond if latent_cond is not None else zt, t, ctx)
+            return eps, dict(taps["spatial"].features), dict(taps["temporal"].features)
+        finally:
+            for tp in taps.values():
+                tp.active, tp.features = False, {}
+
+    def save_model(self, folder, final=False):
+        self.unet.save_pretrained(os.path.join(folder, "merged_unet"))
+        self.save_trajectory(folder)
+
+    def load_model(self, folder):
+        from diffusers import UNet3DConditionModel
+
+        self.unet.load_state_dict(UNet3DConditionModel.from_pretrained(os.path.join(folder, "merged_unet")).state_dict())
+
+
+class Stage3(_UnifiedStage):
+    """Consistency (Eq. 15) of the unified 4D-UNet: ``ldm_stage3 * L_ldm + l_rec L1 + l_perc LPIPS +
+    l_temp L_temp + l_align L_align``, images decoded from the predicted clean latent."""
 
     def __init__(self, cfg, device):
         super().__init__(cfg, device)
-        prev = previous_checkpoint(cfg)
-        self.init_std4d(prev, from_backbone=False)
+        self.init_unified(previous_checkpoint(cfg))
         self.frozen.lpips = load_lpips(cfg["loss"]["lpips_dir"], "alex", device) if cfg["loss"]["l_perc"] > 0 else None
 
     def forward(self, batch, gen):
@@ -236,8 +319,8 @@ class Stage3(_STD4DStage):
         z0 = self.latents(batch)
         zt, t, eps = self.noised(z0, gen)
         ctx = null_context(z0.shape[0], self.context_dim(), z0.device)
-        out = self.std4d(zt, t, ctx, generator=gen, capture=True)
-        pred = out["eps"].float()
+        pred, fs_d, ft_d = self.predict(zt, t, ctx, capture=True)
+        pred = pred.float()
         ldm = F.mse_loss(pred, eps)
         a = self.frozen.alphas[t].view(-1, 1, 1, 1, 1)
         z0_hat = (zt - (1 - a).sqrt() * pred) / a.sqrt()
@@ -245,15 +328,15 @@ class Stage3(_STD4DStage):
         gt = batch["video"]
         rec = (img - gt).abs().mean()
         logs = {"ldm": ldm.detach(), "rec": rec.detach()}
-        loss = lc["ldm_stage3"] * ldm + lc["l_rec"] * rec + self.kl_terms(out)
+        loss = lc["ldm_stage3"] * ldm + lc["l_rec"] * rec
         if self.frozen.lpips is not None:
             to = lambda v: v.flatten(0, 1).permute(0, 3, 1, 2) * 2 - 1  # noqa: E731
             perc = self.frozen.lpips(to(img), to(gt)).mean()
             loss = loss + lc["l_perc"] * perc
             logs["perc"] = perc.detach()
-        fs, ft = list(out["spatial_features"].values()), list(out["temporal_features"].values())
+        fs, ft = list(fs_d.values()), list(ft_d.values())
         if ft:
-            temp = temporal_smoothness(out["temporal_features"])
+            temp = temporal_smoothness(ft_d)
             loss = loss + lc["l_temp"] * temp
             logs["temp"] = temp.detach()
         if fs and ft:
@@ -263,35 +346,107 @@ class Stage3(_STD4DStage):
         return loss, logs
 
 
-class Stage4(_STD4DStage):
-    """Conditional fine-tuning (Eq. 16) for ``cond.kind`` in {text, image, static3d}."""
+def condition_kinds(cfg: dict) -> list:
+    """The condition kinds stage 4 trains: ``cond.kind`` alone, or all three for ``"mixed"``."""
+    kind = cfg["cond"]["kind"]
+    return list(CONDITION_KINDS) if kind == "mixed" else [kind]
+
+
+def condition_data(cfg: dict, kinds: list) -> list:
+    """Check that the training videos carry what ``kinds`` and ``cond.modes`` need, before any step;
+    returns the video modes to train (``cond.modes``, or for ``"auto"`` every mode the data has:
+    ``static`` when every video names its static orbital video, ``reference`` when every video has
+    its reference-view frames)."""
+    from orster4d.generation.training.data import _extra_meta, _reference_count, find_video_folders
+
+    cc = cfg["cond"]
+    folders = find_video_folders(cfg["data"]["root"])
+    metas = {f: _extra_meta(f) for f in folders}
+    has_static = all(m.get("static") for m in metas.values())
+    has_ref = all(_reference_count(f)[1] == cfg["data"]["frames"] for f in folders)
+    modes = cc["modes"]
+    if modes == "auto":
+        modes = ["orbit"] + (["static"] if has_static else []) + (["reference"] if has_ref else [])
+    modes = list(modes)
+    if not modes or modes[0] != "orbit" or any(m not in VIDEO_MODES for m in modes):
+        raise ValueError(f"cond.modes: expected \"auto\" or a list starting with 'orbit' from {VIDEO_MODES}, "
+                         f"got {cc['modes']!r}")
+    for folder, meta in metas.items():
+        if "text" in kinds and not str(meta.get("prompt", "")).strip():
+            raise ValueError(f"data: {folder}/transforms.json has no 'prompt' but stage 4 trains the text "
+                             f"condition (cond.kind={cc['kind']!r}); add prompts to the data or choose another kind")
+        if ("static3d" in kinds or "static" in modes) and not meta.get("static"):
+            raise ValueError(f"data: {folder}/transforms.json has no 'static' sub-folder, needed by "
+                             f"{'cond.kind=static3d' if 'static3d' in kinds else 'cond.modes static'}")
+        if "reference" in modes and _reference_count(folder)[1] != cfg["data"]["frames"]:
+            raise ValueError(f"data: {folder} has {_reference_count(folder)[1]} reference-view frames, "
+                             f"cond.modes 'reference' needs one per orbital frame ({cfg['data']['frames']})")
+    return modes
+
+
+class Stage4(_UnifiedStage):
+    """Conditional fine-tuning (Eq. 16) of the unified 4D-UNet, one model for all conditions.
+
+    Each sample of a batch draws one kind of ``condition_kinds(cfg)`` (uniformly) and, with
+    probability ``cond.p_drop``, the null condition instead (classifier-free guidance). It also
+    draws its video mode: ``static`` with probability ``cond.p_static`` (the target is the static
+    orbital video, motion off), ``reference`` with ``cond.p_reference`` (the reference-view video),
+    else ``orbit``, among the trained modes. The image condition is always the orbit's first view
+    I0, which is also the first frame of the static and the reference-view videos.
+    """
 
     def __init__(self, cfg, device):
         super().__init__(cfg, device)
         prev = previous_checkpoint(cfg)
         cc = cfg["cond"]
+        self.kinds = condition_kinds(cfg)
+        self.modes = condition_data(cfg, self.kinds)
         clip = None
-        if cc["kind"] in ("text", "image"):
+        if any(k in ("text", "image") for k in self.kinds):
             if not cc["clip_dir"]:
                 raise ValueError(f"cond.clip_dir: condition kind {cc['kind']!r} needs a local open_clip folder")
             clip = load_clip(cc["clip_dir"], device)
-        self.frozen.encoder = ConditionEncoder(cc["kind"], clip=clip, vae=self.frozen.vae)
-        self.init_std4d(prev, from_backbone=False)
-        dims = self.frozen.encoder.feature_dims()
-        self.cond = ConditionAdapter(cc["kind"], context_dim=self.context_dim(),
-                                     text_width=dims.get("text_width", 0),
-                                     image_embed_dim=dims.get("image_embed_dim", 0),
-                                     latent_channels=self.cfg["model"]["unet"]["in_channels"]).to(device)
+        self.frozen.encoders = {k: ConditionEncoder(k, clip=clip, vae=self.frozen.vae) for k in self.kinds}
+        self.init_unified(prev)
+        dims = {}
+        if clip is not None:
+            dims = {"text_width": int(clip.transformer.width), "text_length": int(clip.context_length),
+                    "image_embed_dim": int(clip.visual.output_dim)}
+        self.cond = STD4DConditioner(kinds=self.kinds, context_dim=self.context_dim(),
+                                     latent_channels=self.cfg["model"]["unet"]["in_channels"], modes=self.modes,
+                                     **dims).to(device)
+
+    def _draw(self, b: int, gen, device):
+        cc = self.cfg["cond"]
+        r = lambda: torch.rand(b, generator=gen, device=gen.device).to(device)  # noqa: E731
+        kind = torch.randint(0, len(self.kinds), (b,), generator=gen, device=gen.device).to(device)
+        kind = torch.where(r() < cc["p_drop"], torch.full_like(kind, -1), kind)
+        u = r()
+        mode = torch.zeros(b, dtype=torch.long, device=device)
+        lo = 0.0
+        for name, p in (("static", cc["p_static"]), ("reference", cc["p_reference"])):
+            if name in self.modes:
+                mode = torch.where((u >= lo) & (u < lo + p), torch.full_like(mode, self.modes.index(name)), mode)
+                lo += p
+        return kind, mode
 
     def forward(self, batch, gen):
-        z0 = self.latents(batch)
+        video = batch["video"]
+        feats = {}
+        for enc in self.frozen.encoders.values():
+            feats.update(enc(batch))
+        kind, mode = self._draw(video.shape[0], gen, video.device)
+        target = video
+        for name, key in (("static", "static_video"), ("reference", "reference_video")):
+            if name in self.modes:
+                pick = (mode == self.modes.index(name)).view(-1, 1, 1, 1, 1)
+                target = torch.where(pick, batch[key].to(video), target)
+        z0 = self.latents({"video": target})
         zt, t, eps = self.noised(z0, gen)
-        feats = self.frozen.encoder(batch)
-        keep = torch.rand(z0.shape[0], generator=gen, device=gen.device).to(z0.device) >= self.cfg["cond"]["p_drop"]
-        ctx, lat = self.cond(feats, keep, z0.shape[2])
-        out = self.std4d(zt, t, ctx, latent_cond=lat, generator=gen)
-        ldm = F.mse_loss(out["eps"].float(), eps)
-        return ldm + self.kl_terms(out), {"ldm": ldm.detach(), "kl": out["kl"].detach()}
+        ctx, lat = self.cond(feats, kind, mode, z0.shape[2])
+        pred, _, _ = self.predict(zt, t, ctx, latent_cond=lat)
+        ldm = F.mse_loss(pred.float(), eps)
+        return ldm, {"ldm": ldm.detach()}
 
     def save_model(self, folder, final=False):
         super().save_model(folder, final)
@@ -299,7 +454,7 @@ class Stage4(_STD4DStage):
 
     def load_model(self, folder):
         super().load_model(folder)
-        self.cond.load_state_dict(ConditionAdapter.from_pretrained(os.path.join(folder, "cond")).state_dict())
+        self.cond.load_state_dict(STD4DConditioner.from_pretrained(os.path.join(folder, "cond")).state_dict())
 
 
 STAGE_CLASSES = {1: Stage1, 2: Stage2, 3: Stage3, 4: Stage4}

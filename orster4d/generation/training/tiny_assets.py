@@ -69,3 +69,41 @@ def make_tiny_assets(root: str, seed: int = 0) -> dict:
     make_tiny_unet(paths["teacher_temporal"], seed + 2, block_out_channels=(16, 32), norm_num_groups=8)
     make_tiny_clip(paths["clip"], seed + 3)
     return paths
+
+
+def make_tiny_pipeline(folder=None, seed: int = 0, kinds=("text", "image", "static3d"),
+                       modes=("orbit", "static", "reference"), frames: int = 8, resolution: int = 32):
+    """A randomly initialised tiny ``STD4DPipeline`` (tiny VAE, UNet, CLIP, conditioner; DDIM) on the
+    default orbit at ``frames`` frames of ``resolution`` pixels; saved to ``folder`` when given.
+
+    Not trained: it exercises generation and construction code paths only. The conditioner's
+    zero-initialised latent inputs and mode tokens are filled with small random values so that
+    every condition and mode changes the output.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
+    from open_clip.model import CLIP
+
+    from orster4d.cameras import OrbitTrajectory
+    from orster4d.generation.models.conditions import CLIPConditionEncoder, STD4DConditioner
+    from orster4d.generation.pipeline import STD4DPipeline
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**TINY_VAE)
+    unet = UNet3DConditionModel(**TINY_UNET)
+    clip = CLIPConditionEncoder(model_cfg=TINY_CLIP) if any(k in ("text", "image") for k in kinds) else None
+    dims = clip.feature_dims() if clip is not None else {}
+    cond = STD4DConditioner(kinds=list(kinds), context_dim=TINY_UNET["cross_attention_dim"],
+                            latent_channels=TINY_UNET["in_channels"], modes=list(modes), **dims)
+    with torch.no_grad():
+        for p in cond.parameters():
+            if not p.abs().sum():
+                p.normal_(0, 0.05)
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                          beta_end=0.012, clip_sample=False, set_alpha_to_one=False)
+    traj = OrbitTrajectory(num_frames=frames, width=resolution, height=resolution)
+    pipe = STD4DPipeline(vae=vae, unet=unet, scheduler=sched, conditioner=cond, clip_encoder=clip,
+                         trajectory=traj.to_dict(), prior_blocks={"spatial": [TINY_TEACHER_MAP[0]["student"]],
+                                                                  "temporal": [TINY_TEACHER_MAP[1]["student"]]})
+    if folder is not None:
+        pipe.save_pretrained(folder)
+    return pipe
