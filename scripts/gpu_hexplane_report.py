@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from gpu_timing import cuda_median_ms, peak_extra_mb  # noqa: E402
 from hexplane_cases import CASES, METHODS, Case, Inputs, max_rel_err, off_texel_edges  # noqa: E402
-from orster4d.build import load_extension  # noqa: E402
+from orster4d.ops.hexplane._autograd import extension  # noqa: E402
 
 
 def correctness(case: Case) -> dict:
@@ -67,18 +67,18 @@ def timings(case: Case, reps: int) -> dict:
             "peak_extra_mb_fwd_bwd": peak_extra_mb(lambda: inp.step(method, True)),
         }
     # the two kernels alone (no autograd, no allocation of the plane-gradient buffer counted apart)
-    ext = load_extension("hexplane", "cuda")
+    ext = extension("cuda")
     f = inp.field
     pts = inp.points.detach()
     meta = f.layout.meta()
     res["fused_kernels"] = {
-        "forward_ms": cuda_median_ms(lambda: ext.forward(pts, f.data.detach(), meta), iters=reps),
+        "forward_ms": cuda_median_ms(lambda: ext.hexplane_fwd(pts, f.data.detach(), meta), iters=reps),
         "backward_ms": cuda_median_ms(
-            lambda: ext.backward(inp.grad_out, pts, f.data.detach(), meta, True, True), iters=reps),
+            lambda: ext.hexplane_bwd(inp.grad_out, pts, f.data.detach(), meta, True, True), iters=reps),
         "backward_planes_only_ms": cuda_median_ms(
-            lambda: ext.backward(inp.grad_out, pts, f.data.detach(), meta, False, True), iters=reps),
+            lambda: ext.hexplane_bwd(inp.grad_out, pts, f.data.detach(), meta, False, True), iters=reps),
         "backward_points_only_ms": cuda_median_ms(
-            lambda: ext.backward(inp.grad_out, pts, f.data.detach(), meta, True, False), iters=reps),
+            lambda: ext.hexplane_bwd(inp.grad_out, pts, f.data.detach(), meta, True, False), iters=reps),
     }
     base = res["grid_sample"]
     for method in ("fused", "fused_list"):
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     gpu = torch.cuda.get_device_name(0)
     out = args.out or ROOT / "benchmarks" / "results" / f"hexplane_{gpu.replace(' ', '_')}.json"
     t0 = time.time()
-    load_extension("hexplane", "cuda")
+    extension("cuda")
     report = {
         "gpu": gpu,
         "torch": torch.__version__,
