@@ -246,7 +246,8 @@ def compile_cuda_only(arch: str = "90", out: Path | None = None, verbose: bool =
             if proc.returncode != 0:
                 log = proc.stdout + proc.stderr
                 tool = "nvcc" if src.suffix == ".cu" else cxx
-                raise BuildError(f"{tool} failed on {src.relative_to(csrc_root().parent)}: {_first_error(log)}\n{log[-4000:]}")
+                where = src.relative_to(csrc_root().parent)
+                raise BuildError(f"{tool} failed on {where}: {_first_error(log)}\n{log[-4000:]}")
             if verbose:
                 tool = "nvcc" if src.suffix == ".cu" else "c++ "
                 print(f"  {tool} ok  {src.relative_to(csrc_root().parent)}  ({seconds:.1f} s)")
@@ -272,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="orster4d-build", description="Build the orster4d C++/CUDA kernels ahead of time.")
     p.add_argument("--cuda", action="store_true", help="also build the CUDA modules (default: when torch sees a GPU)")
     p.add_argument("--no-cpu", action="store_true", help="skip the CPU modules")
-    p.add_argument("--cuda-compile-only", action="store_true", help="only compile the CUDA libraries' sources to objects (no GPU needed)")
+    p.add_argument("--cuda-compile-only", action="store_true",
+                   help="only compile the CUDA libraries' sources to objects (no GPU needed)")
     p.add_argument("--arch", default="90", help="SM architecture for --cuda-compile-only (default 90)")
     p.add_argument("--jobs", type=int, default=0,
                    help="modules built at once, each in its own process (default: all of them)")

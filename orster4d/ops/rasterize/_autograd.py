@@ -50,14 +50,12 @@ def ensure_loaded(backend: str) -> bool:
     return True
 
 
-def _grad(g: Optional[torch.Tensor], like: torch.Tensor, last: Optional[int] = None) -> torch.Tensor:
+def _grad(g: Optional[torch.Tensor], like: torch.Tensor, shape: Optional[tuple] = None) -> torch.Tensor:
     """An output gradient as the kernels want it: contiguous; when autograd gave none, zeros of
-    ``like``'s shape (its last dim replaced by ``last``; no last dim when ``last`` is 0)."""
+    ``shape`` (default: ``like``'s) with ``like``'s dtype and device."""
     if g is not None:
         return g.contiguous()
-    if last is None:
-        return torch.zeros_like(like, memory_format=torch.contiguous_format)
-    return like.new_zeros((*like.shape[:-1], last) if last else like.shape[:-1])
+    return like.new_zeros(like.shape if shape is None else shape)
 
 
 def _maybe(g: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -119,7 +117,8 @@ def _backward_project(ctx, v_radii, v_means2d, v_depths, v_conics):
     width, height, eps2d = ctx.meta
     v_means, v_quats, v_scales = torch.ops.orster4d.project_bwd(
         means, quats, scales, viewmats, Ks, width, height, eps2d, radii, conics,
-        _grad(v_means2d, conics, 2), _grad(v_depths, conics, 0), _grad(v_conics, conics))
+        _grad(v_means2d, conics, (*conics.shape[:-1], 2)), _grad(v_depths, conics, conics.shape[:-1]),
+        _grad(v_conics, conics))
     return v_means, v_quats, v_scales, None, None, None, None, None, None, None
 
 
