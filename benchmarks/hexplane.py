@@ -193,20 +193,20 @@ def timings(case: Case, reps: int) -> dict:
             "peak_extra_mb_fwd_bwd": peak_extra_mb(lambda: inp.step(method, True)),
         }
     # the two kernels alone (no autograd, no allocation of the plane-gradient buffer counted apart)
-    from orster4d.build import load_extension
+    from orster4d.ops.hexplane._autograd import extension
 
-    ext = load_extension("hexplane", "cuda")
+    ext = extension("cuda")
     f = inp.field
     pts = inp.points.detach()
     meta = f.layout.meta()
     res["fused_kernels"] = {
-        "forward_ms": cuda_median_ms(lambda: ext.forward(pts, f.data.detach(), meta), iters=reps),
+        "forward_ms": cuda_median_ms(lambda: ext.hexplane_fwd(pts, f.data.detach(), meta), iters=reps),
         "backward_ms": cuda_median_ms(
-            lambda: ext.backward(inp.grad_out, pts, f.data.detach(), meta, True, True), iters=reps),
+            lambda: ext.hexplane_bwd(inp.grad_out, pts, f.data.detach(), meta, True, True), iters=reps),
         "backward_planes_only_ms": cuda_median_ms(
-            lambda: ext.backward(inp.grad_out, pts, f.data.detach(), meta, False, True), iters=reps),
+            lambda: ext.hexplane_bwd(inp.grad_out, pts, f.data.detach(), meta, False, True), iters=reps),
         "backward_points_only_ms": cuda_median_ms(
-            lambda: ext.backward(inp.grad_out, pts, f.data.detach(), meta, True, False), iters=reps),
+            lambda: ext.hexplane_bwd(inp.grad_out, pts, f.data.detach(), meta, True, False), iters=reps),
     }
     base = res["grid_sample"]
     for method in ("fused", "fused_list"):
@@ -218,7 +218,7 @@ def timings(case: Case, reps: int) -> dict:
 
 
 def main(argv=None) -> int:
-    from orster4d.build import load_extension
+    from orster4d.ops.hexplane._autograd import extension
 
     p = report_parser("GPU report of the fused HexPlane sampler: correctness on CUDA, speed and memory")
     p.add_argument("--reps", type=int, default=30)
@@ -228,7 +228,7 @@ def main(argv=None) -> int:
         return 2
     gpu = torch.cuda.get_device_name(0)
     t0 = time.time()
-    load_extension("hexplane", "cuda")
+    extension("cuda")
     report = {
         "gpu": gpu,
         "torch": torch.__version__,

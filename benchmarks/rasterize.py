@@ -155,20 +155,23 @@ def render_ours(s: Scene) -> torch.Tensor:
 
 
 def render_ours_ops(s: Scene) -> torch.Tensor:
-    """Ours through the op-level autograd Functions only (no input validation, RGB colours):
-    the kernels' cost without the Python entry point's checks."""
-    from orster4d.ops.rasterize._autograd import Project, Rasterize, extension
+    """Ours through the dispatcher ops only (no input validation, RGB colours): the kernels' cost
+    without the Python entry point's checks."""
+    from orster4d.ops.rasterize._autograd import TILE_SIZE, extension
 
-    ext = extension("cuda")
+    ops = extension("cuda")
     lead = s.means.shape[:-2]
     m, q, sc = (x.reshape(-1, *x.shape[-2:]) for x in (s.means, s.quats, s.scales))
     o = s.opacities.reshape(-1, s.opacities.shape[-1])
     vm = s.viewmats.reshape(-1, *s.viewmats.shape[-3:])
     K = s.Ks.reshape(-1, *s.Ks.shape[-3:])
     B, C, N = m.shape[0], vm.shape[1], m.shape[1]
-    radii, means2d, depths, conics = Project.apply(m, q, sc, vm, K, s.width, s.height, 0.01, 1e10, 0.3, ext)
+    radii, means2d, depths, conics = ops.project_fwd(m, q, sc, vm, K, s.width, s.height, 0.01, 1e10, 0.3)
     col = s.colors.reshape(B, 1, N, 3).expand(B, C, N, 3).contiguous()
-    rgb, _, _ = Rasterize.apply(means2d, conics, col, o, depths, None, radii, s.width, s.height, ext)
+    tw, th = math.ceil(s.width / TILE_SIZE), math.ceil(s.height / TILE_SIZE)
+    offsets, ids = ops.intersect_tiles(means2d.detach(), radii, depths.detach(), TILE_SIZE, tw, th, conics.detach(),
+                                       o.detach())
+    rgb = ops.rasterize_fwd(means2d, conics, col, o, depths, None, s.width, s.height, TILE_SIZE, offsets, ids)[0]
     return rgb.reshape(*lead, C, s.height, s.width, 3)
 
 

@@ -2,11 +2,17 @@
 
 Every kernel family lives in ``csrc/<family>/`` with two backends:
 
-* ``csrc/<family>/cpu/*.cpp``            -> module ``orster4d_<family>_cpu``
-* ``csrc/<family>/cuda/*.cu`` + ``*.cpp`` -> module ``orster4d_<family>_cuda``
+* ``csrc/<family>/cpu/*.cpp``            -> library ``orster4d_<family>_cpu``
+* ``csrc/<family>/cuda/*.cu`` + ``*.cpp`` -> library ``orster4d_<family>_cuda``
 
 Both see ``csrc/include`` on their include path; that is where the math shared
 by the CPU and CUDA code lives, in ``__host__ __device__`` headers.
+
+The libraries are not Python modules: loading one registers its kernels with the
+PyTorch dispatcher, and the ops are called as ``torch.ops.orster4d.<op>``. A family's
+CPU library defines the ops' schemas (``csrc/include/orster4d/op_schemas.h``) and its
+CUDA library only adds CUDA kernels, so :func:`load_extension` loads the CPU library
+of a family before its CUDA library.
 
 Modules are built with ``torch.utils.cpp_extension.load`` (ninja) on first use
 and cached in ``$ORSTER4D_BUILD_DIR`` (default ``~/.cache/orster4d/<torch>``).
@@ -17,7 +23,7 @@ Command line (``orster4d-build`` or ``python -m orster4d.build``)::
 
     orster4d-build                 # build every family for the backends this machine can run
     orster4d-build --cuda          # also build the CUDA modules (needs nvcc)
-    orster4d-build --cuda-compile-only   # nvcc -c every .cu file (CI, no GPU needed)
+    orster4d-build --cuda-compile-only   # nvcc -c every .cu file, c++ -c every CUDA-side .cpp (CI, no GPU needed)
 """
 from __future__ import annotations
 
@@ -32,13 +38,11 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
-from types import ModuleType
-
 import torch
 
 __all__ = ["BuildError", "load_extension", "families", "csrc_root", "build_dir", "main"]
 
-_LOADED: dict[tuple[str, str], ModuleType] = {}
+_LOADED: dict[tuple[str, str], Path] = {}
 
 
 class BuildError(RuntimeError):
@@ -131,12 +135,16 @@ def _first_error(log: str) -> str:
     return ""
 
 
-def load_extension(family: str, backend: str, verbose: bool = False) -> ModuleType:
-    """Build (if needed) and import ``orster4d_<family>_<backend>``.
+def load_extension(family: str, backend: str, verbose: bool = False) -> Path:
+    """Build (if needed) and load ``orster4d_<family>_<backend>`` into the dispatcher.
 
     Args:
         family: a folder under ``csrc/`` (``"rasterize"``, ``"hexplane"``).
-        backend: ``"cpu"`` or ``"cuda"``.
+        backend: ``"cpu"`` or ``"cuda"``; ``"cuda"`` loads the family's CPU library first (it
+            defines the ops' schemas).
+
+    Returns:
+        The path of the loaded shared library. Its ops are ``torch.ops.orster4d.*``.
     """
     key = (family, backend)
     if key in _LOADED:
@@ -146,18 +154,20 @@ def load_extension(family: str, backend: str, verbose: bool = False) -> ModuleTy
     from torch.utils import cpp_extension
 
     sources = _sources(family, backend)
-    digest = _digest(sources + _headers())
     name = f"orster4d_{family}_{backend}"
+    if backend == "cuda":
+        if cpp_extension.CUDA_HOME is None:
+            raise BuildError(
+                f"building {name} needs the CUDA toolkit (nvcc): set CUDA_HOME or put nvcc on PATH"
+            )
+        load_extension(family, "cpu", verbose=verbose)
+    digest = _digest(sources + _headers())
     cflags, nvcc_flags = _cflags(backend)
     cflags = cflags + [f"-DORSTER4D_SOURCE_DIGEST={digest}"]
     folder = build_dir() / name
     folder.mkdir(parents=True, exist_ok=True)
-    if backend == "cuda" and cpp_extension.CUDA_HOME is None:
-        raise BuildError(
-            f"building {name} needs the CUDA toolkit (nvcc): set CUDA_HOME or put nvcc on PATH"
-        )
     try:
-        mod = cpp_extension.load(
+        cpp_extension.load(
             name=name,
             sources=[str(s) for s in sources],
             extra_include_paths=[str(csrc_root() / "include")],
@@ -166,6 +176,7 @@ def load_extension(family: str, backend: str, verbose: bool = False) -> ModuleTy
             extra_ldflags=["-fopenmp"] if backend == "cpu" else None,
             build_directory=str(folder),
             with_cuda=backend == "cuda",
+            is_python_module=False,  # loaded with torch.ops.load_library: registers the ops
             verbose=verbose,
         )
     except Exception as exc:  # torch raises RuntimeError / CalledProcessError with the ninja log
@@ -177,8 +188,8 @@ def load_extension(family: str, backend: str, verbose: bool = False) -> ModuleTy
             + (f"; first error: {first}" if first else "")
             + f"\n(sources: {', '.join(s.name for s in sources)}; build folder: {folder})\n{log[-4000:]}"
         ) from exc
-    _LOADED[key] = mod
-    return mod
+    _LOADED[key] = folder / f"{name}{getattr(cpp_extension, 'LIB_EXT', '.so')}"
+    return _LOADED[key]
 
 
 def backend_for(device: torch.device) -> str:
@@ -187,7 +198,8 @@ def backend_for(device: torch.device) -> str:
 
 
 def compile_cuda_only(arch: str = "90", out: Path | None = None, verbose: bool = True) -> list[Path]:
-    """``nvcc -c`` every ``.cu`` file (no GPU needed); raises BuildError on the first failure."""
+    """``nvcc -c`` every ``.cu`` file and ``c++ -c`` every ``.cpp`` file of the CUDA libraries (no GPU
+    needed); raises BuildError on the first failure."""
     from torch.utils import cpp_extension
 
     homes = [os.environ.get("CUDA_HOME"), cpp_extension.CUDA_HOME, "/usr/local/cuda"]
@@ -209,15 +221,20 @@ def compile_cuda_only(arch: str = "90", out: Path | None = None, verbose: bool =
     for fam in families():
         folder = csrc_root() / fam / "cuda"
         if folder.is_dir():
-            jobs += [(fam, src) for src in sorted(folder.glob("*.cu"))]
+            jobs += [(fam, src) for src in sorted(folder.glob("*.cu")) + sorted(folder.glob("*.cpp"))]
+    defines = [f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-DTORCH_EXTENSION_NAME=orster4d_check",
+               "-DTORCH_API_INCLUDE_EXTENSION_H"]
+    cxx = os.environ.get("CXX", "c++")
 
     def compile_one(job: tuple[str, Path]) -> tuple[Path, Path, subprocess.CompletedProcess, float]:
         fam, src = job
-        obj = out / f"{fam}_{src.stem}.o"
-        cmd = [nvcc, "-c", str(src), "-o", str(obj), f"-gencode=arch=compute_{arch},code=sm_{arch}",
-               "-O3", f"-std={std}", "--use_fast_math", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC",
-               f"-D_GLIBCXX_USE_CXX11_ABI={abi}", "-DTORCH_EXTENSION_NAME=orster4d_check",
-               "-DTORCH_API_INCLUDE_EXTENSION_H", *includes]
+        obj = out / f"{fam}_{src.stem}{src.suffix.replace('.', '_')}.o"
+        if src.suffix == ".cu":
+            cmd = [nvcc, "-c", str(src), "-o", str(obj), f"-gencode=arch=compute_{arch},code=sm_{arch}",
+                   "-O3", f"-std={std}", "--use_fast_math", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC",
+                   *defines, *includes]
+        else:  # the CUDA library's host-only sources (op registration): the host compiler, as the JIT build
+            cmd = [cxx, "-c", str(src), "-o", str(obj), "-O1", f"-std={std}", "-fPIC", *defines, *includes]
         t0 = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         return src, obj, proc, time.time() - t0
@@ -228,9 +245,12 @@ def compile_cuda_only(arch: str = "90", out: Path | None = None, verbose: bool =
         for src, obj, proc, seconds in pool.map(compile_one, jobs):
             if proc.returncode != 0:
                 log = proc.stdout + proc.stderr
-                raise BuildError(f"nvcc failed on {src.relative_to(csrc_root().parent)}: {_first_error(log)}\n{log[-4000:]}")
+                tool = "nvcc" if src.suffix == ".cu" else cxx
+                where = src.relative_to(csrc_root().parent)
+                raise BuildError(f"{tool} failed on {where}: {_first_error(log)}\n{log[-4000:]}")
             if verbose:
-                print(f"  nvcc ok  {src.relative_to(csrc_root().parent)}  ({seconds:.1f} s)")
+                tool = "nvcc" if src.suffix == ".cu" else "c++ "
+                print(f"  {tool} ok  {src.relative_to(csrc_root().parent)}  ({seconds:.1f} s)")
             built.append(obj)
     return built
 
@@ -243,17 +263,18 @@ def _include_takes_device() -> bool:
 
 
 def _build_one(family: str, backend: str, verbose: bool) -> tuple[str, float, str]:
-    """Build one module; returns ``(module name, seconds, .so path)`` (picklable, for worker processes)."""
+    """Build one library; returns ``(library name, seconds, .so path)`` (picklable, for worker processes)."""
     t0 = time.time()
-    mod = load_extension(family, backend, verbose=verbose)
-    return mod.__name__, time.time() - t0, mod.__file__
+    path = load_extension(family, backend, verbose=verbose)
+    return f"orster4d_{family}_{backend}", time.time() - t0, str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="orster4d-build", description="Build the orster4d C++/CUDA kernels ahead of time.")
     p.add_argument("--cuda", action="store_true", help="also build the CUDA modules (default: when torch sees a GPU)")
     p.add_argument("--no-cpu", action="store_true", help="skip the CPU modules")
-    p.add_argument("--cuda-compile-only", action="store_true", help="only run nvcc -c on every .cu file (no GPU needed)")
+    p.add_argument("--cuda-compile-only", action="store_true",
+                   help="only compile the CUDA libraries' sources to objects (no GPU needed)")
     p.add_argument("--arch", default="90", help="SM architecture for --cuda-compile-only (default 90)")
     p.add_argument("--jobs", type=int, default=0,
                    help="modules built at once, each in its own process (default: all of them)")

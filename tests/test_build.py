@@ -66,3 +66,14 @@ def test_build_command_reports_a_failure_from_its_worker_processes(tmp_path, mon
     err = capsys.readouterr().err
     assert "orster4d-build:" in err and "broken_op.cpp" in err
     assert "first module is broken" in err
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists(), reason="needs nvcc")
+def test_cuda_compile_only_checks_the_cuda_librarys_cpp_files(tmp_path, monkeypatch):
+    """The CUDA library's host-only sources (its op registration) are compiled too, by the host compiler."""
+    root = _fake_csrc(tmp_path, "#error this registration is broken on purpose\n", backend="cuda", suffix=".cpp")
+    monkeypatch.setenv("ORSTER4D_CSRC", str(root))
+    with pytest.raises(build.BuildError) as err:
+        build.compile_cuda_only(out=tmp_path / "obj", verbose=False)
+    assert "failed on" in str(err.value) and "broken_op.cpp" in str(err.value)
+    assert "broken on purpose" in str(err.value)

@@ -1,8 +1,8 @@
-// Fused HexPlane sampling, C++ CPU backend (OpenMP over points).
+// Fused HexPlane sampling, C++ CPU backend (OpenMP over points); registered in register.cpp.
 //
 // Same math as the CUDA backend through orster4d/hexplane_math.h. Inputs are validated
 // in Python (orster4d/hexplane); the checks here only guard memory safety.
-#include <torch/extension.h>
+#include <torch/types.h>
 
 #include <optional>
 #include <vector>
@@ -118,7 +118,10 @@ void backward_impl(const T* gout, const T* pts, const T* planes, T* gpts, T* gpl
   }
 }
 
-torch::Tensor hexplane_forward(torch::Tensor points, torch::Tensor packed, std::vector<int64_t> meta,
+}  // namespace
+
+// Entry points (registered with the dispatcher in register.cpp).
+torch::Tensor hexplane_forward_cpu(torch::Tensor points, torch::Tensor packed, std::vector<int64_t> meta,
                                std::optional<torch::Tensor> out_opt) {
   check_common(points, packed, meta);
   const int levels = static_cast<int>(meta.size() / ohp::kMetaPerLevel);
@@ -141,7 +144,7 @@ torch::Tensor hexplane_forward(torch::Tensor points, torch::Tensor packed, std::
   return out;
 }
 
-std::vector<torch::Tensor> hexplane_backward(torch::Tensor grad_out, torch::Tensor points, torch::Tensor packed,
+std::vector<torch::Tensor> hexplane_backward_cpu(torch::Tensor grad_out, torch::Tensor points, torch::Tensor packed,
                                              std::vector<int64_t> meta, bool need_points, bool need_planes) {
   check_common(points, packed, meta);
   const int levels = static_cast<int>(meta.size() / ohp::kMetaPerLevel);
@@ -161,12 +164,3 @@ std::vector<torch::Tensor> hexplane_backward(torch::Tensor grad_out, torch::Tens
   return {gpts, gplanes};
 }
 
-}  // namespace
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Fused HexPlane sampling (CPU backend)";
-  m.def("forward", &hexplane_forward, "points [N,4], packed [rows,C], meta[, out] -> features [N, C*L]",
-        py::arg("points"), py::arg("packed"), py::arg("meta"), py::arg("out") = py::none());
-  m.def("backward", &hexplane_backward,
-        "grad_out [N,C*L], points, packed, meta, need_points, need_planes -> (grad_points, grad_packed)");
-}

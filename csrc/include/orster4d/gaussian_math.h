@@ -10,7 +10,9 @@
 //     mean2d = (fx x/z + cx, fy y/z + cy)                                (pixels; pixel
 //     (i, j) has its centre at (j + 0.5, i + 0.5));
 //   * EWA: cov2d = J Sigma_c J^T + eps2d I with the Jacobian evaluated at the
-//     tangent clamped to 1.3x the half field of view (3DGS):
+//     tangent clamped, per side, to the image edge seen from the principal point plus
+//     0.3x the half-image tangent (gsplat; 3DGS's 1.3x half field of view when the
+//     principal point is the image centre):
 //       J = [[fx/z, 0, -fx tx/z^2], [0, fy/z, -fy ty/z^2]],
 //       tx = z clamp(x/z, -(cx/fx + 0.3 w/(2fx)), (w-cx)/fx + 0.3 w/(2fx))  (same for y);
 //     eps2d = 0.3 px^2 is the low-pass filter; culled when det(cov2d) <= 0;
@@ -128,7 +130,8 @@ template <typename T> ORSTER4D_HD Mat3<T> covariance_to_camera_vjp(const Camera<
 }
 
 // ---------------------------------------------------------------- perspective projection (EWA)
-// Tangent limits (x/z, y/z) of the clamped Jacobian: 1.3x the half field of view.
+// Tangent limits (x/z, y/z) of the clamped Jacobian: per side, the tangent from the principal
+// point to the image edge plus 0.3x the half-image tangent (w / (2 fx), h / (2 fy)).
 template <typename T> struct TanLimits { T x_pos, x_neg, y_pos, y_neg; };
 template <typename T> ORSTER4D_HD TanLimits<T> tan_limits(const Camera<T>& c) {
   const T tan_fovx = T(0.5) * T(c.width) / c.fx, tan_fovy = T(0.5) * T(c.height) / c.fy;

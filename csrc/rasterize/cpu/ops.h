@@ -1,7 +1,7 @@
 // Declarations of the C++ CPU rasterizer ops (contract: csrc/rasterize/README.md).
 #pragma once
 
-// Slim ATen headers only (fast to compile); bindings.cpp alone includes torch/extension.h.
+// Slim ATen headers only (fast to compile).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>

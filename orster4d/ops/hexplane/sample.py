@@ -1,17 +1,19 @@
-"""Fused HexPlane sampling: public entry points, input checks and the autograd Function.
+"""Fused HexPlane sampling: public entry points and input checks.
 
 The fused kernels (``csrc/hexplane``: C++/OpenMP on CPU, CUDA on GPU) read the packed
 channel-last layout of :class:`~orster4d.ops.hexplane.layout.HexPlaneLayout`; they share their
-math through ``csrc/include/orster4d/hexplane_math.h``.
+math through ``csrc/include/orster4d/hexplane_math.h`` and are the dispatcher op
+``torch.ops.orster4d.hexplane_fwd`` (fake kernel and autograd formula in
+:mod:`orster4d.ops.hexplane._autograd`).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
-from torch.autograd.function import once_differentiable
 
-from orster4d.build import backend_for, load_extension
+from orster4d.build import backend_for
+from orster4d.ops.hexplane._autograd import ensure_loaded
 from orster4d.ops.hexplane.layout import HexPlaneLayout
 from orster4d.ops.hexplane.reference import hexplane_sample_reference
 
@@ -43,27 +45,10 @@ def _check_planes(planes: Sequence[torch.Tensor]) -> HexPlaneLayout:
     return layout
 
 
-class _HexPlaneFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, points, packed, layout: HexPlaneLayout):
-        ext = load_extension("hexplane", backend_for(points.device))
-        points = points.contiguous()
-        packed = packed.contiguous()
-        meta = layout.meta()
-        ctx.save_for_backward(points, packed)
-        ctx.meta = meta
-        return ext.forward(points, packed, meta)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        points, packed = ctx.saved_tensors
-        need_points, need_planes = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if not (need_points or need_planes):
-            return None, None, None
-        ext = load_extension("hexplane", backend_for(points.device))
-        grad_points, grad_packed = ext.backward(grad_out.contiguous(), points, packed, ctx.meta, need_points, need_planes)
-        return grad_points, grad_packed, None
+def _fused(points: torch.Tensor, packed: torch.Tensor, layout: HexPlaneLayout) -> torch.Tensor:
+    """The fused kernel on checked inputs: ``[N, C * L]``."""
+    ensure_loaded(backend_for(points.device))
+    return torch.ops.orster4d.hexplane_fwd(points.contiguous(), packed.contiguous(), layout.meta())
 
 
 def hexplane_sample_packed(points: torch.Tensor, packed: torch.Tensor, layout: HexPlaneLayout) -> torch.Tensor:
@@ -87,7 +72,7 @@ def hexplane_sample_packed(points: torch.Tensor, packed: torch.Tensor, layout: H
     if packed.dtype not in _DTYPES:
         raise TypeError(f"the fused kernel supports float32 and float64 planes, got {packed.dtype}")
     _check_points(points, packed.dtype, packed.device)
-    return _HexPlaneFn.apply(points, packed, layout)
+    return _fused(points, packed, layout)
 
 
 def hexplane_sample(points: torch.Tensor, planes: Sequence[torch.Tensor], backend: str = "fused") -> torch.Tensor:
@@ -115,4 +100,4 @@ def hexplane_sample(points: torch.Tensor, planes: Sequence[torch.Tensor], backen
         return hexplane_sample_reference(points, planes)
     if planes[0].dtype not in _DTYPES:
         raise TypeError(f"the fused kernel supports float32 and float64 planes, got {planes[0].dtype}")
-    return _HexPlaneFn.apply(points, layout.pack(planes), layout)
+    return _fused(points, layout.pack(planes), layout)

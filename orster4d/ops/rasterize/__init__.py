@@ -2,9 +2,10 @@
 
 One entry point, :func:`rasterize_gaussians`, dispatches on the tensors' device: CUDA tensors
 use the CUDA kernels, CPU tensors the C++ CPU kernels (both built just in time, sharing their
-per-Gaussian and per-pixel math through ``csrc/include/orster4d/*.h``); ``backend="reference"``
-forces the dense PyTorch reference (:mod:`orster4d.ops.rasterize.reference`), which also accepts
-float64.
+per-Gaussian and per-pixel math through ``csrc/include/orster4d/*.h``, and registered with the
+PyTorch dispatcher as ``torch.ops.orster4d.*``, so that ``torch.compile`` traces through them);
+``backend="reference"`` forces the dense PyTorch reference (:mod:`orster4d.ops.rasterize.reference`),
+which also accepts float64.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Optional
 import torch
 
 from orster4d.ops.rasterize import reference
-from orster4d.ops.rasterize._autograd import Project, Rasterize, SHColors, extension
+from orster4d.ops.rasterize._autograd import TILE_SIZE, ensure_loaded
 from orster4d.ops.rasterize._validate import check_inputs
 
 __all__ = ["rasterize_gaussians", "RenderOutput", "reference"]
@@ -110,23 +111,28 @@ def rasterize_gaussians(means, quats, scales, opacities, colors, viewmats, Ks, w
             dirs = m.unsqueeze(1) - reference.camera_centers(vm).unsqueeze(2)
             rgb_c = reference.sh_colors(sh_degree, dirs, col)
         render, render_depth, alpha = reference.composite(means2d, conics, rgb_c, o, depths, radii, width, height, bg)
-        chk.raise_if_not_finite()
+        radii = chk.after_finite_check(radii)
     else:
-        ext = extension(chk.backend)
+        ensure_loaded(chk.backend)
+        ops = torch.ops.orster4d
         m, q, s, o, col = (x.contiguous() for x in (m, q, s, o, col))
         vm, k = vm.contiguous(), k.contiguous()
         bg = None if bg is None else bg.contiguous()
-        radii, means2d, depths, conics = Project.apply(m, q, s, vm, k, width, height, float(near), float(far),
-                                                       float(eps2d), ext)
+        radii, means2d, depths, conics = ops.project_fwd(m, q, s, vm, k, width, height, float(near), float(far),
+                                                         float(eps2d))
         means2d_out = means2d.reshape(*batch, C, N, 2)  # the user's handle sits on the path to the loss
         means2d = means2d_out.reshape(B, C, N, 2)
         if sh_degree is None:
             rgb_c = col.unsqueeze(1).expand(B, C, N, 3).contiguous()
         else:
             dirs = (m.unsqueeze(1) - reference.camera_centers(vm).unsqueeze(2)).contiguous()
-            rgb_c = SHColors.apply(sh_degree, dirs, col, radii, ext)
-        render, render_depth, alpha = Rasterize.apply(means2d, conics, rgb_c, o, depths, bg, radii, width, height,
-                                                      ext, chk.raise_if_not_finite)
+            rgb_c = ops.sh_fwd(sh_degree, dirs, col, radii)
+        tile_w, tile_h = math.ceil(width / TILE_SIZE), math.ceil(height / TILE_SIZE)
+        offsets, flatten_ids = ops.intersect_tiles(means2d.detach(), radii, depths.detach(), TILE_SIZE, tile_w,
+                                                   tile_h, conics.detach(), o.detach())
+        offsets = chk.after_finite_check(offsets)  # the intersection synchronised already
+        render, render_depth, alpha, _ = ops.rasterize_fwd(means2d, conics, rgb_c, o, depths, bg, width, height,
+                                                           TILE_SIZE, offsets, flatten_ids)
     depth = render_depth / torch.clamp(alpha, min=1e-10)
     img = (*batch, C, height, width)
     return RenderOutput(

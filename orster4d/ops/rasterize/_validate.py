@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import List
 
 import torch
 
@@ -25,18 +26,31 @@ class Checked:
     names: list  # the tensor arguments, in the order of `finite`
     finite: torch.Tensor  # [len(names)] bool, on the inputs' device: max |x| is finite
 
-    def raise_if_not_finite(self) -> None:
-        """Raises ValueError naming the first input that holds NaN or inf.
+    def after_finite_check(self, token: torch.Tensor) -> torch.Tensor:
+        """A copy of ``token``, made once the flags say every input is finite; else ValueError
+        naming the first input that holds NaN or inf.
 
-        Reading the flags synchronises with the device; the rasterizer calls this right after its
-        tile intersection, which synchronises anyway (to size the intersection list) and follows the
-        flags' reduction on the stream, so no wait is added. The projection and intersection kernels
-        cull non-finite Gaussians and cameras, so running them first is harmless.
+        Reading the flags synchronises with the device; the rasterizer checks right after its tile
+        intersection (``token`` is the small intersection-offset tensor), which synchronises anyway
+        (to size the intersection list) and follows the flags' reduction on the stream, so no wait
+        is added. The projection and intersection kernels cull non-finite Gaussians and cameras, so
+        running them first is harmless. The check is the op ``orster4d::check_finite``, and the
+        kernels after it consume its output: ``torch.compile`` keeps it in the graph (no graph
+        break at the host read) and runs it before them.
         """
-        flags = self.finite.tolist()
-        if not all(flags):
-            bad = self.names[flags.index(False)]
-            raise ValueError(f"{bad} must be finite (it holds NaN or inf)")
+        return torch.ops.orster4d.check_finite(token, self.finite, self.names)
+
+
+def _check_finite(token: torch.Tensor, finite: torch.Tensor, names: List[str]) -> torch.Tensor:
+    flags = finite.tolist()
+    if not all(flags):
+        raise ValueError(f"{names[flags.index(False)]} must be finite (it holds NaN or inf)")
+    return token.clone()
+
+
+_CHECK_FINITE = torch.library.custom_op("orster4d::check_finite", _check_finite, mutates_args=(),
+                                        schema="(Tensor token, Tensor finite, str[] names) -> Tensor")
+_CHECK_FINITE.register_fake(lambda token, finite, names: torch.empty_like(token))
 
 
 def _tensor(name: str, x) -> torch.Tensor:
@@ -192,7 +206,7 @@ def check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, h
         batch = new
     batch = torch.Size(batch)
 
-    # values: one fused reduction, read later (see Checked.raise_if_not_finite)
+    # values: one fused reduction, read later (see Checked.after_finite_check)
     names = [k for k, x in tensors.items() if x.numel() > 0]  # inf-norm of an empty tensor is undefined
     if names:
         finite = torch.isfinite(torch.stack(torch._foreach_norm([tensors[k] for k in names], math.inf)))

@@ -1,0 +1,41 @@
+// Registers the CUDA HexPlane kernels (hexplane_cuda.cu) with the PyTorch dispatcher under the
+// ops that the CPU module defines (schemas: orster4d/op_schemas.h).
+#include <torch/library.h>
+
+#include <optional>
+#include <vector>
+
+#include "orster4d/op_adapters.h"
+
+at::Tensor hexplane_forward_cuda(at::Tensor points, at::Tensor packed, std::vector<int64_t> meta,
+                                 std::optional<at::Tensor> out);
+std::vector<at::Tensor> hexplane_backward_cuda(at::Tensor grad_out, at::Tensor points, at::Tensor packed,
+                                               std::vector<int64_t> meta, bool need_points, bool need_planes);
+
+namespace {
+
+at::Tensor hexplane_fwd(const at::Tensor& points, const at::Tensor& packed, at::IntArrayRef meta) {
+  return hexplane_forward_cuda(points, packed, meta.vec(), std::nullopt);
+}
+
+at::Tensor& hexplane_fwd_out(const at::Tensor& points, const at::Tensor& packed, at::IntArrayRef meta,
+                             at::Tensor& out) {
+  hexplane_forward_cuda(points, packed, meta.vec(), out);
+  return out;
+}
+
+// A gradient that was not asked for is an empty [0] tensor.
+std::tuple<at::Tensor, at::Tensor> hexplane_bwd(const at::Tensor& grad_out, const at::Tensor& points,
+                                                const at::Tensor& packed, at::IntArrayRef meta, bool need_points,
+                                                bool need_planes) {
+  auto r = hexplane_backward_cuda(grad_out, points, packed, meta.vec(), need_points, need_planes);
+  return {orster4d::like_or_empty(r[0], points), orster4d::like_or_empty(r[1], packed)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(orster4d, CUDA, m) {
+  m.impl("hexplane_fwd", &hexplane_fwd);
+  m.impl("hexplane_fwd_out", &hexplane_fwd_out);
+  m.impl("hexplane_bwd", &hexplane_bwd);
+}

@@ -1,0 +1,80 @@
+"""The HexPlane sampler's dispatcher ops: loading, fake kernels and the autograd formula.
+
+The C++ CPU and CUDA kernels are registered with the PyTorch dispatcher (schemas in
+``csrc/include/orster4d/op_schemas.h``); one op name dispatches on the tensors' device:
+
+* ``orster4d::hexplane_fwd(points [N, 4], packed [rows, C], meta) -> [N, C * L]``
+* ``orster4d::hexplane_fwd_out(points, packed, meta, out [N, C * L])`` writes into ``out``, returns it
+* ``orster4d::hexplane_bwd(grad_out [N, C * L], points, packed, meta, need_points, need_planes)
+  -> (grad_points [N, 4], grad_packed [rows, C])``; a gradient not asked for is an empty ``[0]`` tensor
+
+``meta`` is :meth:`HexPlaneLayout.meta` (per level: resolutions x, y, z, t and six row offsets).
+This module adds a fake (meta) kernel for each op, so that ``torch.compile`` traces them, and the
+autograd formula of ``hexplane_fwd`` (gradients to ``points`` and ``packed``, only those asked for).
+"""
+from __future__ import annotations
+
+import torch
+
+from orster4d.build import load_extension
+
+META_PER_LEVEL = 10  # csrc/include/orster4d/hexplane_math.h: kMetaPerLevel
+
+_REGISTERED = False
+
+
+def extension(backend: str):
+    """``torch.ops.orster4d`` with the HexPlane kernels of ``backend`` ("cpu" or "cuda") loaded
+    (built on first use); its ops dispatch on the device of their tensors."""
+    load_extension("hexplane", backend)
+    _register_python_parts()
+    return torch.ops.orster4d
+
+
+@torch.compiler.assume_constant_result
+def ensure_loaded(backend: str) -> bool:
+    """Loads the kernels of ``backend`` once; under ``torch.compile`` this runs while tracing and
+    leaves nothing in the graph."""
+    extension(backend)
+    return True
+
+
+def _fake_fwd(points, packed, meta):
+    return packed.new_empty((points.shape[0], packed.shape[1] * (len(meta) // META_PER_LEVEL)))
+
+
+def _fake_fwd_out(points, packed, meta, out):
+    return out
+
+
+def _fake_bwd(grad_out, points, packed, meta, need_points, need_planes):
+    return (torch.empty_like(points) if need_points else points.new_empty((0,)),
+            torch.empty_like(packed) if need_planes else packed.new_empty((0,)))
+
+
+def _setup(ctx, inputs, output):
+    points, packed, meta = inputs
+    ctx.save_for_backward(points, packed)
+    ctx.meta = meta
+
+
+def _backward(ctx, grad_out):
+    points, packed = ctx.saved_tensors
+    need_points, need_planes = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if not (need_points or need_planes):
+        return None, None, None
+    grad_points, grad_packed = torch.ops.orster4d.hexplane_bwd(grad_out.contiguous(), points, packed, ctx.meta,
+                                                               need_points, need_planes)
+    return grad_points if need_points else None, grad_packed if need_planes else None, None
+
+
+def _register_python_parts() -> None:
+    """Fake kernels and the autograd formula; once, after the CPU library has defined the ops."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    torch.library.register_fake("orster4d::hexplane_fwd", _fake_fwd)
+    torch.library.register_fake("orster4d::hexplane_fwd_out", _fake_fwd_out)
+    torch.library.register_fake("orster4d::hexplane_bwd", _fake_bwd)
+    torch.library.register_autograd("orster4d::hexplane_fwd", _backward, setup_context=_setup)
+    _REGISTERED = True
