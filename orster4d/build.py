@@ -32,6 +32,7 @@ import hashlib
 import multiprocessing
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -92,6 +93,11 @@ def _sources(family: str, backend: str) -> list[Path]:
     return files
 
 
+def _backend_files(family: str, backend: str) -> list[Path]:
+    """Every file of ``csrc/<family>/<backend>/`` (sources and the headers beside them)."""
+    return sorted(p for p in (csrc_root() / family / backend).rglob("*") if p.is_file())
+
+
 def _headers() -> list[Path]:
     return sorted(p for p in (csrc_root() / "include").rglob("*") if p.suffix in (".h", ".cuh", ".hpp"))
 
@@ -135,6 +141,26 @@ def _first_error(log: str) -> str:
     return ""
 
 
+def _stage_sources(family: str, backend: str, digest: str) -> Path:
+    """A copy of ``csrc/include`` and ``csrc/<family>/<backend>`` in the build cache, keyed by the
+    sources' content digest, so that checkouts with identical sources compile identical paths and
+    share one build (a build keyed by the checkout's path would rebuild whenever another checkout
+    used the cache). Written beside, then renamed into place: a half-written copy is never used."""
+    root = build_dir() / "sources" / f"{family}-{backend}-{digest}"
+    if (root / ".complete").is_file():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    shutil.copytree(csrc_root() / "include", tmp / "include")
+    shutil.copytree(csrc_root() / family / backend, tmp / family / backend)
+    (tmp / ".complete").write_text(digest)
+    try:
+        tmp.rename(root)
+    except OSError:  # another process staged the same digest first: use theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
 def load_extension(family: str, backend: str, verbose: bool = False) -> Path:
     """Build (if needed) and load ``orster4d_<family>_<backend>`` into the dispatcher.
 
@@ -161,16 +187,18 @@ def load_extension(family: str, backend: str, verbose: bool = False) -> Path:
                 f"building {name} needs the CUDA toolkit (nvcc): set CUDA_HOME or put nvcc on PATH"
             )
         load_extension(family, "cpu", verbose=verbose)
-    digest = _digest(sources + _headers())
+    digest = _digest(_backend_files(family, backend) + _headers())
     cflags, nvcc_flags = _cflags(backend)
     cflags = cflags + [f"-DORSTER4D_SOURCE_DIGEST={digest}"]
-    folder = build_dir() / name
+    staged = _stage_sources(family, backend, digest)
+    sources = [staged / family / backend / s.name for s in sources]
+    folder = build_dir() / f"{name}-{digest}"
     folder.mkdir(parents=True, exist_ok=True)
     try:
         cpp_extension.load(
             name=name,
             sources=[str(s) for s in sources],
-            extra_include_paths=[str(csrc_root() / "include")],
+            extra_include_paths=[str(staged / "include")],
             extra_cflags=cflags,
             extra_cuda_cflags=nvcc_flags if backend == "cuda" else None,
             extra_ldflags=["-fopenmp"] if backend == "cpu" else None,
@@ -180,7 +208,7 @@ def load_extension(family: str, backend: str, verbose: bool = False) -> Path:
             verbose=verbose,
         )
     except Exception as exc:  # torch raises RuntimeError / CalledProcessError with the ninja log
-        log = str(exc)
+        log = str(exc).replace(str(staged), str(csrc_root()))  # name the user's files, not the copies
         compiler = "nvcc" if backend == "cuda" else os.environ.get("CXX", "c++")
         first = _first_error(log)
         raise BuildError(

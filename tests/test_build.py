@@ -77,3 +77,32 @@ def test_cuda_compile_only_checks_the_cuda_librarys_cpp_files(tmp_path, monkeypa
         build.compile_cuda_only(out=tmp_path / "obj", verbose=False)
     assert "failed on" in str(err.value) and "broken_op.cpp" in str(err.value)
     assert "broken on purpose" in str(err.value)
+
+
+def test_checkouts_with_identical_sources_share_one_build(tmp_path):
+    """A second checkout of the same sources (here: a copy of csrc/) finds the first one's build in
+    the shared cache and compiles nothing; a changed source gets a build of its own."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    lib = build.load_extension("hexplane", "cpu")
+    before = lib.stat().st_mtime_ns
+    copy = tmp_path / "csrc"
+    shutil.copytree(build.csrc_root(), copy)
+    env = dict(os.environ, ORSTER4D_CSRC=str(copy), ORSTER4D_BUILD_DIR=str(build.build_dir()))
+    out = subprocess.run([sys.executable, "-c", "from orster4d import build; print(build.load_extension('hexplane', 'cpu'))"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == str(lib)
+    assert lib.stat().st_mtime_ns == before  # not rebuilt
+    src = next((copy / "hexplane" / "cpu").glob("*.cpp"))
+    digest = build._digest(build._backend_files("hexplane", "cpu") + build._headers())
+    src.write_text(src.read_text() + "\n// changed\n")
+    os.environ["ORSTER4D_CSRC"] = str(copy)
+    try:
+        changed = build._digest(build._backend_files("hexplane", "cpu") + build._headers())
+    finally:
+        del os.environ["ORSTER4D_CSRC"]
+    assert changed != digest

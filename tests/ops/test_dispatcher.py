@@ -188,7 +188,8 @@ def construct_step_inputs(seed: int):
     from orster4d.recon.gaussians import GaussianModel
 
     g = torch.Generator().manual_seed(seed)
-    gauss = GaussianModel.random_in_box(40, (-1, -1, -1), (1, 1, 1), generator=g, max_sh_degree=1)
+    gauss = GaussianModel.from_points(2 * torch.rand(40, 3, generator=g) - 1, 0.5 + 0.1 * torch.rand(40, 3, generator=g),
+                                      max_sh_degree=1)
     gauss.active_sh_degree = 1
     with torch.no_grad():
         gauss.log_scales.add_(1.0)
