@@ -56,6 +56,7 @@ def train_image_vae(frames: torch.Tensor, out: Union[str, Path], config: dict, s
         rec = vae.decode(z).sample
         l1 = (rec - x).abs().mean()
         loss = l1 + kl_weight * post.kl().mean()
+        l1 = l1.detach()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
