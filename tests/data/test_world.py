@@ -10,7 +10,7 @@ import torch
 from orster4d.data import world
 from orster4d.data.procedural import FAMILIES, make_object
 
-SPEC = dict(static3d=2, video=2, scarce4d=2, heldout=2, frames=4, size=16, gaussians=64, views=3)
+TINY_WORLD = dict(static3d=2, video=2, scarce4d=2, heldout=2, frames=4, size=16, gaussians=64, views=3)
 
 
 def _checksums(root: Path) -> dict:
@@ -21,7 +21,7 @@ def _checksums(root: Path) -> dict:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("world") / "w"
-    spec = world.WorldSpec(seed=3, **SPEC)
+    spec = world.WorldSpec(seed=3, **TINY_WORLD)
     world.build_world(root, spec, progress=False)
     return root, spec
 
@@ -42,11 +42,11 @@ def test_seeds_are_disjoint_by_construction():
 def test_same_seed_same_bytes_and_heldout_not_in_training(built, tmp_path):
     root, spec = built
     again = tmp_path / "again"
-    world.build_world(again, world.WorldSpec(seed=3, **SPEC), progress=False)
+    world.build_world(again, world.WorldSpec(seed=3, **TINY_WORLD), progress=False)
     a, b = _checksums(root), _checksums(again)
     assert a == b and len(a) > 20
     other = tmp_path / "other"
-    world.build_world(other, world.WorldSpec(seed=4, **SPEC), sets=["heldout"], progress=False)
+    world.build_world(other, world.WorldSpec(seed=4, **TINY_WORLD), sets=["heldout"], progress=False)
     assert _checksums(other / "heldout") != _checksums(root / "heldout")
     meta = world.read_world(root)
     train = {(e["family"], e["seed"]) for s in world.TRAINING_SETS for e in meta["sets"][s]}
@@ -131,9 +131,9 @@ def test_bad_specs_and_other_world_are_errors(built, tmp_path):
     for kw, msg in ((dict(frames=1), "--frames"), (dict(heldout=0), "--heldout"), (dict(size=4), "--size"),
                     (dict(scarce4d=-1), "--scarce4d"), (dict(seed=1.5), "seed")):
         with pytest.raises(ValueError, match=msg):
-            world.WorldSpec(**{**SPEC, **kw})
+            world.WorldSpec(**{**TINY_WORLD, **kw})
     with pytest.raises(ValueError, match="another spec"):
-        world.build_world(root, world.WorldSpec(seed=3, **{**SPEC, "scarce4d": 3}), progress=False)
+        world.build_world(root, world.WorldSpec(seed=3, **{**TINY_WORLD, "scarce4d": 3}), progress=False)
     with pytest.raises(ValueError, match="not found"):
         world.read_world(tmp_path / "none")
 
