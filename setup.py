@@ -64,6 +64,8 @@ setup(
             "orster4d-eval=orster4d.cli.eval:main",
             "orster4d-generate=orster4d.cli.generate:main",
             "orster4d-view=orster4d.cli.view:main",
+            "orster4d-data=orster4d.cli.data:main",
+            "orster4d-reproduce=orster4d.reproduce.cli:main",
         ]
     },
 )

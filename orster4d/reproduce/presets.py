@@ -1,0 +1,66 @@
+"""Sizes of the reproduction: ``tiny`` (CPU tests, seconds per model) and ``small`` (one GPU).
+
+A :class:`ReproPreset` fixes the world (:class:`~orster4d.data.world.WorldSpec` fields), the
+training preset of ``orster4d-train`` and the steps of each model, the image VAE, and the
+sampling settings of the evaluation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Tuple
+
+from orster4d.generation.training.tiny_assets import TINY_VAE
+
+
+@dataclass(frozen=True)
+class ReproPreset:
+    """Everything size-dependent in the protocol.
+
+    ``world``: WorldSpec fields (counts, frames, size in pixels, Gaussians, views);
+    ``train_preset``: the ``orster4d-train`` preset; ``stage_steps``: steps of stages 1-4;
+    ``teacher_steps``: steps of each teacher (stage 1 on the static-3D or the video set);
+    ``train_overrides``: ``--set`` items for every training run; ``vae``: ``AutoencoderKL``
+    config; ``vae_steps``, ``vae_batch`` (frames), ``vae_lr``; ``inference_steps`` and
+    ``guidance_scale`` of generation; ``scarcity``: 4D-set sizes of the scarcity curve.
+    """
+
+    name: str
+    world: Dict[str, int]
+    train_preset: str
+    stage_steps: Tuple[int, int, int, int]
+    teacher_steps: int
+    train_overrides: Dict[str, object]
+    vae: Dict[str, object]
+    vae_steps: int
+    vae_batch: int
+    vae_lr: float
+    inference_steps: int
+    guidance_scale: float
+    scarcity: Tuple[int, ...] = field(default_factory=tuple)
+
+
+SMALL_VAE = dict(TINY_VAE, block_out_channels=(32, 64, 128, 128), norm_num_groups=32, sample_size=64)
+
+PRESETS: Dict[str, ReproPreset] = {
+    "tiny": ReproPreset(
+        name="tiny",
+        world=dict(static3d=2, video=2, scarce4d=2, heldout=2, frames=4, size=32, gaussians=300, views=3),
+        train_preset="tiny", stage_steps=(2, 2, 2, 2), teacher_steps=2,
+        train_overrides={"data.frames": 4, "data.resolution": 32, "data.batch_size": 2, "train.ckpt_every": 1,
+                         "train.keep_checkpoints": 1, "train.ema_decay": 0.9},
+        vae=dict(TINY_VAE), vae_steps=2, vae_batch=4, vae_lr=1e-3,
+        inference_steps=2, guidance_scale=1.0, scarcity=(1, 2)),
+    "small": ReproPreset(
+        name="small",
+        world=dict(static3d=2000, video=2000, scarce4d=200, heldout=24, frames=16, size=64, gaussians=2000, views=8),
+        train_preset="small", stage_steps=(1000, 1000, 500, 1000), teacher_steps=2000,
+        train_overrides={"data.frames": 16, "data.resolution": 64},
+        vae=SMALL_VAE, vae_steps=3000, vae_batch=32, vae_lr=2e-4,
+        inference_steps=25, guidance_scale=3.0, scarcity=(50, 100, 200)),
+}
+
+
+def get_preset(name: str) -> ReproPreset:
+    if name not in PRESETS:
+        raise ValueError(f"--preset: expected one of {sorted(PRESETS)}, got {name!r}")
+    return PRESETS[name]

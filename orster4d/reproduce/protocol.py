@@ -1,0 +1,331 @@
+"""The whole protocol: world, image VAE, teachers, each row's four stages, scoring, tables.
+
+Everything lives under one root::
+
+    world/                 the data-scarcity world (orster4d.data.world), built or completed
+    runs/<kind>-<hash>/    cached runs (vae, clip, s1..s4 training runs, eval), see cache.py
+    subsets/scarce4d_<n>/  first-n 4D objects (scarcity curve)
+    strips/<row>/seed<s>/  generated (top) vs true (bottom) orbital frames of each held-out object
+    reproduction.json      every row, seed, run, score and setting
+    reproduction.md        the tables (mean and 95% interval over seeds)
+
+Shared models: the image VAE (trained on the static-3D and video frames), the random tiny CLIP
+(no pretrained text/image encoder is available offline; ``clip=`` names a real one), the spatial
+teacher (stage 1 on the static-3D set) and the temporal teacher (stage 1 on the video set), both
+with seed 0. Per row and seed: stages 1-4 on the 4D set with the row's overrides, each stage
+cached by its config and inputs, so rows share every stage they have in common (all rows share
+stage 1 of a seed). Training goes through ``orster4d.generation.training.trainer.train_stage``
+only; an interrupted run resumes from its last checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from orster4d.reproduce.cache import Run, key_hash, training_key
+from orster4d.reproduce.presets import ReproPreset, get_preset
+from orster4d.reproduce.rows import Row, find_rows, scarcity_rows
+from orster4d.reproduce.scoring import CONDITIONS, METRICS
+from orster4d.reproduce.stats import mean_ci
+
+
+@dataclass
+class ProtocolOptions:
+    """Inputs of :func:`run_protocol` (the ``orster4d-reproduce`` flags)."""
+
+    root: str
+    preset: str = "tiny"
+    rows: Optional[List[str]] = None  # names; None: every row
+    seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
+    world_seed: int = 0
+    scarcity: bool = False
+    device: str = "auto"
+    clip: Optional[str] = None
+    lpips_weights: Optional[str] = None
+    i3d: Optional[str] = None
+    progress: bool = True
+    strips: bool = True
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def check_options(opts: ProtocolOptions):
+    """Validate everything before any work; returns ``(preset, rows)``. Raises ValueError."""
+    preset = get_preset(opts.preset)
+    extra = scarcity_rows(preset.scarcity) if opts.scarcity else []
+    rows = find_rows(opts.rows, extra) if opts.rows else find_rows(None, extra)
+    seeds = list(opts.seeds)
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds: distinct integers >= 0, got {opts.seeds}")
+    if opts.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device: expected auto, cpu or cuda, got {opts.device!r}")
+    for flag, path in (("--clip", opts.clip), ("--lpips-weights", opts.lpips_weights), ("--i3d", opts.i3d)):
+        if path and not os.path.exists(path):
+            raise ValueError(f"{flag}: {path} not found")
+    n4d = preset.world["scarce4d"]
+    for r in rows:
+        if r.scarce4d is not None and not 1 <= r.scarce4d <= n4d:
+            raise ValueError(f"row {r.name!r}: needs {r.scarce4d} 4D objects, the {preset.name} world has {n4d}")
+    return preset, rows
+
+
+class Protocol:
+    """One protocol run (see the module docstring); :meth:`run` returns the reproduction dict."""
+
+    def __init__(self, opts: ProtocolOptions):
+        self.opts = opts
+        self.preset: ReproPreset
+        self.preset, self.rows = check_options(opts)
+        self.root = Path(opts.root)
+        self.events: List[dict] = []
+        self.throughput: Dict[str, dict] = {}  # run folder -> {"stage", "samples_per_s"} (median over steps)
+
+    # -- shared inputs ----------------------------------------------------------------------------
+    def world(self) -> None:
+        from orster4d.data.world import WorldSpec, build_world
+
+        self.spec = WorldSpec(seed=self.opts.world_seed, **self.preset.world)
+        dev = self._device()
+        build_world(self.root / "world", self.spec, device=dev, progress=self.opts.progress)
+        self.world_hash = key_hash({"kind": "world", "spec": self.spec.to_dict()})
+
+    def _device(self) -> str:
+        import torch
+
+        if self.opts.device == "cuda" or (self.opts.device == "auto" and torch.cuda.is_available()):
+            return "cuda"
+        return "cpu"
+
+    def _note(self, run: Run, action: str) -> None:
+        self.events.append({"run": run.path.name, "action": action})
+
+    def data_id(self, set_name: str, n: Optional[int] = None) -> str:
+        return f"{self.world_hash}/{set_name}" + (f"[:{n}]" if n is not None else "")
+
+    def vae(self) -> None:
+        from orster4d.data.world import heldout_objects, read_world
+        from orster4d.reproduce.vae import collect_frames, reconstruction_psnr, train_image_vae
+
+        p = self.preset
+        run = Run(self.root, "vae", {"kind": "vae", "config": p.vae, "steps": p.vae_steps, "batch": p.vae_batch,
+                                     "lr": p.vae_lr, "seed": 0, "data": [self.data_id("static3d"),
+                                                                         self.data_id("video")]})
+        self.vae_run = run
+        self.vae_dir = str(run.path / "vae")
+        if run.done:
+            self._note(run, "reused")
+            return
+        run.prepare(fresh=True)
+        meta = read_world(self.root / "world")
+        folders = [self.root / "world" / e["folder"] for s in ("static3d", "video") for e in meta["sets"][s]]
+        info = train_image_vae(collect_frames(folders), self.vae_dir, p.vae, p.vae_steps, p.vae_batch, p.vae_lr,
+                               device=self._device(), progress=self.opts.progress)
+        from orster4d.generation.training.data import read_video
+
+        held = [read_video(o["folder"])["video"] for o in heldout_objects(self.root / "world")]
+        import torch
+
+        info["heldout_psnr_db"] = reconstruction_psnr(self.vae_dir, torch.cat(held), device=self._device())
+        run.finish(info)
+        self._note(run, "trained")
+
+    def clip(self) -> None:
+        if self.opts.clip:
+            self.clip_dir, self.clip_id = self.opts.clip, key_hash({"kind": "clip", "path": os.path.abspath(self.opts.clip)})
+            return
+        from orster4d.generation.training.tiny_assets import TINY_CLIP, make_tiny_clip
+
+        run = Run(self.root, "clip", {"kind": "clip", "config": TINY_CLIP, "seed": 0, "trained": False})
+        self.clip_dir, self.clip_id = str(run.path / "clip"), run.hash
+        if run.done:
+            self._note(run, "reused")
+            return
+        run.prepare(fresh=True)
+        make_tiny_clip(self.clip_dir, seed=0)
+        run.finish({"note": "randomly initialised tiny CLIP (no pretrained weights)"})
+        self._note(run, "made")
+
+    # -- training ---------------------------------------------------------------------------------
+    def base_overrides(self, stage: int, steps: int, seed: int, data_root: str) -> Dict[str, object]:
+        o = dict(self.preset.train_overrides)
+        o.update({"train.steps": int(steps), "seed": int(seed), "data.root": data_root, "model.vae_dir": self.vae_dir,
+                  "device": self.opts.device})
+        return o
+
+    def stage_config(self, stage: int, overrides: Dict[str, object]) -> dict:
+        from orster4d.generation.training.config import resolve_config
+
+        return resolve_config(self.preset.train_preset, stage,
+                              overrides=[f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+
+    def train(self, stage: int, overrides: Dict[str, object], inputs: Dict[str, str]):
+        """Train (or reuse, or resume) one stage; returns ``(run, final checkpoint folder)``."""
+        from orster4d.generation.training.trainer import latest_checkpoint, train_stage
+
+        cfg = self.stage_config(stage, overrides)
+        run = Run(self.root, f"s{stage}", training_key(cfg, inputs))
+        final = run.path / f"stage{stage}" / "final"
+        if run.done:
+            self._note(run, "reused")
+            self._rate(run, run.info())
+            return run, str(final)
+        resume = latest_checkpoint(str(run.path / f"stage{stage}")) is not None
+        run.prepare(fresh=not resume)
+        cfg["out_dir"] = str(run.path)
+        train_stage(cfg, resume=resume, progress=self.opts.progress)
+        info = {"final": str(final), "stage": stage, "steps": cfg["train"]["steps"],
+                "samples_per_s": _median_rate(run.path / f"stage{stage}" / "log.jsonl")}
+        run.finish(info)
+        self._rate(run, info)
+        self._note(run, "resumed" if resume else "trained")
+        return run, str(final)
+
+    def _rate(self, run: Run, info: dict) -> None:
+        self.throughput[run.path.name] = {"stage": info["stage"], "samples_per_s": info["samples_per_s"]}
+
+    def teachers(self) -> None:
+        out = {}
+        for role, set_name in (("spatial", "static3d"), ("temporal", "video")):
+            o = self.base_overrides(1, self.preset.teacher_steps, 0, str(self.root / "world" / set_name))
+            run, final = self.train(1, o, {"data": self.data_id(set_name), "vae": self.vae_run.hash})
+            out[role] = (run, final)
+        self.teacher_runs = out
+
+    def data_root(self, row: Row) -> str:
+        from orster4d.data.world import subset
+
+        if row.scarce4d is None:
+            return str(self.root / "world" / "scarce4d")
+        return str(subset(self.root / "world", "scarce4d", row.scarce4d,
+                          self.root / "subsets" / f"scarce4d_{row.scarce4d}"))
+
+    def chain(self, row: Row, seed: int) -> Dict[int, tuple]:
+        """Stages 1-4 of ``row`` with ``seed``; ``{stage: (run, final)}``."""
+        data = self.data_root(row)
+        did = self.data_id("scarce4d", row.scarce4d)
+        base_in = {"data": did, "vae": self.vae_run.hash}
+        runs = {}
+        steps = self.preset.stage_steps
+        for stage in (1, 2, 3, 4):
+            o = self.base_overrides(stage, steps[stage - 1], seed, data)
+            inputs = dict(base_in)
+            if stage == 2:
+                parent = runs[1] if row.stage2_init == "stage1" else self.teacher_runs["spatial"]
+                sp, tp = self.teacher_runs["spatial"][1], self.teacher_runs["temporal"][1]
+                o.update({"teachers.spatial_dir": os.path.join(sp, "model", "unet"),
+                          "teachers.temporal_dir": os.path.join(tp, "model", "unet")})
+                inputs.update(teacher_spatial=self.teacher_runs["spatial"][0].hash,
+                              teacher_temporal=self.teacher_runs["temporal"][0].hash)
+            elif stage > 2:
+                parent = runs[stage - 1]
+            else:
+                parent = None
+            if parent is not None:
+                o["init"] = parent[1]
+                inputs["parent"] = parent[0].hash
+            if stage == 4:
+                o["cond.clip_dir"] = self.clip_dir
+                inputs["clip"] = self.clip_id
+            o.update(row.stage_overrides(stage))
+            runs[stage] = self.train(stage, o, inputs)
+        return runs
+
+    # -- scoring ----------------------------------------------------------------------------------
+    def score(self, row: Row, seed: int, s4: tuple) -> dict:
+        from orster4d.data.world import heldout_objects
+        from orster4d.reproduce.scoring import score_checkpoint
+
+        p = self.preset
+        key = {"kind": "eval", "checkpoint": s4[0].hash, "world": self.world_hash, "seed": seed,
+               "steps": p.inference_steps, "guidance": p.guidance_scale,
+               "weights": [self.opts.lpips_weights, self.opts.i3d, os.environ.get("ORSTER4D_WEIGHTS")]}
+        run = Run(self.root, "eval", key)
+        if run.done:
+            self._note(run, "reused")
+            return run.info()["scores"]
+        run.prepare(fresh=True)
+        strips = self.root / "strips" / _slug(row.name) / f"seed{seed}" if self.opts.strips else None
+        scores = score_checkpoint(s4[1], heldout_objects(self.root / "world"), seed, p.inference_steps,
+                                  p.guidance_scale, device=self._device(), lpips_weights=self.opts.lpips_weights,
+                                  i3d=self.opts.i3d, strips=strips)
+        run.finish({"scores": scores})
+        self._note(run, "scored")
+        return scores
+
+    # -- everything -------------------------------------------------------------------------------
+    def run(self) -> dict:
+        self.world()
+        self.vae()
+        self.clip()
+        if any(r.expressible for r in self.rows):
+            self.teachers()
+        out_rows = []
+        for row in self.rows:
+            rec = {"name": row.name, "table": row.table, "note": row.note, "overrides": {str(k): v for k, v in
+                                                                                        row.overrides.items()},
+                   "stage2_init": row.stage2_init, "scarce4d": row.scarce4d}
+            if not row.expressible:
+                rec.update(status="not expressible yet", reason=row.missing)
+                out_rows.append(rec)
+                continue
+            seeds = self.opts.seeds if row.all_seeds else self.opts.seeds[:1]
+            per_seed, runs = {}, {}
+            for seed in seeds:
+                chain = self.chain(row, seed)
+                runs[str(seed)] = {f"stage{s}": chain[s][0].path.name for s in chain}
+                per_seed[str(seed)] = self.score(row, seed, chain[4])
+            rec.update(status="done", seeds=list(seeds), runs=runs, per_seed=per_seed,
+                       summary=summarise(per_seed))
+            out_rows.append(rec)
+        vae_info = self.vae_run.info() or {}
+        result = {
+            "preset": self.preset.name, "seeds": list(self.opts.seeds), "world": {
+                "spec": self.spec.to_dict(), "root": str(self.root / "world")},
+            "image_vae": {"heldout_psnr_db": vae_info.get("heldout_psnr_db"), "run": self.vae_run.path.name},
+            "clip": {"dir": self.clip_dir, "pretrained": bool(self.opts.clip)},
+            "teachers": {r: v[0].path.name for r, v in self.teacher_runs.items()} if hasattr(self, "teacher_runs") else {},
+            "settings": {"stage_steps": list(self.preset.stage_steps), "teacher_steps": self.preset.teacher_steps,
+                         "train_preset": self.preset.train_preset, "train_overrides": self.preset.train_overrides,
+                         "inference_steps": self.preset.inference_steps, "guidance_scale": self.preset.guidance_scale},
+            "throughput_samples_per_s": self.throughput,  # per training run used (teachers are stage-1 runs)
+            "rows": out_rows, "events": self.events,
+        }
+        from orster4d.reproduce.tables import markdown_tables
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "reproduction.json").write_text(json.dumps(result, indent=1, default=list))
+        (self.root / "reproduction.md").write_text(markdown_tables(result))
+        return result
+
+
+def _median_rate(log: Path) -> Optional[float]:
+    if not log.is_file():
+        return None
+    rates = sorted(json.loads(ln)["samples_per_s"] for ln in log.read_text().splitlines() if ln.strip())
+    return rates[len(rates) // 2] if rates else None
+
+
+def summarise(per_seed: Dict[str, dict]) -> Dict[str, Dict[str, dict]]:
+    """``{condition: {metric: mean_ci over seeds of the per-seed means}}`` plus ``absent`` reasons."""
+    out: Dict[str, Dict[str, dict]] = {}
+    absent = {}
+    for scores in per_seed.values():
+        absent.update(scores.get("absent", {}))
+    for kind in CONDITIONS:
+        vals = [s["conditions"][kind]["mean"] for s in per_seed.values() if kind in s["conditions"]]
+        if vals:
+            out[kind] = {m: mean_ci([v.get(m) for v in vals]) for m in METRICS}
+    out["absent"] = absent
+    return out
+
+
+def run_protocol(opts: ProtocolOptions) -> dict:
+    """Run the protocol (module docstring); returns and writes the reproduction dict."""
+    return Protocol(opts).run()
