@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from orster4d.cli.construct import main as cli_main
-from orster4d.recon import CHECKPOINT, ConstructConfig, InputError, construct, deform, load_asset
+from orster4d.recon import CHECKPOINT, ConstructConfig, InputError, construct, deform
+from orster4d.io.asset import read_asset
 from orster4d.data import generate_scene
 from orster4d.recon.deformation import DeformationField
 from orster4d.recon.gaussians import GaussianModel
@@ -33,7 +34,7 @@ def _cfg(scene, out, **kw):
                           coarse_iters=100, fine_iters=100, init_points=300, max_sh_degree=1, sh_up_every=40,
                           coarse_batch=2, hexplane_channels=4, hexplane_resolution=[8, 4], mlp_width=16,
                           checkpoint_every=40, progress=False, eval_max_frames=8,
-                          rasterizer_backend=RB, hexplane_backend=HB)
+                          rasterizer_backend=RB, hexplane_backend=HB, scale_schedule=False)
     cfg.densify.start, cfg.densify.interval, cfg.densify.stop = 20, 20, 80
     cfg.densify.max_gaussians = 600
     for k, v in kw.items():
@@ -99,7 +100,7 @@ def test_ply_reads_back_to_the_same_gaussians(asset):
     assert not torch.allclose(tk["means"], canon["means"])  # the field deforms
 
 
-def test_load_asset_reads_the_field_folder_and_older_deformation_pt(asset, tmp_path):
+def test_read_asset_reads_the_field_folder_and_older_deformation_pt(asset, tmp_path):
     out, _, _ = asset
     times = json.loads((out / "gaussians" / "times.json").read_text())
     k = len(times) // 2
@@ -117,7 +118,8 @@ def test_load_asset_reads_the_field_folder_and_older_deformation_pt(asset, tmp_p
                                     "attn_dim", "attention_backend")}
     (old / "config.json").write_text(json.dumps(cfg))
     for folder in (out, old):
-        g, f, t = load_asset(folder)
+        a = read_asset(folder)
+        g, f, t = a.canonical(), a.deformation_field(), a.times
         torch.testing.assert_close(t, torch.tensor(times))
         with torch.no_grad():
             m, q, s = deform(g, f, t[k:k + 1])
@@ -125,7 +127,7 @@ def test_load_asset_reads_the_field_folder_and_older_deformation_pt(asset, tmp_p
         torch.testing.assert_close(s[0], tk["log_scales"], atol=1e-5, rtol=1e-5)
     shutil.rmtree(old / "gaussians")
     with pytest.raises(FileNotFoundError, match="canonical.ply"):
-        load_asset(old)
+        read_asset(old)
 
 
 def test_turntable_has_the_expected_frame_count(asset):
