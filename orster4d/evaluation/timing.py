@@ -28,7 +28,7 @@ def build_networks(root: Path, seed: int = 0) -> Path:
 
     from orster4d.evaluation.i3d import InceptionI3d
     from orster4d.generation.models.conditions import save_clip
-    from orster4d.recon.losses import BACKBONE_FILES
+    from orster4d.perceptual import BACKBONE_FILES
 
     torch.manual_seed(seed)
     cfg = open_clip.get_model_config("ViT-B-32")

@@ -31,7 +31,7 @@ I3D_CANDIDATES = ("i3d/i3d_pretrained_400.pt", "i3d/i3d_torchscript.pt")
 
 
 def lpips_candidates(net: str) -> tuple:
-    from orster4d.recon.losses import BACKBONE_FILES
+    from orster4d.perceptual import BACKBONE_FILES
 
     return (f"lpips/{BACKBONE_FILES[net]}",)
 
@@ -114,9 +114,9 @@ def load_clip(path: Path, model_name: Optional[str] = None, device="cpu"):
 
 def load_lpips(path: Path, net: str = "vgg", device="cpu") -> torch.nn.Module:
     """Frozen LPIPS with the torchvision ``net`` backbone from ``path`` (the package's loader)."""
-    from orster4d.recon.losses import load_lpips as load_lpips_backbone
+    from orster4d.perceptual import try_load_lpips
 
-    model, reason = load_lpips_backbone(net, str(path), device)
+    model, reason = try_load_lpips(str(path), net, device)
     if model is None:
         raise MissingWeights("LPIPS", reason)
     return model
@@ -124,6 +124,6 @@ def load_lpips(path: Path, net: str = "vgg", device="cpu") -> torch.nn.Module:
 
 def lpips_distance(model, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """LPIPS per image of ``[..., H, W, 3]`` images in [0, 1] -> ``[...]``."""
-    from orster4d.recon.losses import lpips_distance as distance
+    from orster4d.perceptual import lpips_distance as distance
 
     return distance(model, pred, target)
