@@ -5,6 +5,7 @@ Examples::
     orster4d-construct data/scene/multiview -o outputs/asset --static data/scene/static
     orster4d-construct --demo -o outputs/demo              # procedural object, then reconstruct it
     orster4d-construct data/scene/orbital -o outputs/asset --resume
+    orster4d-construct data/scene/orbital -o outputs/asset --overwrite --exports viewer splat
 """
 from __future__ import annotations
 

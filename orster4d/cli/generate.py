@@ -260,7 +260,7 @@ def generate(args, log=print) -> Dict:
 
     # -- construction ---------------------------------------------------------------------------
     if not args.video_only:
-        from orster4d.recon.fit import ConstructConfig, InputError, construct
+        from orster4d.recon import ConstructConfig, InputError, construct
 
         paths["asset"] = out / "asset"
         cfg = ConstructConfig(input=str(paths["video"]), output=str(paths["asset"]),

@@ -351,6 +351,7 @@ def construct(cfg: ConstructConfig, resume: bool = False, overwrite: bool = Fals
         log(run.hex_reason)
     total = cfg.coarse_iters + cfg.fine_iters
     logger = RunLog(out, cfg.tensorboard, log)
+    record(out, _log_files())
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, initial=run.iteration, disable=not cfg.progress, dynamic_ncols=True)
@@ -386,7 +387,6 @@ def construct(cfg: ConstructConfig, resume: bool = False, overwrite: bool = Fals
         bar.close()
         logger.close()
         run.save(out)
-        record(out, _log_files())
         log(f"interrupted at iteration {run.iteration}; checkpoint written to {out / CHECKPOINT} "
             f"(continue with --resume)")
         raise

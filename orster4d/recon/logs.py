@@ -30,6 +30,7 @@ class RunLog:
     def __init__(self, out: Path, tensorboard: bool = True, log: Callable[[str], None] = print):
         self.out = Path(out)
         self.writer = None
+        (self.out / JSONL).touch()  # both files exist from the start (the manifest lists them)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
