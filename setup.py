@@ -51,6 +51,7 @@ setup(
         "diffusers",
         "lpips",
         "open_clip_torch",
+        "tensorboard",
     ],
     extras_require={
         "test": ["pytest", "pytest-benchmark", "scipy"],

@@ -33,7 +33,9 @@ _PUBLIC = {
     "ConstructConfig": "orster4d.recon.config",
     "construct": "orster4d.recon.fit",
     "DefaultStrategy": "orster4d.recon.strategy",
-    "load_asset": "orster4d.recon.export",
+    # asset folders
+    "Asset": "orster4d.io.asset",
+    "read_asset": "orster4d.io.asset",
     # data and cameras
     "DynamicDataset": "orster4d.data.dataset",
     "load_dataset": "orster4d.data.dataset",

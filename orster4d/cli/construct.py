@@ -5,6 +5,7 @@ Examples::
     orster4d-construct data/scene/multiview -o outputs/asset --static data/scene/static
     orster4d-construct --demo -o outputs/demo              # procedural object, then reconstruct it
     orster4d-construct data/scene/orbital -o outputs/asset --resume
+    orster4d-construct data/scene/orbital -o outputs/asset --overwrite --exports viewer splat
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from orster4d.recon import ConstructConfig, InputError, construct
+from orster4d.recon.config import EXPORTS, check_device, check_replaceable
 from orster4d.data.procedural import FAMILIES
 
 
@@ -76,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rasterizer-backend", choices=("cpu", "cuda", "reference"), default=None)
     p.add_argument("--seed", type=_number(int, 0), default=d.seed)
     p.add_argument("--resume", action="store_true", help="continue from <output>/checkpoints/last.pt")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier construction in the output folder (removes only the files it wrote; "
+                        "refuses when the folder holds anything else)")
+    p.add_argument("--exports", nargs="+", choices=(*EXPORTS, "none"), default=list(d.exports), metavar="FORMAT",
+                   help=f"viewer-ready outputs to write, any of {', '.join(EXPORTS)}; 'none' writes none")
     p.add_argument("--no-progress", action="store_true")
     g = p.add_argument_group("demo")
     g.add_argument("--demo", action="store_true", help="generate a procedural object, then reconstruct it")
@@ -99,7 +105,8 @@ def _device(name: str):
     return torch.device(name)
 
 
-# The quick demo on a CPU (the full 6k + 3k schedule at 256 px takes about an hour there).
+# The quick demo on a CPU (the full 6k + 3k schedule at 256 px takes about an hour there); its SH
+# and densification schedules are scaled to these counts (orster4d.recon.config.schedules).
 CPU_DEMO = {"size": 96, "coarse_iters": 600, "fine_iters": 300}
 
 
@@ -135,6 +142,12 @@ def main(argv=None) -> int:
                 if folder.exists() and not args.overwrite:
                     print(f"orster4d-construct: {folder}: {what} folder exists; pass --overwrite", file=sys.stderr)
                     return 2
+            try:  # what construct would refuse, before the scene is generated
+                check_replaceable(out, args.overwrite)
+                check_device(args.device, args.rasterizer_backend)
+            except InputError as e:
+                print(f"orster4d-construct: {e}", file=sys.stderr)
+                return 2
             print(f"generating a procedural '{args.family}' (seed {args.seed}) into {scene}")
             generate_scene(scene, args.family, args.seed, args.frames, args.size, args.size, args.views,
                            device=_device(args.device), backend=args.rasterizer_backend)
@@ -157,7 +170,8 @@ def main(argv=None) -> int:
         attention_backend=args.attention_backend, lpips_net=args.lpips_net, lpips_weights=args.lpips_weights,
         checkpoint_every=args.checkpoint_every, turntable_frames=args.turntable_frames,
         background=list(args.background), device=args.device, rasterizer_backend=args.rasterizer_backend,
-        seed=args.seed, progress=not args.no_progress)
+        seed=args.seed, progress=not args.no_progress,
+        exports=[] if "none" in args.exports else list(dict.fromkeys(args.exports)))
     try:
         metrics = construct(cfg, resume=args.resume, overwrite=args.overwrite)
     except InputError as e:

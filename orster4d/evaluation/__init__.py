@@ -5,12 +5,12 @@
   (:mod:`~orster4d.evaluation.i3d`, :mod:`~orster4d.evaluation.fvd`);
 * against the condition: CLIP-F and CLIP-O (:mod:`~orster4d.evaluation.clip_score`).
 
-Assets are read from their per-timestamp PLYs (:mod:`~orster4d.evaluation.asset`); weights come
-from local files only (:mod:`~orster4d.evaluation.weights`); results become ``eval.json`` and
+Assets are read by :func:`orster4d.io.asset.read_asset` and rendered from their per-timestamp
+PLYs (:mod:`~orster4d.evaluation.asset`); weights come from local files only (:mod:`~orster4d.evaluation.weights`); results become ``eval.json`` and
 markdown tables (:mod:`~orster4d.evaluation.tables`) through :mod:`~orster4d.evaluation.run`.
 """
-from orster4d.evaluation.asset import Asset, AssetError, load_asset
+from orster4d.evaluation.asset import gaussians_at, render_asset
 from orster4d.evaluation.fvd import frechet_distance, fvd, gaussian_stats
 from orster4d.evaluation.weights import MissingWeights
 
-__all__ = ["Asset", "AssetError", "load_asset", "frechet_distance", "fvd", "gaussian_stats", "MissingWeights"]
+__all__ = ["gaussians_at", "render_asset", "frechet_distance", "fvd", "gaussian_stats", "MissingWeights"]

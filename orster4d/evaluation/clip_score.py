@@ -71,11 +71,13 @@ def cosine_to(embeddings: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def clip_scores(asset, scorer: ClipScorer, cond: torch.Tensor, device=None, backend=None,
                 background=(1.0, 1.0, 1.0), num_views: int = CLIP_O_VIEWS) -> dict:
-    """``{"clip_f", "clip_o", "views", "timestamps"}`` of an :class:`~orster4d.evaluation.asset.Asset`."""
+    """``{"clip_f", "clip_o", "views", "timestamps"}`` of an :class:`~orster4d.io.asset.Asset`."""
     traj = asset.trajectory
     _, vm, K = orbit_cameras(traj, num_views)
-    T = asset.num_timestamps
-    rgb = asset.render(asset.times, vm[None].expand(T, -1, -1, -1), K[None].expand(T, -1, -1, -1), traj.width,
-                       traj.height, background, device, backend)  # [T, V, H, W, 3]
+    from orster4d.evaluation.asset import render_asset
+
+    T = asset.num_frames
+    rgb = render_asset(asset, asset.times, vm[None].expand(T, -1, -1, -1), K[None].expand(T, -1, -1, -1), traj.width,
+                      traj.height, background, device, backend)  # [T, V, H, W, 3]
     sims = cosine_to(scorer.embed_images(rgb.reshape(-1, traj.height, traj.width, 3)), cond).reshape(T, num_views)
     return {"clip_f": float(sims[:, 0].mean()), "clip_o": float(sims.mean()), "views": num_views, "timestamps": T}

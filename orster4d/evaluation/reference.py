@@ -42,7 +42,9 @@ def check_reference(ds: DynamicDataset, asset, where: str) -> None:
 
 def render_reference(asset, ds: DynamicDataset, device=None, backend=None) -> torch.Tensor:
     """``[F, H, W, 3]`` on ``device``: the asset at every reference frame's camera and time."""
-    return asset.render(ds.times, ds.viewmats, ds.Ks, ds.width, ds.height, ds.background, device, backend)
+    from orster4d.evaluation.asset import render_asset
+
+    return render_asset(asset, ds.times, ds.viewmats, ds.Ks, ds.width, ds.height, ds.background, device, backend)
 
 
 def _mean(x: torch.Tensor, m: torch.Tensor) -> Optional[float]:

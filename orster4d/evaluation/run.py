@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from orster4d.evaluation.asset import Asset, AssetError, load_asset
+from orster4d.io.asset import Asset, read_asset
 from orster4d.evaluation.weights import (CLIP_CANDIDATES, I3D_CANDIDATES, MissingWeights, lpips_candidates, locate)
 
 METRICS = ("clip_f", "clip_o", "ssim", "psnr", "lpips", "fvd")
@@ -172,7 +172,7 @@ def prepare(opts: EvalOptions) -> Plan:
     device = _device(opts.device)
     timing: Dict[str, float] = {}
     with _timed(timing, "load_inputs", device):
-        assets = [load_asset(a) for a in opts.assets]
+        assets = [read_asset(a) for a in opts.assets]
         refs, notes = [], []
         for i, asset in enumerate(assets):
             if not opts.reference:
@@ -222,7 +222,7 @@ def evaluate(plan: Plan) -> Dict:
         tm: Optional[Dict[str, float]] = {} if opts.timing else None
         metrics: Dict[str, Optional[float]] = {k: None for k in METRICS}
         absent: Dict[str, str] = {}
-        details: Dict = {"timestamps": asset.num_timestamps}
+        details: Dict = {"timestamps": asset.num_frames}
         # ---- against the condition
         if cond is None:
             for k in ("clip_f", "clip_o"):

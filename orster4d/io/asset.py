@@ -1,13 +1,28 @@
-"""Reading a 4D asset folder (what ``orster4d-construct`` writes) and writing its viewer-ready exports.
+"""The asset folder: the one reader (:func:`read_asset`, one :class:`Asset` type) and its
+viewer-ready exports (:func:`export_asset`).
 
-An asset folder holds ``gaussians/t_XXXX.ply`` (one standard 3DGS PLY per timestamp, all with the
-same Gaussians in the same order), ``gaussians/times.json`` (the normalised times, in [0, 1]),
-``gaussians/canonical.ply`` with ``deformation.pt`` (the static Gaussians and the deformation
-field's weights), ``trajectory.json`` (the orbital camera path), ``config.json`` (with the
-background colour) and the turntable videos.
+Layout of an asset folder (what ``orster4d-construct`` writes; files marked *required* are what
+:func:`read_asset` needs, the rest are optional or read on demand):
 
-:func:`read_asset` gathers the per-timestamp Gaussians as activated parameters (the rasterizer's
-inputs); :func:`export_asset` writes the exports that other viewers open:
+* ``gaussians/t_XXXX.ply`` (*required*): one standard 3DGS ``.ply`` per timestamp, numbered
+  0..T-1 without gaps, all with the same Gaussians in the same order (raw parameters: means,
+  unnormalised quaternions, log-scales, logit opacities, SH coefficients);
+* ``gaussians/times.json``: the T normalised times, strictly increasing in [0, 1] (absent: the
+  trajectory's ``i / (T - 1)`` when it has T frames, ``[0]`` for a single PLY);
+* ``trajectory.json`` (*required*): the orbital camera path (elevation, radius, field of view,
+  resolution, front azimuth);
+* ``config.json``: ``{"construct": {..., "background": [r, g, b], "fps": n}, ...}`` (defaults:
+  white, 12 fps);
+* ``condition.json``: metadata such as ``{"kind": "text" | "image" | "static3d", "prompt": ...,
+  "image": "front.png"}`` (paths relative to the folder), used by ``orster4d-eval``;
+* ``gaussians/canonical.ply`` and ``deformation/`` (a diffusers model folder; older assets:
+  ``deformation.pt`` with the field's settings in ``config.json``): the canonical Gaussians and the
+  deformation field, read by :meth:`Asset.canonical` and :meth:`Asset.deformation_field`.
+
+Construct also writes the turntable videos, ``metrics.json``, logs and the exports below; the
+reader ignores them.
+
+:func:`export_asset` writes the exports that other viewers open:
 
 * ``supersplat/frame_XXXX.ply``: the per-timestamp PLYs under names that SuperSplat recognises as
   an animation (a shared prefix followed by a frame number; hard links where the file system
@@ -22,50 +37,69 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 
+from orster4d.cameras import OrbitTrajectory
 from orster4d.io.ply import read_ply
+from orster4d.sh import rgb_to_sh_dc, sh_dc_to_rgb
 
-SH_C0 = 0.28209479177387814
+__all__ = ["Asset", "AssetError", "AssetFileMissing", "read_asset", "frame_paths", "export_asset",
+           "export_supersplat_sequence", "write_procedural_asset", "EXPORT_FORMATS", "FIELD_FOLDER",
+           "rgb_to_sh_dc", "sh_dc_to_rgb"]
+
+FIELD_FOLDER = "deformation"
+EXPORT_FORMATS = ("supersplat", "splat", "splatv")
+TIME_TOL = 1e-4
 _FRAME_RE = re.compile(r"^t_(\d+)\.ply$")
 
 
-def sh_dc_to_rgb(sh_dc: torch.Tensor) -> torch.Tensor:
-    """Degree-0 colour ``max(SH_C0 * dc + 0.5, 0)`` ``[..., 3]`` of DC coefficients ``[..., 3]`` (the rasterizer's rule)."""
-    return torch.clamp(SH_C0 * sh_dc + 0.5, min=0.0)
+class AssetError(ValueError):
+    """A bad asset folder (the message names the file and the problem)."""
 
 
-def rgb_to_sh_dc(rgb: torch.Tensor) -> torch.Tensor:
-    """DC coefficients ``[..., 3]`` whose degree-0 colour is ``rgb [..., 3]`` (inverse of :func:`sh_dc_to_rgb` for rgb >= 0)."""
-    return (rgb - 0.5) / SH_C0
+class AssetFileMissing(AssetError, FileNotFoundError):
+    """An asset folder lacks a file it needs (the message names it)."""
 
 
 @dataclass
 class Asset:
-    """Per-timestamp Gaussians of a 4D asset, activated (float32, CPU).
+    """A 4D asset: ``T`` timestamps of ``N`` Gaussians, as stored (float32, CPU).
 
-    ``means [T, N, 3]`` (world units), ``quats [T, N, 4]`` (w, x, y, z, unit), ``scales [T, N, 3]``
-    (standard deviations, world units), ``opacities [T, N]`` in (0, 1), ``colors [T, N, 3]`` (SH
-    degree-0 RGB), ``sh [T, N, K, 3]`` (all coefficients), ``times [T]`` in [0, 1], the source
-    ``paths`` of the T PLYs, and the asset's ``trajectory`` (an :class:`~orster4d.cameras.OrbitTrajectory`
-    or None), ``background`` (RGB) and ``fps``.
+    Attributes:
+        folder: the asset folder (``name``: its name).
+        times: ``[T]`` strictly increasing, in [0, 1].
+        means: ``[T, N, 3]`` world units; quats: ``[T, N, 4]`` (w, x, y, z), unit;
+        log_scales: ``[T, N, 3]`` (log of standard deviations in world units);
+        logit_opacities: ``[T, N]``; sh: ``[T, N, K, 3]`` SH coefficients, ``K = (sh_degree + 1)^2``.
+        trajectory: the asset's orbit (:class:`~orster4d.cameras.OrbitTrajectory`).
+        background: RGB in [0, 1]; fps: turntable frame rate.
+        meta: the contents of ``condition.json`` (empty when absent).
+        paths: the T source PLYs.
+
+    Activated views: ``scales [T, N, 3]``, ``opacities [T, N]`` in (0, 1), ``colors [T, N, 3]``
+    (SH degree-0 RGB, ``max(SH_C0 * dc + 0.5, 0)`` as the rasterizer).
     """
 
+    folder: Path
+    times: torch.Tensor
     means: torch.Tensor
     quats: torch.Tensor
-    scales: torch.Tensor
-    opacities: torch.Tensor
-    colors: torch.Tensor
+    log_scales: torch.Tensor
+    logit_opacities: torch.Tensor
     sh: torch.Tensor
-    times: torch.Tensor
-    paths: List[Path]
-    trajectory: object = None
+    trajectory: OrbitTrajectory
     background: tuple = (1.0, 1.0, 1.0)
     fps: int = 12
+    meta: Dict = field(default_factory=dict)
+    paths: List[Path] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
 
     @property
     def num_frames(self) -> int:
@@ -75,56 +109,157 @@ class Asset:
     def num_gaussians(self) -> int:
         return int(self.means.shape[1])
 
+    @property
+    def sh_degree(self) -> int:
+        return int(round(self.sh.shape[2] ** 0.5)) - 1
+
+    @property
+    def scales(self) -> torch.Tensor:
+        return self.log_scales.exp()
+
+    @property
+    def opacities(self) -> torch.Tensor:
+        return torch.sigmoid(self.logit_opacities)
+
+    @property
+    def colors(self) -> torch.Tensor:
+        return sh_dc_to_rgb(self.sh[:, :, 0]).clamp_min(0.0)
+
+    def check_times(self, times: torch.Tensor, what: str) -> None:
+        """Raises :class:`AssetError` unless every time of ``times [F]`` lies in the stored span
+        (within 1e-4), i.e. can be rendered by interpolating stored timestamps."""
+        t = torch.as_tensor(times, dtype=torch.float32).reshape(-1)
+        lo, hi = float(self.times[0]), float(self.times[-1])
+        bad = (t < lo - TIME_TOL) | (t > hi + TIME_TOL)
+        if bool(bad.any()):
+            n_ref = int(torch.unique(t).numel())
+            raise AssetError(f"{self.folder}: {what} has {n_ref} times in [{float(t.min()):.4f}, {float(t.max()):.4f}] "
+                             f"but the asset stores {self.num_frames} timestamp(s) spanning [{lo:.4f}, {hi:.4f}]; "
+                             f"its frames cannot be matched to the asset's")
+
+    def canonical(self, device=None):
+        """The canonical Gaussians ``gaussians/canonical.ply`` as a
+        :class:`~orster4d.recon.gaussians.GaussianModel` on ``device``."""
+        from orster4d.recon.gaussians import GaussianModel
+
+        path = self.folder / "gaussians" / "canonical.ply"
+        if not path.is_file():
+            raise AssetFileMissing(f"{path}: missing (the canonical Gaussians; written by orster4d-construct)")
+        return GaussianModel.load_ply(path, device)
+
+    def deformation_field(self, device=None):
+        """The deformation field (:class:`~orster4d.recon.deformation.DeformationField`, eval mode)
+        on ``device``: ``deformation/`` or, in older assets, ``deformation.pt`` + ``config.json``."""
+        from orster4d.recon.deformation import DeformationField
+
+        folder = self.folder
+        if (folder / FIELD_FOLDER / "config.json").is_file():
+            fld = DeformationField.from_pretrained(folder / FIELD_FOLDER)
+        elif (folder / "deformation.pt").is_file() and (folder / "config.json").is_file():
+            cfg = json.loads((folder / "config.json").read_text())
+            fld = DeformationField.from_config({**cfg["deformation"], "aabb": cfg["aabb"]})
+            fld.load_state_dict(torch.load(folder / "deformation.pt", map_location="cpu", weights_only=True))
+        else:
+            raise AssetFileMissing(f"{folder / FIELD_FOLDER}: the deformation field is missing "
+                                   f"(neither {FIELD_FOLDER}/config.json nor deformation.pt)")
+        return fld.eval().to(device)
+
 
 def frame_paths(folder: Union[str, Path]) -> List[Path]:
     """The per-timestamp PLYs ``gaussians/t_XXXX.ply`` of an asset folder, in frame order.
 
-    Raises ValueError naming the folder when there are none or the numbering has gaps.
+    Raises :class:`AssetError` naming the folder when there are none or the numbering has gaps.
     """
-    gdir = Path(folder) / "gaussians"
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AssetFileMissing(f"{folder}: asset folder not found (no 'gaussians/' directory)")
+    gdir = folder / "gaussians"
     if not gdir.is_dir():
-        raise ValueError(f"{folder}: not an asset folder (no 'gaussians/' directory)")
+        raise AssetFileMissing(f"{folder}: no per-timestamp Gaussians (no 'gaussians/' directory: neither "
+                               f"gaussians/t_0000.ply, t_0001.ply, ... nor gaussians/canonical.ply)")
     found = sorted((int(m.group(1)), p) for p in gdir.iterdir() if (m := _FRAME_RE.match(p.name)))
     if not found:
-        raise ValueError(f"{gdir}: no per-timestamp PLYs named t_XXXX.ply")
+        raise AssetFileMissing(f"{folder}: no per-timestamp Gaussians (expected {gdir}/t_0000.ply, t_0001.ply, ...)")
     idx = [i for i, _ in found]
     if idx != list(range(len(idx))):
-        raise ValueError(f"{gdir}: frame numbers must run 0..{len(idx) - 1} without gaps, got {idx}")
+        raise AssetError(f"{gdir}: frame numbers must run 0..{len(idx) - 1} without gaps, got {idx}")
     return [p for _, p in found]
 
 
-def read_asset(folder: Union[str, Path]) -> Asset:
-    """Reads the per-timestamp Gaussians, times, trajectory, background and fps of an asset folder."""
-    from orster4d.cameras import OrbitTrajectory
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise AssetError(f"{path}: cannot read {what} ({e})") from e
 
+
+def _times(gdir: Path, n: int, traj: OrbitTrajectory) -> torch.Tensor:
+    path = gdir / "times.json"
+    if path.is_file():
+        raw = _read_json(path, "the list of times")
+        try:
+            times = torch.tensor([float(t) for t in raw], dtype=torch.float32)
+        except (ValueError, TypeError) as e:
+            raise AssetError(f"{path}: cannot read the list of times ({e})") from e
+    elif n == traj.num_frames:
+        times = traj.times()
+    elif n == 1:
+        times = torch.zeros(1)
+    else:
+        raise AssetError(f"{gdir}: {n} PLYs, no times.json, and the trajectory has {traj.num_frames} frames")
+    if times.numel() != n:
+        raise AssetError(f"{path}: {times.numel()} times for {n} PLY files")
+    if bool((times < 0).any() or (times > 1).any()) or (n > 1 and bool((times[1:] <= times[:-1]).any())):
+        raise AssetError(f"{path}: times must increase strictly within [0, 1], got {times.tolist()}")
+    return times
+
+
+def read_asset(folder: Union[str, Path]) -> Asset:
+    """Reads and checks an asset folder (layout in the module docstring); raises :class:`AssetError`
+    (:class:`AssetFileMissing` for a missing file) naming the file and the problem."""
     folder = Path(folder)
     paths = frame_paths(folder)
-    frames = [read_ply(p) for p in paths]
-    n = frames[0]["means"].shape[0]
-    for p, f in zip(paths, frames):
-        if f["means"].shape[0] != n or f["sh"].shape != frames[0]["sh"].shape:
-            raise ValueError(f"{p}: {f['means'].shape[0]} Gaussians with SH {tuple(f['sh'].shape)}; "
-                             f"{paths[0].name} has {n} with {tuple(frames[0]['sh'].shape)} (all frames must match)")
-    times_path = folder / "gaussians" / "times.json"
-    if times_path.is_file():
-        times = torch.tensor(json.loads(times_path.read_text()), dtype=torch.float32)
-        if times.shape != (len(paths),):
-            raise ValueError(f"{times_path}: {times.numel()} times for {len(paths)} frames")
-    else:
-        times = torch.linspace(0.0, 1.0, len(paths)) if len(paths) > 1 else torch.zeros(1)
     traj_path = folder / "trajectory.json"
-    trajectory = OrbitTrajectory.load(traj_path) if traj_path.is_file() else None
+    if not traj_path.is_file():
+        raise AssetFileMissing(f"{folder}: missing trajectory.json (the asset's orbit: elevation, radius, "
+                               f"field of view)")
+    try:
+        traj = OrbitTrajectory.load(traj_path)
+    except ValueError as e:
+        raise AssetError(str(e)) from e
+    times = _times(folder / "gaussians", len(paths), traj)
+    frames = []
+    for p in paths:
+        try:
+            g = read_ply(p)
+        except (ValueError, OSError) as e:
+            raise AssetError(str(e)) from e
+        for k, v in g.items():
+            if not bool(torch.isfinite(v).all()):
+                raise AssetError(f"{p}: property {k} contains NaN or Inf")
+        f0 = frames[0] if frames else g
+        if g["means"].shape != f0["means"].shape or g["sh"].shape != f0["sh"].shape:
+            raise AssetError(f"{p}: {g['means'].shape[0]} Gaussians with SH {tuple(g['sh'].shape[1:])}; "
+                             f"{paths[0].name} has {f0['means'].shape[0]} with {tuple(f0['sh'].shape[1:])} "
+                             f"(all frames must match)")
+        frames.append(g)
     background, fps = (1.0, 1.0, 1.0), 12
     cfg_path = folder / "config.json"
     if cfg_path.is_file():
-        construct = json.loads(cfg_path.read_text()).get("construct", {})
+        construct = _read_json(cfg_path, "JSON").get("construct", {})
         background = tuple(float(c) for c in construct.get("background", background))
         fps = int(construct.get("fps", fps))
+    meta = {}
+    cond_path = folder / "condition.json"
+    if cond_path.is_file():
+        meta = _read_json(cond_path, "JSON")
+        if not isinstance(meta, dict):
+            raise AssetError(f"{cond_path}: expected an object")
     stack = {k: torch.stack([f[k] for f in frames]) for k in frames[0]}
     quats = stack["quats"] / stack["quats"].norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return Asset(means=stack["means"], quats=quats, scales=stack["log_scales"].exp(),
-                 opacities=torch.sigmoid(stack["logit_opacities"]), colors=sh_dc_to_rgb(stack["sh"][:, :, 0]),
-                 sh=stack["sh"], times=times, paths=paths, trajectory=trajectory, background=background, fps=fps)
+    return Asset(folder=folder, times=times, means=stack["means"], quats=quats, log_scales=stack["log_scales"],
+                 logit_opacities=stack["logit_opacities"], sh=stack["sh"], trajectory=traj,
+                 background=background, fps=fps, meta=meta, paths=paths)
 
 
 def export_supersplat_sequence(folder: Union[str, Path], out_dir: Optional[Union[str, Path]] = None,
@@ -154,7 +289,7 @@ def export_supersplat_sequence(folder: Union[str, Path], out_dir: Optional[Union
     return written
 
 
-def export_asset(folder: Union[str, Path], formats: Sequence[str] = ("supersplat", "splat", "splatv"),
+def export_asset(folder: Union[str, Path], formats: Sequence[str] = EXPORT_FORMATS,
                  splat_frame: int = 0, splatv_segments: int = 1) -> Dict[str, object]:
     """Writes the viewer-ready exports of an asset folder (see the module docstring).
 
@@ -168,9 +303,9 @@ def export_asset(folder: Union[str, Path], formats: Sequence[str] = ("supersplat
     from orster4d.io.splat import write_splat
     from orster4d.io.splatv import write_splatv
 
-    unknown = set(formats) - {"supersplat", "splat", "splatv"}
+    unknown = set(formats) - set(EXPORT_FORMATS)
     if unknown:
-        raise ValueError(f"unknown export formats {sorted(unknown)}; expected some of ['splat', 'splatv', 'supersplat']")
+        raise ValueError(f"unknown export formats {sorted(unknown)}; expected some of {sorted(EXPORT_FORMATS)}")
     folder = Path(folder)
     asset = read_asset(folder)
     if not 0 <= splat_frame < asset.num_frames:
@@ -194,28 +329,35 @@ def export_asset(folder: Union[str, Path], formats: Sequence[str] = ("supersplat
 
 
 def write_procedural_asset(folder: Union[str, Path], family: str = "hopper", seed: int = 0, num_frames: int = 8,
-                           num_gaussians: int = 2000, size: int = 256, background=(1.0, 1.0, 1.0)) -> Path:
+                           num_gaussians: int = 2000, size: int = 256, trajectory: Optional[OrbitTrajectory] = None,
+                           meta: Optional[Dict] = None, background=(1.0, 1.0, 1.0)) -> Path:
     """Writes an asset folder straight from a procedural object's own Gaussians (no training).
 
-    ``gaussians/t_XXXX.ply`` hold the object (:func:`orster4d.data.procedural.make_object`) at the
-    trajectory's times ``i / (T - 1)``, with ``times.json``, ``trajectory.json`` (the default orbit at
-    ``size`` x ``size`` pixels) and a ``config.json`` with the background: the layout
-    ``orster4d-construct`` writes, minus the deformation weights and videos. Returns ``folder``.
+    ``gaussians/t_XXXX.ply`` hold the object (:func:`orster4d.data.procedural.make_object`, degree-0
+    SH) at the trajectory's times ``i / (T - 1)``, with ``times.json``, ``trajectory.json``
+    (``trajectory``, default: the default orbit with ``num_frames`` frames at ``size`` x ``size``
+    pixels), a ``config.json`` with the background and, when ``meta`` is given, ``condition.json``:
+    the layout ``orster4d-construct`` writes, minus the canonical Gaussians, the deformation field
+    and the videos. For tests, demos and timing. Returns ``folder``.
     """
-    from orster4d.cameras import OrbitTrajectory
     from orster4d.data.procedural import make_object
     from orster4d.io.ply import write_ply
 
     folder = Path(folder)
-    traj = OrbitTrajectory(num_frames=num_frames, width=size, height=size)
-    g = make_object(family, seed, num_gaussians).gaussians(traj.times())
+    traj = trajectory or OrbitTrajectory(num_frames=num_frames, width=size, height=size)
+    times = traj.times()
+    g = make_object(family, seed, num_gaussians).gaussians(times)
     (folder / "gaussians").mkdir(parents=True, exist_ok=True)
     op = g["opacities"].clamp(1e-6, 1 - 1e-6)
-    for i in range(num_frames):
+    logit = torch.log(op / (1 - op))
+    sh = rgb_to_sh_dc(g["colors"]).unsqueeze(1)
+    for i in range(times.shape[0]):
         write_ply(folder / "gaussians" / f"t_{i:04d}.ply", g["means"][i], g["quats"][i], g["scales"][i].log(),
-                  torch.log(op / (1 - op)), rgb_to_sh_dc(g["colors"]).unsqueeze(1))
-    (folder / "gaussians" / "times.json").write_text(json.dumps([float(t) for t in traj.times()]))
+                  logit, sh)
+    (folder / "gaussians" / "times.json").write_text(json.dumps([float(t) for t in times]))
     traj.save(folder / "trajectory.json")
     (folder / "config.json").write_text(json.dumps({"construct": {"background": list(background), "fps": 12},
                                                     "procedural": {"family": family, "seed": seed}}, indent=2))
+    if meta is not None:
+        (folder / "condition.json").write_text(json.dumps(meta, indent=2))
     return folder

@@ -6,11 +6,13 @@ Modules: :mod:`~orster4d.recon.config` (configuration, input checks), :mod:`~ors
 :mod:`~orster4d.recon.gaussians`, :mod:`~orster4d.recon.deformation`,
 :mod:`~orster4d.recon.hexplane_field` (the models), :mod:`~orster4d.recon.losses`,
 :mod:`~orster4d.recon.render`, :mod:`~orster4d.recon.evaluate`, :mod:`~orster4d.recon.initialise`,
-:mod:`~orster4d.recon.export` (the asset folder and :func:`load_asset`).
+:mod:`~orster4d.recon.export` (writing the asset folder; :func:`orster4d.io.asset.read_asset` reads it),
+:mod:`~orster4d.recon.logs` (JSON lines, TensorBoard, curves) and :mod:`~orster4d.recon.manifest`
+(what construct wrote, for ``--overwrite``).
 """
-from orster4d.recon.config import CHECKPOINT, ConstructConfig, InputError, validate_inputs
+from orster4d.recon.config import CHECKPOINT, ConstructConfig, InputError, schedules, validate_inputs
 from orster4d.recon.deformation import DeformationField
-from orster4d.recon.export import load_asset, write_outputs
+from orster4d.recon.export import write_outputs
 from orster4d.recon.fit import construct
 from orster4d.recon.gaussians import GaussianModel
 from orster4d.recon.hexplane_field import HexPlaneField
@@ -19,4 +21,4 @@ from orster4d.recon.strategy import DefaultStrategy
 
 __all__ = ["CHECKPOINT", "ConstructConfig", "InputError", "validate_inputs", "construct", "DefaultStrategy",
            "GaussianModel", "DeformationField", "HexPlaneField", "deform", "render", "render_frames",
-           "load_asset", "write_outputs"]
+           "schedules", "write_outputs"]

@@ -1,10 +1,11 @@
-"""What a construction needs: :class:`ConstructConfig`, and :func:`validate_inputs`, which reads and
-checks every input before any work starts (raising :class:`InputError`)."""
+"""What a construction needs: :class:`ConstructConfig`, its iteration schedules (:func:`schedules`),
+and :func:`validate_inputs`, which reads and checks every input before any work starts (raising
+:class:`InputError`) and before the output folder is created."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 import torch
 
@@ -12,9 +13,12 @@ from orster4d.data.dataset import load_dataset
 from orster4d.recon.deformation import load_priors
 from orster4d.recon.strategy import DefaultStrategy
 
-__all__ = ["CHECKPOINT", "ConstructConfig", "InputError", "validate_inputs", "resolve_device"]
+__all__ = ["CHECKPOINT", "EXPORTS", "PAPER_ITERS", "ConstructConfig", "InputError", "Schedules", "schedules",
+           "fine_strategy", "validate_inputs", "resolve_device"]
 
 CHECKPOINT = "checkpoints/last.pt"
+PAPER_ITERS = (6000, 3000)  # (coarse, fine): the paper's schedule, which the schedule fields are written for
+EXPORTS = ("viewer", "supersplat", "splat", "splatv")  # viewer-ready outputs construct can write
 
 
 @dataclass
@@ -23,7 +27,9 @@ class ConstructConfig:
 
     Iteration counts are per phase; ``densify`` is the coarse phase's densification (its steps
     count within the phase); the fine phase densifies up to 60 % of its length, without opacity
-    resets, when ``densify_fine``.
+    resets, when ``densify_fine``. With ``scale_schedule`` (default) ``sh_up_every`` and the
+    densification steps are those of the paper's 6000 + 3000 iterations and are scaled by the
+    actual phase lengths (:func:`schedules`); without it they are used as given.
     """
 
     input: str
@@ -70,6 +76,10 @@ class ConstructConfig:
     eval_max_frames: int = 256
     progress: bool = True
     log_every: int = 10  # steps between loss logs (each one reads the device)
+    scale_schedule: bool = True  # scale sh_up_every and densify's steps by the phase lengths (see schedules)
+    exports: List[str] = field(default_factory=lambda: list(EXPORTS))  # subset of EXPORTS
+    tensorboard: bool = True  # TensorBoard event files in <output>/tensorboard (when the package is installed)
+    preview_every: int = 500  # steps between TensorBoard preview images (0: none)
 
     def to_dict(self) -> Dict:
         return asdict(self)
@@ -79,6 +89,49 @@ class ConstructConfig:
         d = dict(d)
         d["densify"] = DefaultStrategy(**d.get("densify", {}))
         return cls(**d)
+
+
+def fine_strategy(cfg: ConstructConfig) -> DefaultStrategy:
+    """The fine phase's densification from ``cfg.densify`` as given: up to 60 % of the phase, no
+    opacity resets (none at all without ``densify_fine``)."""
+    sch = cfg.densify
+    stop = min(sch.stop, int(0.6 * cfg.fine_iters)) if cfg.densify_fine else 0
+    return replace(sch, start=min(sch.start, stop), stop=stop, opacity_reset=False)
+
+
+class Schedules(NamedTuple):
+    """The iteration schedules of a run: ``sh_up_every`` (one more SH band every that many
+    iterations, counted over both phases), and the ``coarse`` and ``fine`` densification."""
+
+    sh_up_every: int
+    coarse: DefaultStrategy
+    fine: DefaultStrategy
+
+
+def _scaled(s: DefaultStrategy, r: float) -> DefaultStrategy:
+    return replace(s, start=int(round(s.start * r)), stop=int(round(s.stop * r)),
+                   interval=max(1, int(round(s.interval * r))),
+                   opacity_reset_interval=max(1, int(round(s.opacity_reset_interval * r))))
+
+
+def schedules(cfg: ConstructConfig) -> Schedules:
+    """The schedules :func:`~orster4d.recon.fit.construct` follows.
+
+    With ``cfg.scale_schedule`` every iteration-based setting is read as written for the paper's
+    phases (6000 coarse, 3000 fine) and scaled by ``r_c = coarse_iters / 6000`` (``sh_up_every``,
+    the coarse densification's start, stop, interval and opacity-reset interval) or
+    ``r_f = fine_iters / 3000`` (the fine phase's densification, derived at 3000 iterations by
+    :func:`fine_strategy`), rounded, intervals at least 1. At 600 + 300 iterations: a new SH band
+    every 100 iterations, coarse densification every 10 steps from 50 to 450 with opacity resets
+    every 300, fine densification every 10 steps from 50 to 180. The learning-rate decays already
+    run over each phase's length. Without ``scale_schedule`` the settings are used as given.
+    """
+    if not cfg.scale_schedule:
+        return Schedules(cfg.sh_up_every, cfg.densify, fine_strategy(cfg))
+    rc, rf = cfg.coarse_iters / PAPER_ITERS[0], cfg.fine_iters / PAPER_ITERS[1]
+    fine = _scaled(fine_strategy(replace(cfg, fine_iters=PAPER_ITERS[1])), rf)
+    sh = max(1, int(round(cfg.sh_up_every * rc))) if cfg.sh_up_every > 0 else 0
+    return Schedules(sh, _scaled(cfg.densify, rc), fine)
 
 
 class InputError(ValueError):
@@ -92,6 +145,39 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_replaceable(out: Path, overwrite: bool) -> None:
+    """Raises :class:`InputError` unless ``out`` may be written: absent, an empty folder, or (with
+    ``overwrite``) a folder holding only files construct wrote there (its manifest)."""
+    from orster4d.recon.manifest import MANIFEST, foreign_entries
+
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    if not overwrite:
+        raise InputError(f"{out}: output folder exists; pass --overwrite to replace it or --resume to continue")
+    foreign = foreign_entries(out)
+    if foreign:
+        shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
+        why = ("it has no " + MANIFEST + " (not written by this version of orster4d-construct)"
+               if not (out / MANIFEST).is_file() else "they were not written by orster4d-construct")
+        raise InputError(f"{out}: --overwrite removes only what orster4d-construct wrote there, but the folder also "
+                         f"holds {shown} ({why}); move them away or choose another output folder")
+
+
+def check_device(device: str, backend: Optional[str]) -> None:
+    """Raises :class:`InputError` when ``device`` cannot be used or ``backend`` does not run on it."""
+    try:
+        dev = resolve_device(device)
+        torch.empty(1, device=dev)
+    except (RuntimeError, AssertionError, ValueError) as e:
+        raise InputError(f"device {device!r} cannot be used ({type(e).__name__}: {e})") from e
+    if backend == "cuda" and dev.type != "cuda":
+        raise InputError(f"rasterizer backend 'cuda' needs a CUDA device, but the device is {dev}")
+    if backend == "cpu" and dev.type != "cpu":
+        raise InputError(f"rasterizer backend 'cpu' runs on the CPU, but the device is {dev}")
+
+
 def validate_inputs(cfg: ConstructConfig, resume: bool = False, overwrite: bool = False) -> Dict:
     """Reads and checks every input; raises :class:`InputError` before any work is done.
 
@@ -100,10 +186,13 @@ def validate_inputs(cfg: ConstructConfig, resume: bool = False, overwrite: bool 
     """
     out = Path(cfg.output)
     if out.exists() and not resume:
-        if not overwrite and (not out.is_dir() or any(out.iterdir())):
-            raise InputError(f"{out}: output folder exists; pass --overwrite to replace it or --resume to continue")
+        check_replaceable(out, overwrite)
     if resume and not (out / CHECKPOINT).is_file():
         raise InputError(f"{out / CHECKPOINT}: no checkpoint to resume from")
+    unknown = sorted(set(cfg.exports) - set(EXPORTS))
+    if unknown:
+        raise InputError(f"exports: unknown {unknown}; expected some of {list(EXPORTS)}")
+    check_device(cfg.device, cfg.rasterizer_backend)
     r = list(cfg.hexplane_resolution)
     if len(r) != 2 or r[0] < 2 or r[1] < 2:
         raise InputError(f"hexplane_resolution must be [R_xyz >= 2, R_t >= 2], got {r}")

@@ -1,41 +1,36 @@
-"""The asset folder a construction writes, and :func:`load_asset`, which reads one back.
+"""The asset folder a construction writes (:func:`write_outputs`); it is read back by
+:func:`orster4d.io.asset.read_asset`, whose module docstring is the folder's contract.
 
-Layout (``<output>/``):
-
-* ``gaussians/canonical.ply`` and ``gaussians/t_XXXX.ply`` (standard 3DGS ``.ply``, one per
-  timestamp of the trajectory or of the data), ``gaussians/times.json`` (those times, in [0, 1]);
-* ``deformation/``: the deformation field as a diffusers model folder (``config.json`` and
-  ``diffusion_pytorch_model.safetensors``; ``DeformationField.from_pretrained``);
-* ``config.json``: the construct configuration, the field's configuration, its bounds, the
-  Gaussian count and SH degree;
-* ``trajectory.json`` (the input's, or an orbit fitted to its cameras);
-* ``turntable.gif`` / ``turntable.mp4`` (frame ``i`` of ``n``: azimuth ``360 i / n``, time
-  ``i / (n - 1)``) with ``turntable_trajectory.json``;
-* ``metrics.json``; ``checkpoints/last.pt`` (written by the run, not here).
-
-Assets written before the field became a diffusers folder hold ``deformation.pt`` (a state dict)
-instead; :func:`load_asset` reads both.
+Written here: ``gaussians/canonical.ply``, ``gaussians/t_XXXX.ply`` (one per timestamp of the
+trajectory or of the data) and ``gaussians/times.json``; ``deformation/`` (the field as a diffusers
+model folder); ``config.json`` (the construct configuration with its background and fps, the
+field's configuration and bounds, the Gaussian count, SH degree and the schedules followed);
+``trajectory.json``; ``condition.json`` when the input names its condition (its own
+``condition.json``, or a ``"prompt"`` in ``transforms.json``); ``turntable.gif`` and
+``turntable.mp4`` (frame ``i`` of ``n``: azimuth ``360 i / n``, time ``i / (n - 1)``) with
+``turntable_trajectory.json``; the viewer-ready exports chosen by ``cfg.exports`` (``viewer.html``
+with ``viewer.js`` and ``viewer_data.js``; ``supersplat/``; ``asset.splat``; ``asset.splatv`` with
+``splatv_error.json``); ``metrics.json``. Every file is added to the folder's manifest.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional
 
 import torch
 
 from orster4d.cameras import OrbitTrajectory, camera_centers, fov_from_intrinsics
 from orster4d.data.dataset import DynamicDataset
+from orster4d.io.asset import FIELD_FOLDER, export_asset
 from orster4d.io.video import mp4_available, write_gif, write_mp4
-from orster4d.recon.deformation import DeformationField
 from orster4d.recon.evaluate import evaluate
-from orster4d.recon.gaussians import GaussianModel
 from orster4d.recon.initialise import scene_bounds
+from orster4d.recon.manifest import record
 from orster4d.recon.render import deform, render_frames
 
-__all__ = ["FIELD_FOLDER", "fit_trajectory", "write_outputs", "load_asset"]
-
-FIELD_FOLDER = "deformation"
+__all__ = ["FIELD_FOLDER", "fit_trajectory", "input_condition", "write_outputs"]
 
 
 def fit_trajectory(ds: DynamicDataset) -> OrbitTrajectory:
@@ -52,8 +47,26 @@ def fit_trajectory(ds: DynamicDataset) -> OrbitTrajectory:
                            center=centre.tolist())
 
 
+def input_condition(folder) -> Optional[Dict]:
+    """The condition an input dataset folder names: its ``condition.json``, else ``{"kind": "text",
+    "prompt": ...}`` from a ``"prompt"`` in its ``transforms.json``, else None."""
+    folder = Path(folder)
+    for name in ("condition.json", "transforms.json"):
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        if name == "condition.json":
+            return data
+        if isinstance(data.get("prompt"), str) and data["prompt"].strip():
+            return {"kind": "text", "prompt": data["prompt"]}
+    return None
+
+
 @torch.no_grad()
-def write_outputs(run, out: Path, lp, wall: Dict[str, float]) -> Dict:
+def write_outputs(run, out: Path, lp, wall: Dict) -> Dict:
     """Writes the asset folder of a finished run (see the module docstring); returns the metrics
     dict, also written to ``metrics.json``. ``wall``: ``{"wall_time_s", ...}`` (seconds) merged into it."""
     cfg, dev, g, fld = run.cfg, run.device, run.gauss, run.field
@@ -68,9 +81,16 @@ def write_outputs(run, out: Path, lp, wall: Dict[str, float]) -> Dict:
         g.save_ply(out / "gaussians" / f"t_{i:04d}.ply", m[0], q[0], s[0])
     (out / "gaussians" / "times.json").write_text(json.dumps([float(t) for t in times]))
     fld.save_pretrained(out / FIELD_FOLDER)
+    sched = run.sched
+    schedule = {"scaled": cfg.scale_schedule, "sh_up_every": sched.sh_up_every,
+                "coarse_densify": asdict(sched.coarse), "fine_densify": asdict(sched.fine)}
     (out / "config.json").write_text(json.dumps({
         "construct": cfg.to_dict(), "deformation": dict(fld.config), "aabb": fld.aabb.cpu().tolist(),
-        "num_gaussians": g.num_gaussians, "sh_degree": g.active_sh_degree}, indent=2))
+        "num_gaussians": g.num_gaussians, "sh_degree": g.active_sh_degree, "schedule": schedule}, indent=2))
+    cond = input_condition(cfg.input)
+    if cond is not None:
+        (out / "condition.json").write_text(json.dumps(cond, indent=2))
+    record(out, ["gaussians", FIELD_FOLDER, "trajectory.json", "config.json", "condition.json"])
     # turntable: the camera orbits while time runs
     n = cfg.turntable_frames or max(traj.num_frames, 2)
     tt = OrbitTrajectory(num_frames=n, elevation_deg=traj.elevation_deg, radius=traj.radius, fov_deg=traj.fov_deg,
@@ -83,13 +103,16 @@ def write_outputs(run, out: Path, lp, wall: Dict[str, float]) -> Dict:
     ok, why = mp4_available()
     if ok:
         write_mp4(out / "turntable.mp4", frames, cfg.fps)
+    record(out, ["turntable_trajectory.json", "turntable.gif", "turntable.mp4"])
+    exports = _write_exports(out, cfg.exports)
     metrics = {
         "iterations": run.iteration, "coarse_iters": cfg.coarse_iters, "fine_iters": cfg.fine_iters,
         **wall, "num_gaussians": g.num_gaussians, "turntable_frames": n,
         "mp4": "turntable.mp4" if ok else None, "mp4_unavailable_reason": None if ok else why,
         "lpips_available": lp.available, "lpips_unavailable_reason": None if lp.available else lp.reason,
         "l_hex": run.use_hex, "l_hex_reason": run.hex_reason or None,
-        "initial_train_psnr": run.initial_psnr,
+        "initial_train_psnr": run.initial_psnr, "schedule": schedule,
+        "exports": exports["files"], "splatv_error": exports.get("splatv_error"),
         "train": evaluate(g, fld, run.train, dev, lp, cfg.eval_max_frames, cfg.background, cfg.rasterizer_backend),
     }
     ev = run.inputs["eval"]
@@ -100,27 +123,28 @@ def write_outputs(run, out: Path, lp, wall: Dict[str, float]) -> Dict:
         metrics["heldout"] = None
         metrics["heldout_reason"] = "no held-out ground truth (no 'test' split and no eval data)"
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    record(out, ["metrics.json"])
     return metrics
 
 
-def load_asset(folder, device=None) -> Tuple[GaussianModel, DeformationField, torch.Tensor]:
-    """``(canonical Gaussians, deformation field, times [T])`` of an asset folder, on ``device``.
+def _write_exports(out: Path, which) -> Dict:
+    """The viewer and the exports of :func:`orster4d.io.asset.export_asset` named in ``which``;
+    ``{"files": {name: [relative paths]}, "splatv_error": {...}}`` (only what was written)."""
+    files: Dict[str, list] = {}
+    res: Dict = {"files": files}
+    if "viewer" in which:
+        from orster4d.viewer import VIEWER_FILES, write_viewer
 
-    Raises FileNotFoundError naming the first missing file.
-    """
-    folder = Path(folder)
-    for name in ("gaussians/canonical.ply", "gaussians/times.json"):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder / name}: not a construct asset folder (file missing)")
-    gauss = GaussianModel.load_ply(folder / "gaussians" / "canonical.ply", device)
-    times = torch.tensor(json.loads((folder / "gaussians" / "times.json").read_text()), dtype=torch.float32)
-    if (folder / FIELD_FOLDER / "config.json").is_file():
-        field = DeformationField.from_pretrained(folder / FIELD_FOLDER)
-    elif (folder / "deformation.pt").is_file() and (folder / "config.json").is_file():  # older assets
-        cfg = json.loads((folder / "config.json").read_text())
-        field = DeformationField.from_config({**cfg["deformation"], "aabb": cfg["aabb"]})
-        field.load_state_dict(torch.load(folder / "deformation.pt", map_location="cpu", weights_only=True))
-    else:
-        raise FileNotFoundError(f"{folder / FIELD_FOLDER}: the deformation field is missing "
-                                f"(neither {FIELD_FOLDER}/config.json nor deformation.pt)")
-    return gauss, field.eval().to(device), times.to(device)
+        write_viewer(out)
+        files["viewer"] = [*VIEWER_FILES, "viewer_data.js"]
+    formats = [f for f in ("supersplat", "splat", "splatv") if f in which]
+    if formats:
+        done = export_asset(out, formats)
+        for f in formats:
+            paths = done[f] if isinstance(done[f], list) else [done[f]]
+            files[f] = [Path(p).relative_to(out).as_posix() for p in paths]
+        if "splatv" in formats:
+            files["splatv"].append("splatv_error.json")
+            res["splatv_error"] = done["splatv_error"]
+    record(out, [p for v in files.values() for p in v])
+    return res

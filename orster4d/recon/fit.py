@@ -3,7 +3,13 @@
 :func:`construct` fits canonical Gaussians (:class:`~orster4d.recon.gaussians.GaussianModel`) and a
 :class:`~orster4d.recon.deformation.DeformationField` to a dataset folder and writes the asset
 folder described in :mod:`orster4d.recon.export`, plus ``checkpoints/last.pt`` (every
-``checkpoint_every`` iterations, on Ctrl-C and at the end).
+``checkpoint_every`` iterations, on Ctrl-C and at the end), the logs of :mod:`orster4d.recon.logs`
+and the manifest of :mod:`orster4d.recon.manifest`. Every input is checked, and the first
+evaluation made, before the output folder is created or anything in it is removed.
+
+Schedules (SH bands, densification) follow :func:`~orster4d.recon.config.schedules`: by default
+written for the paper's 6000 + 3000 iterations and scaled to the run's phase lengths. Before the
+export, Gaussians under the densification's ``min_opacity`` (0.005) are pruned.
 
 Loss (Eq. 18): ``l_l1 * L1 + l_lpips * LPIPS + l_dep * depth smoothness + l_hex * L_hex``, with
 L_hex the MSE of the reference-view video at every training time (Eq. 17) plus the 4DGS plane
@@ -21,9 +27,7 @@ and checkpoints sync.
 from __future__ import annotations
 
 import os
-import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -31,25 +35,36 @@ import torch
 
 from orster4d.data.dataset import DynamicDataset
 from orster4d.metrics import psnr
-from orster4d.recon.config import CHECKPOINT, ConstructConfig, resolve_device, validate_inputs
+from orster4d.recon.config import (CHECKPOINT, PAPER_ITERS, ConstructConfig, fine_strategy, resolve_device,
+                                    schedules, validate_inputs)
 from orster4d.recon.deformation import DeformationField, curvature_probe_times
 from orster4d.recon.evaluate import evaluate
 from orster4d.recon.export import write_outputs
 from orster4d.recon.gaussians import GaussianModel
 from orster4d.recon.initialise import init_gaussians
+from orster4d.recon.logs import CURVES, RunLog, write_curves
 from orster4d.recon.losses import LPIPSTerm, depth_smoothness
-from orster4d.recon.render import render
-from orster4d.recon.strategy import DefaultStrategy
+from orster4d.recon.manifest import record, remove_written
+from orster4d.recon.render import render, render_frames
+from orster4d.recon.strategy import _STATE_TENSORS, DefaultStrategy, remove
 
-__all__ = ["construct", "fine_strategy"]
+__all__ = ["construct", "fine_strategy", "prune_invisible"]
 
 
-def fine_strategy(cfg: ConstructConfig) -> DefaultStrategy:
-    """The fine phase's densification: ``cfg.densify`` up to 60 % of the phase, no opacity resets
-    (none at all without ``densify_fine``)."""
-    sch = cfg.densify
-    stop = min(sch.stop, int(0.6 * cfg.fine_iters)) if cfg.densify_fine else 0
-    return replace(sch, start=min(sch.start, stop), stop=stop, opacity_reset=False)
+@torch.no_grad()
+def prune_invisible(gauss: GaussianModel, optimizer, state: Optional[Dict], min_opacity: float) -> int:
+    """Removes the Gaussians with opacity < ``min_opacity`` (never all of them), with their Adam
+    moments and densification statistics; returns how many were removed."""
+    drop = gauss.opacities < min_opacity
+    if bool(drop.all()):
+        drop[gauss.opacities.argmax()] = False
+    n = int(drop.sum())
+    if n:
+        remove(gauss, optimizer, drop)
+        if state is not None:
+            for k in _STATE_TENSORS:
+                state[k] = state[k][~drop]
+    return n
 
 
 class _Run:
@@ -69,7 +84,11 @@ class _Run:
         self.gopt = None
         self.field: Optional[DeformationField] = None
         self.fopt = None
-        self.strategies = {False: cfg.densify, True: fine_strategy(cfg)}  # by phase: fine?
+        self.sched = schedules(cfg)
+        self.strategies = {False: self.sched.coarse, True: self.sched.fine}  # by phase: fine?
+        self.wall_before = 0.0  # seconds spent in earlier sessions (resumed runs)
+        self.session_start = time.time()
+        self.resumed_at: Optional[int] = None
         self.densify_state: Optional[Dict] = None
         self.history: List[Dict] = []
         self.initial_psnr: Optional[float] = None
@@ -145,7 +164,18 @@ class _Run:
             "strategy": DefaultStrategy.state_to(self.densify_state, "cpu"),
             "history": self.history, "initial_psnr": self.initial_psnr, "rng": self.gen.get_state(),
             "step_rng": None if self.step_gen is self.gen else self.step_gen.get_state(),
+            "wall_time_s": self.elapsed(),
         }
+
+    def elapsed(self) -> float:
+        """Wall time of the run so far (s): earlier sessions plus this one."""
+        return self.wall_before + time.time() - self.session_start
+
+    def learning_rates(self) -> Dict[str, float]:
+        lrs = {g["name"]: float(g["lr"]) for g in self.gopt.param_groups if g["name"] == "means"}
+        if self.fopt is not None:
+            lrs.update({g["name"]: float(g["lr"]) for g in self.fopt.param_groups})
+        return lrs
 
     def save(self, out: Path):
         path = out / CHECKPOINT
@@ -153,6 +183,7 @@ class _Run:
         tmp = path.with_suffix(".tmp")
         torch.save(self.state(), tmp)
         os.replace(tmp, path)
+        record(out, [CHECKPOINT])
 
     def load(self, out: Path):
         st = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
@@ -177,6 +208,7 @@ class _Run:
                                   **{k: v.to(self.device) for k, v in zip(names, st["stats"])}}
         self.history = st["history"]
         self.initial_psnr = st["initial_psnr"]
+        self.wall_before = float(st.get("wall_time_s", 0.0))
         self.gen.set_state(st["rng"])
         if self.step_gen is not self.gen and st.get("step_rng") is not None:
             self.step_gen.set_state(st["step_rng"])
@@ -275,9 +307,10 @@ class _Run:
 def _resumed_config(cfg: ConstructConfig, out: Path) -> ConstructConfig:
     """The checkpoint's configuration; iteration counts may be raised by ``cfg`` (non-defaults)."""
     saved = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)["config"]
-    saved.update(coarse_iters=max(saved["coarse_iters"], cfg.coarse_iters) if cfg.coarse_iters != 6000
+    saved.setdefault("scale_schedule", False)  # checkpoints from before scaled schedules ran theirs as given
+    saved.update(coarse_iters=max(saved["coarse_iters"], cfg.coarse_iters) if cfg.coarse_iters != PAPER_ITERS[0]
                  else saved["coarse_iters"],
-                 fine_iters=max(saved["fine_iters"], cfg.fine_iters) if cfg.fine_iters != 3000
+                 fine_iters=max(saved["fine_iters"], cfg.fine_iters) if cfg.fine_iters != PAPER_ITERS[1]
                  else saved["fine_iters"], progress=cfg.progress)
     return ConstructConfig.from_dict(saved)
 
@@ -287,9 +320,10 @@ def construct(cfg: ConstructConfig, resume: bool = False, overwrite: bool = Fals
     """Runs the whole construction; returns the metrics written to ``metrics.json``.
 
     ``resume`` continues from ``<output>/checkpoints/last.pt`` with the checkpoint's configuration
-    (iteration counts may be raised by ``cfg``). ``callback(iteration, logs)`` runs after every
-    step (``logs`` holds floats on logging steps, device tensors otherwise). On KeyboardInterrupt a
-    checkpoint is written before the exception propagates.
+    (iteration counts may be raised by ``cfg``). ``overwrite`` replaces an earlier construction's
+    files (only those: see :mod:`orster4d.recon.manifest`). ``callback(iteration, logs)`` runs after
+    every step (``logs`` holds floats on logging steps, device tensors otherwise). On
+    KeyboardInterrupt a checkpoint is written before the exception propagates.
     """
     out = Path(cfg.output)
     if resume and (out / CHECKPOINT).is_file():
@@ -300,25 +334,28 @@ def construct(cfg: ConstructConfig, resume: bool = False, overwrite: bool = Fals
     lp = LPIPSTerm(cfg.lpips_net, cfg.lpips_weights, device)
     if not lp.available:
         log(f"LPIPS term off: {lp.reason}")
+    run = _Run(cfg, inputs, device)
     if resume:
-        run = _Run(cfg, inputs, device)
         run.load(out)
+        run.resumed_at = run.iteration
         log(f"resuming from {out / CHECKPOINT} at iteration {run.iteration}")
     else:
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
-        run = _Run(cfg, inputs, device)
         run.setup_coarse()
         run.initial_psnr = evaluate(run.gauss, None, run.train, device, None, 32, cfg.background,
                                     cfg.rasterizer_backend)["psnr"]
+        if out.exists():
+            remove_written(out)  # validate_inputs made sure nothing else is there
+        out.mkdir(parents=True, exist_ok=True)
+        record(out, [])
     if run.hex_reason:
         log(run.hex_reason)
     total = cfg.coarse_iters + cfg.fine_iters
-    start = time.time()
+    logger = RunLog(out, cfg.tensorboard, log)
+    record(out, _log_files())
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, initial=run.iteration, disable=not cfg.progress, dynamic_ncols=True)
+    sh_every = run.sched.sh_up_every
     try:
         while run.iteration < total:
             it = run.iteration
@@ -327,7 +364,7 @@ def construct(cfg: ConstructConfig, resume: bool = False, overwrite: bool = Fals
             if fine and run.field is None:
                 run.setup_fine()
             run._lr_schedule(phase_it, cfg.fine_iters if fine else cfg.coarse_iters)
-            if cfg.sh_up_every > 0 and it > 0 and it % cfg.sh_up_every == 0:
+            if sh_every > 0 and it > 0 and it % sh_every == 0:
                 run.gauss.oneup_sh_degree()
             logs = run.step(fine, lp, phase_it + 1)
             run.iteration += 1
@@ -335,8 +372,12 @@ def construct(cfg: ConstructConfig, resume: bool = False, overwrite: bool = Fals
                 logs = {k: float(v) for k, v in logs.items()}
                 logs.update(n=run.gauss.num_gaussians, it=run.iteration)
                 run.history.append(logs)
+                logger.scalars(run.iteration, {**logs, "lr": run.learning_rates(),
+                                               "phase": "fine" if fine else "coarse"})
                 bar.set_postfix({"phase": "fine" if fine else "coarse", "loss": f"{logs['loss']:.4f}",
                                  "psnr": f"{logs['psnr']:.2f}", "N": run.gauss.num_gaussians})
+            if cfg.preview_every > 0 and (run.iteration % cfg.preview_every == 0 or run.iteration == total):
+                _preview(run, logger, fine)
             bar.update(1)
             if callback is not None:
                 callback(run.iteration, logs)
@@ -344,12 +385,42 @@ def construct(cfg: ConstructConfig, resume: bool = False, overwrite: bool = Fals
                 run.save(out)
     except KeyboardInterrupt:
         bar.close()
+        logger.close()
         run.save(out)
         log(f"interrupted at iteration {run.iteration}; checkpoint written to {out / CHECKPOINT} "
             f"(continue with --resume)")
         raise
     bar.close()
+    logger.close()
     if run.field is None:  # no fine iterations: an identity field still gives the asset its format
         run.setup_fine()
+    pruned = prune_invisible(run.gauss, run.gopt, run.densify_state, run.sched.coarse.min_opacity)
+    if pruned:
+        log(f"pruned {pruned} invisible Gaussians (opacity < {run.sched.coarse.min_opacity}) before the export")
     run.save(out)
-    return write_outputs(run, out, lp, {"wall_time_s": time.time() - start})
+    wall = {"wall_time_s": run.elapsed(),
+            "wall_time_resumed_s": None if run.resumed_at is None else time.time() - run.session_start,
+            "resumed_at_iteration": run.resumed_at, "pruned_before_export": pruned}
+    write_curves(run.history, out / CURVES, cfg.coarse_iters)
+    metrics = write_outputs(run, out, lp, wall)
+    record(out, _log_files() + [CURVES])
+    return metrics
+
+
+def _log_files():
+    from orster4d.recon.logs import JSONL, TB_FOLDER
+
+    return [JSONL, TB_FOLDER]
+
+
+@torch.no_grad()
+def _preview(run: _Run, logger: RunLog, fine: bool) -> None:
+    """Logs the render and ground truth of the first training frame (of the phase's data)."""
+    if logger.writer is None:
+        return
+    ds = run.train if fine else run.coarse_data
+    images, vms, Ks = run._dev["train" if fine else "coarse"]
+    t = ds.times[:1].to(run.device) if fine else torch.zeros(1, device=run.device)
+    rgb = render_frames(run.gauss, run.field if fine else None, t, vms[:1], Ks[:1], ds.width, ds.height,
+                        run.background, run.cfg.rasterizer_backend)
+    logger.image(run.iteration, rgb[0], images[0])

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from orster4d.cameras import OrbitTrajectory, camera_centers
-from orster4d.evaluation.asset import load_asset, write_procedural_asset
+from orster4d.evaluation.asset import render_asset
+from orster4d.io.asset import read_asset, write_procedural_asset
 from orster4d.evaluation.clip_score import ClipScorer, clip_scores, orbit_cameras
 from orster4d.evaluation.weights import load_clip
 
@@ -61,7 +62,7 @@ def test_clip_scores_match_an_independent_computation(clip_dir, tmp_path, one_th
 
     model = load_clip(clip_dir)
     traj = OrbitTrajectory(num_frames=3, width=32, height=32, radius=2.6)
-    asset = load_asset(write_procedural_asset(tmp_path / "a", "waver", 1, num_gaussians=150, trajectory=traj))
+    asset = read_asset(write_procedural_asset(tmp_path / "a", "waver", 1, num_gaussians=150, trajectory=traj))
     scorer = ClipScorer(model)
     prompt = "a small waving creature"
     with torch.no_grad():
@@ -69,14 +70,14 @@ def test_clip_scores_match_an_independent_computation(clip_dir, tmp_path, one_th
         got = clip_scores(asset, scorer, scorer.condition(prompt=prompt), backend="cpu", num_views=8)
         az, vm, K = orbit_cameras(traj, 8)
         sims = []
-        for i in range(asset.num_timestamps):
-            imgs = asset.render(asset.times[i:i + 1].expand(8), vm, K, 32, 32, backend="cpu")
+        for i in range(asset.num_frames):
+            imgs = render_asset(asset, asset.times[i:i + 1].expand(8), vm, K, 32, 32, backend="cpu")
             sims.append(F.cosine_similarity(_independent_embed(model, imgs), text[None], dim=-1))
         sims = torch.stack(sims)  # [T, 8]
     assert got["clip_o"] == pytest.approx(float(sims.mean()), abs=1e-5)
     assert got["clip_f"] == pytest.approx(float(sims[:, 0].mean()), abs=1e-5)
     # an image condition: the front render itself scores 1 against its own front view
-    front = asset.render(asset.times[:1], vm[:1], K[:1], 32, 32, backend="cpu")[0]
+    front = render_asset(asset, asset.times[:1], vm[:1], K[:1], 32, 32, backend="cpu")[0]
     emb = scorer.condition(image=front)
     with torch.no_grad():
         again = clip_scores(asset, scorer, emb, backend="cpu", num_views=8)

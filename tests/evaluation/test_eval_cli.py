@@ -8,7 +8,7 @@ import torch
 from orster4d.cameras import OrbitTrajectory
 from orster4d.cli.eval import main
 from orster4d.data import generate_scene
-from orster4d.evaluation.asset import write_procedural_asset
+from orster4d.io.asset import write_procedural_asset
 from orster4d.io.ply import read_ply, write_ply
 from orster4d.evaluation.weights import ENV
 
@@ -108,11 +108,11 @@ def test_bad_input_stops_before_rendering(world, tmp_path, monkeypatch, capsys):
 
 def test_nan_reference_frames_are_refused(world):
     from orster4d.data.dataset import load_dataset
-    from orster4d.evaluation.asset import load_asset
+    from orster4d.io.asset import read_asset
     from orster4d.evaluation.reference import ReferenceError, check_reference
 
     root, exact, _, _ = world
     ds = load_dataset(root / "scene" / "multiview")
     ds.images[5, 3, 4, 1] = float("nan")
     with pytest.raises(ReferenceError, match="r_0005.png contains NaN"):
-        check_reference(ds, load_asset(exact), "ref")
+        check_reference(ds, read_asset(exact), "ref")

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from orster4d.cli.construct import main as cli_main
-from orster4d.recon import CHECKPOINT, ConstructConfig, InputError, construct, deform, load_asset
+from orster4d.recon import CHECKPOINT, ConstructConfig, InputError, construct, deform
+from orster4d.io.asset import read_asset
 from orster4d.data import generate_scene
 from orster4d.recon.deformation import DeformationField
 from orster4d.recon.gaussians import GaussianModel
@@ -33,7 +34,7 @@ def _cfg(scene, out, **kw):
                           coarse_iters=100, fine_iters=100, init_points=300, max_sh_degree=1, sh_up_every=40,
                           coarse_batch=2, hexplane_channels=4, hexplane_resolution=[8, 4], mlp_width=16,
                           checkpoint_every=40, progress=False, eval_max_frames=8,
-                          rasterizer_backend=RB, hexplane_backend=HB)
+                          rasterizer_backend=RB, hexplane_backend=HB, scale_schedule=False)
     cfg.densify.start, cfg.densify.interval, cfg.densify.stop = 20, 20, 80
     cfg.densify.max_gaussians = 600
     for k, v in kw.items():
@@ -99,7 +100,7 @@ def test_ply_reads_back_to_the_same_gaussians(asset):
     assert not torch.allclose(tk["means"], canon["means"])  # the field deforms
 
 
-def test_load_asset_reads_the_field_folder_and_older_deformation_pt(asset, tmp_path):
+def test_read_asset_reads_the_field_folder_and_older_deformation_pt(asset, tmp_path):
     out, _, _ = asset
     times = json.loads((out / "gaussians" / "times.json").read_text())
     k = len(times) // 2
@@ -117,7 +118,8 @@ def test_load_asset_reads_the_field_folder_and_older_deformation_pt(asset, tmp_p
                                     "attn_dim", "attention_backend")}
     (old / "config.json").write_text(json.dumps(cfg))
     for folder in (out, old):
-        g, f, t = load_asset(folder)
+        a = read_asset(folder)
+        g, f, t = a.canonical(), a.deformation_field(), a.times
         torch.testing.assert_close(t, torch.tensor(times))
         with torch.no_grad():
             m, q, s = deform(g, f, t[k:k + 1])
@@ -125,7 +127,7 @@ def test_load_asset_reads_the_field_folder_and_older_deformation_pt(asset, tmp_p
         torch.testing.assert_close(s[0], tk["log_scales"], atol=1e-5, rtol=1e-5)
     shutil.rmtree(old / "gaussians")
     with pytest.raises(FileNotFoundError, match="canonical.ply"):
-        load_asset(old)
+        read_asset(old)
 
 
 def test_turntable_has_the_expected_frame_count(asset):
@@ -298,3 +300,219 @@ def test_cli_refuses_out_of_range_numbers_at_parse_time(flags, capsys):
     assert flags[0] in capsys.readouterr().err
     args = build_parser().parse_args(["in", "-o", "out", "--skip-fine"])  # a deliberate skip is named
     assert args.skip_fine
+
+
+# ------------------------------------------------------------------ viewer-ready outputs, logs, manifest
+def test_construct_writes_viewer_ready_exports(asset):
+    from orster4d.io.splatv import MAGIC
+
+    out, metrics, _ = asset
+    a = read_asset(out)
+    assert a.num_frames == FRAMES
+    for name in ("viewer.html", "viewer.js", "viewer_data.js", "asset.splat", "asset.splatv", "splatv_error.json",
+                 "turntable.mp4"):
+        assert (out / name).is_file(), name
+    assert (out / "asset.splat").stat().st_size == 32 * a.num_gaussians
+    assert int.from_bytes((out / "asset.splatv").read_bytes()[:4], "little") == MAGIC
+    seq = sorted((out / "supersplat").glob("frame_*.ply"))
+    assert [p.read_bytes() for p in seq] == [p.read_bytes() for p in a.paths]
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["splatv_error"] == json.loads((out / "splatv_error.json").read_text())
+    assert on_disk["splatv_error"]["segments"] == 1
+    assert set(on_disk["exports"]) == {"viewer", "supersplat", "splat", "splatv"}
+    assert on_disk["mp4"] == "turntable.mp4" and on_disk["mp4_unavailable_reason"] is None
+    data = json.loads((out / "viewer_data.js").read_text()[len("window.ORSTER4D_ASSET = "):].rstrip().rstrip(";"))
+    assert data["num_gaussians"] == a.num_gaussians and data["num_frames"] == FRAMES
+
+
+def test_invisible_gaussians_are_pruned_before_export(asset):
+    out, metrics, _ = asset
+    for p in sorted((out / "gaussians").glob("*.ply")):
+        assert float(torch.sigmoid(read_ply(p)["logit_opacities"]).min()) >= 0.005, p.name
+    assert metrics["pruned_before_export"] >= 0
+
+
+def test_prune_invisible_drops_exactly_the_faint_ones(rng_seed):
+    from orster4d.recon.fit import prune_invisible
+    from orster4d.recon.strategy import DefaultStrategy
+
+    gen = torch.Generator().manual_seed(rng_seed)
+    n = 50
+    g = GaussianModel.from_points(torch.randn(n, 3, generator=gen), torch.rand(n, 3, generator=gen), 1)
+    op = torch.rand(n, generator=gen) * 0.02  # about a quarter under 0.005
+    with torch.no_grad():
+        g.logit_opacities.copy_(torch.logit(op))
+    opt = g.make_optimizer()
+    state = DefaultStrategy.initialize_state(n, 1.0)
+    state["count"] += torch.arange(n, dtype=torch.int32)
+    keep = op >= 0.005
+    means = g.means.detach()[keep].clone()
+    assert prune_invisible(g, opt, state, 0.005) == int((~keep).sum()) > 0
+    torch.testing.assert_close(g.means.detach(), means)
+    assert torch.equal(state["count"], torch.arange(n, dtype=torch.int32)[keep])
+    assert opt.param_groups[0]["params"][0] is g.means
+
+
+def test_logs_tensorboard_jsonl_and_curves(asset):
+    import numpy as np
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, metrics, _ = asset
+    events = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"loss/total", "loss/l1", "loss/dep", "loss/hex", "psnr/train", "gaussians/count", "lr/means",
+            "lr/grid", "lr/mlp"} <= tags, tags
+    total = acc.Scalars("loss/total")
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [e.step for e in total] == [rec["it"] for rec in lines] == list(range(10, 201, 10))
+    assert [e.value for e in total] == pytest.approx([rec["loss"] for rec in lines], rel=1e-6)
+    assert [e.value for e in acc.Scalars("gaussians/count")] == [rec["n"] for rec in lines]
+    assert "preview" in acc.Tags()["images"]
+    img = np.asarray(Image.open(out / "curves.png").convert("L"))
+    assert img.shape[0] > 100 and img.std() > 5 and (img < 128).mean() > 0.005  # drawn, not blank
+
+
+def test_manifest_lists_everything_construct_wrote(asset):
+    from orster4d.recon.manifest import MANIFEST, foreign_entries, read_manifest
+
+    out, _, _ = asset
+    listed = read_manifest(out)
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {MANIFEST}
+    assert listed == on_disk and foreign_entries(out) == []
+    assert {"metrics.json", CHECKPOINT, "curves.png", "log.jsonl", "viewer.html"} <= listed
+
+
+def test_orbital_input_passes_its_prompt_to_condition_json(scene, tmp_path):
+    out = tmp_path / "cond"
+    construct(_cfg(scene, out, input=str(scene / "orbital"), coarse_iters=3, fine_iters=2, exports=[],
+                   tensorboard=False), log=lambda s: None)
+    prompt = json.loads((scene / "orbital" / "transforms.json").read_text())["prompt"]
+    assert read_asset(out).meta == {"kind": "text", "prompt": prompt}
+    assert not (out / "viewer.html").exists() and not (out / "asset.splat").exists()
+    assert not (out / "tensorboard").exists() and (out / "log.jsonl").is_file()
+
+
+# ------------------------------------------------------------------ schedules scale with the iteration counts
+def test_schedules_scale_with_the_phase_lengths():
+    from orster4d.recon.config import schedules
+
+    paper = schedules(ConstructConfig(input="", output=""))
+    assert paper.sh_up_every == 1000 and (paper.coarse.start, paper.coarse.stop, paper.coarse.interval) == (500, 4500, 100)
+    assert paper.coarse.opacity_reset_interval == 3000 and (paper.fine.start, paper.fine.stop) == (500, 1800)
+    quick = schedules(ConstructConfig(input="", output="", coarse_iters=600, fine_iters=300))
+    assert quick.sh_up_every == 100  # three more SH bands within 600 iterations
+    c, f = quick.coarse, quick.fine
+    assert (c.start, c.stop, c.interval, c.opacity_reset_interval) == (50, 450, 10, 300)
+    assert (f.start, f.stop, f.interval) == (50, 180, 10) and not f.opacity_reset
+    assert sum(1 for s in range(1, 601) if c.start <= s < c.stop and s % c.interval == 0) == 40  # as 6k: 40 steps
+    as_given = schedules(ConstructConfig(input="", output="", coarse_iters=600, fine_iters=300, scale_schedule=False))
+    assert as_given.sh_up_every == 1000 and as_given.coarse.stop == 4500
+
+
+def test_short_run_raises_the_sh_degree(scene, tmp_path):
+    """A short run with the default (paper) schedule: scaled, the SH bands rise and f_rest is fitted."""
+    out = tmp_path / "sh"
+    cfg = ConstructConfig(input=str(scene / "multiview"), output=str(out), static=str(scene / "static"),
+                          coarse_iters=60, fine_iters=30, init_points=150, max_sh_degree=3, coarse_batch=2,
+                          hexplane_channels=4, hexplane_resolution=[8, 4], mlp_width=16, progress=False,
+                          eval_max_frames=4, rasterizer_backend=RB, hexplane_backend=HB, exports=[], tensorboard=False)
+    construct(cfg, log=lambda s: None)
+    assert json.loads((out / "config.json").read_text())["sh_degree"] == 3
+    rest = read_ply(out / "gaussians" / "t_0000.ply")["sh"][:, 1:]
+    assert rest.shape[1] == 15 and float(rest.abs().max()) > 0
+    sched = json.loads((out / "metrics.json").read_text())["schedule"]
+    assert sched["sh_up_every"] == 10 and sched["coarse_densify"]["stop"] == 45
+
+
+# ------------------------------------------------------------------ resume, LPIPS, late errors, overwrite
+def test_resumed_run_reports_total_and_resumed_wall_time(scene, tmp_path):
+    out = tmp_path / "w"
+    cfg = _cfg(scene, out, coarse_iters=10, fine_iters=10, checkpoint_every=1000, exports=[], tensorboard=False)
+
+    def interrupt(it, logs):
+        if it == 12:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        construct(cfg, callback=interrupt, log=lambda s: None)
+    before = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)["wall_time_s"]
+    assert before > 0
+    m = construct(_cfg(scene, out, coarse_iters=10, fine_iters=10, exports=[], tensorboard=False), resume=True,
+                  log=lambda s: None)
+    assert m["resumed_at_iteration"] == 12
+    assert 0 < m["wall_time_resumed_s"] < m["wall_time_s"]
+    assert m["wall_time_s"] == pytest.approx(before + m["wall_time_resumed_s"], abs=0.5)
+    fresh = construct(_cfg(scene, tmp_path / "f", coarse_iters=2, fine_iters=1, exports=[], tensorboard=False),
+                      log=lambda s: None)
+    assert fresh["wall_time_resumed_s"] is None and fresh["resumed_at_iteration"] is None
+
+
+def test_absent_lpips_weights_are_announced_once_and_recorded(scene, tmp_path):
+    empty = tmp_path / "no_weights"
+    empty.mkdir()
+    logs = []
+    m = construct(_cfg(scene, tmp_path / "nolp", lpips_weights=str(empty), coarse_iters=3, fine_iters=2, exports=[],
+                       tensorboard=False), log=logs.append)
+    said = [line for line in logs if "LPIPS term off" in line]
+    assert len(said) == 1 and str(empty) in said[0]
+    assert m["lpips_available"] is False and str(empty) in m["lpips_unavailable_reason"]
+    on_disk = json.loads((tmp_path / "nolp" / "metrics.json").read_text())
+    assert on_disk["lpips_available"] is False and on_disk["lpips_unavailable_reason"] == m["lpips_unavailable_reason"]
+
+
+def test_inputs_found_bad_late_leave_no_output_folder(scene, tmp_path):
+    out = tmp_path / "late"
+    _bad(scene, out, "rasterizer backend 'cuda' needs a CUDA device", rasterizer_backend="cuda", device="cpu")
+    assert not out.exists()
+    _bad(scene, out, r"exports: unknown \['gltf'\]", exports=["viewer", "gltf"])
+    assert not out.exists()
+    rc = cli_main(["--demo", "-o", str(out), "--size", "16", "--no-progress", "--device", "cpu",
+                   "--rasterizer-backend", "cuda"])
+    assert rc == 2 and not out.exists() and not (tmp_path / "late-scene").exists()
+
+
+def _sha(folder):
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_removes_only_what_construct_wrote(scene, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "ow"
+    base = [sys.executable, "-m", "orster4d.cli.construct", str(scene / "multiview"), "-o", str(out),
+            "--static", str(scene / "static"), "--coarse-iters", "3", "--fine-iters", "2", "--init-points", "80",
+            "--sh-degree", "0", "--no-progress", "--rasterizer-backend", RB, "--hexplane-backend", HB,
+            "--hexplane-resolution", "8", "4"]
+    run = lambda *extra: subprocess.run(base + list(extra), capture_output=True, text=True, timeout=600)  # noqa: E731
+    r = run("--exports", "splat", "splatv")
+    assert r.returncode == 0, r.stderr
+    assert (out / "asset.splatv").is_file()
+    (out / "notes.txt").write_text("my notes")
+    (out / "photos").mkdir()
+    (out / "photos" / "a.png").write_bytes(torch.randint(0, 256, (64,), dtype=torch.uint8).numpy().tobytes())
+    (out / "gaussians" / "mine.ply").write_bytes(b"a user's own file")
+    before = _sha(out)
+    r = run("--overwrite", "--exports", "splat")
+    assert r.returncode == 2
+    for name in ("notes.txt", "photos/", "gaussians/mine.ply"):
+        assert name in r.stderr, (name, r.stderr)
+    assert _sha(out) == before  # nothing touched
+    foreign = {k: v for k, v in before.items() if k in ("notes.txt", "photos/a.png", "gaussians/mine.ply")}
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for k in foreign:
+        (out / k).rename(moved / k.replace("/", "_"))
+    (out / "photos").rmdir()
+    r = run("--overwrite", "--exports", "splat")
+    assert r.returncode == 0, r.stderr
+    assert not (out / "asset.splatv").exists()  # written by the first run, removed by the overwrite
+    assert (out / "asset.splat").is_file() and (out / "metrics.json").is_file()
+    assert {k.replace("/", "_"): v for k, v in foreign.items()} == _sha(moved)
