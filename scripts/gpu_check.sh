@@ -37,6 +37,9 @@ if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
+# the package itself, as a user installs it (editable: csrc/ and kernels/ are used in place)
+python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . > "$OUTDIR/install.log" 2>&1 \
+  || echo "pip install -e . failed (see $OUTDIR/install.log); running from PYTHONPATH"
 BASE_PYTHONPATH=${PYTHONPATH:-}
 export PYTHONPATH=$PWD${BASE_PYTHONPATH:+:$BASE_PYTHONPATH} PYTHONUNBUFFERED=1
 export ORSTER4D_BUILD_DIR=${ORSTER4D_BUILD_DIR:-/tmp/orster4d-build} MAX_JOBS=${MAX_JOBS:-16}
