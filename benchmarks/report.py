@@ -184,7 +184,16 @@ def train(rep: dict) -> str:
         f"\n\nstage 2 / stage 1 = {rep['stage2_over_stage1']:.2f} (target < 3)"
 
 
-TABLES = {"rasterize": rasterize, "rasterize_brief": rasterize_brief, "hexplane": hexplane, "attention": attention,
+def relayout(rep: dict) -> str:
+    """User-facing timings of two trees measured in one call (``new`` and ``old`` reports)."""
+    rows, _ = compare(rep["new"], rep["old"], 0.05)
+    keep = re.compile(r"^(rasterize/cases/[^/]+(/one_launch|/T_calls)?/ours_fwd(\+bwd)?_ms|"
+                      r"hexplane/cases/[^/]+/fused/fwd(_bwd)?_ms)$")
+    body = [[p.replace("_ms", ""), _f(a, ".3f"), _f(b, ".3f"), _f(r, ".2f")] for p, a, b, r, _ in rows if keep.match(p)]
+    return _table(["timing (ms)", "new", "old", "old / new"], body)
+
+
+TABLES = {"relayout": relayout, "rasterize": rasterize, "rasterize_brief": rasterize_brief, "hexplane": hexplane, "attention": attention,
           "construct": construct, "train": train}
 
 

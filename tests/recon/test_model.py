@@ -162,7 +162,9 @@ def test_st_attention_matches_softmax_formula():
 def test_deformation_starts_as_identity_and_learns():
     f = DeformationField(AABB, channels=4, resolution=(8, 4), multires=(1,), width=16, backend="grid_sample")
     means = torch.rand(20, 3) * 2 - 1
-    times = torch.rand(3)
+    # one time in each end cell of the 4-node time axis, so the steps below reach the nodes that
+    # t = 0 and t = 1 read (random times could leave both end nodes untouched: then d0 == d1)
+    times = torch.tensor([0.05, 0.3 + 0.4 * float(torch.rand(())), 0.95])
     with torch.no_grad():
         dp, dq, ds = f(means, times)
     assert dp.shape == (3, 20, 3) and dq.shape == (3, 20, 4) and ds.shape == (3, 20, 3)
