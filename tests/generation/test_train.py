@@ -75,7 +75,7 @@ def test_four_stages_end_to_end_loss_falls(ws, tmp_path):
     for stage in (2, 3, 4):  # the unified 4D-UNet is exported at the end of stages 2-4
         merged = os.path.join(out, f"stage{stage}", "final", "model", "merged_unet")
         assert isinstance(diffusers.UNet3DConditionModel.from_pretrained(merged), diffusers.UNet3DConditionModel)
-    assert os.path.isfile(os.path.join(out, "stage4", "final", "model", "cond", "model.safetensors"))
+    assert os.path.isfile(os.path.join(out, "stage4", "final", "model", "cond", "diffusion_pytorch_model.safetensors"))
 
 
 @pytest.mark.parametrize("stage", [1, 2])
@@ -100,7 +100,7 @@ def test_resume_after_ctrl_c_matches_uninterrupted(ws, tmp_path, monkeypatch, st
         tr.train()
     monkeypatch.setattr(type(tr.stage), "forward", orig)
     ck = os.path.join(b, f"stage{stage}", "checkpoint-000003")
-    model = "model/unet/config.json" if stage == 1 else "model/std4d/model.safetensors"
+    model = "model/unet/config.json" if stage == 1 else "model/std4d/diffusion_pytorch_model.safetensors"
     for name in (model, "optimizer.pt", "lr_scheduler.pt", "ema.safetensors", "rng.pt", "state.json", "config.json"):
         assert os.path.isfile(os.path.join(ck, name)), name
     Trainer(_cfg(ws, b, stage, steps=6, **extra), resume=True, progress=False).train()

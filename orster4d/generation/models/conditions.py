@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from orster4d.generation.models.base import PretrainedModule, freeze, require_dir, require_file
+from diffusers.configuration_utils import register_to_config
+
+from orster4d.generation.models.base import SavedModel, freeze, require_dir, require_file
 
 CLIP_CONFIG = "open_clip_config.json"
 CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_model.bin", "open_clip_model.pt")
@@ -86,16 +88,15 @@ def clip_image_embedding(clip, images: torch.Tensor) -> torch.Tensor:
     return clip.encode_image((x - mean) / std)
 
 
-class ConditionAdapter(PretrainedModule):
+class ConditionAdapter(SavedModel):
     """Trainable maps from frozen condition features to the UNet's context and input latents."""
 
+    @register_to_config
     def __init__(self, kind: str, context_dim: int, text_width: int = 0, image_embed_dim: int = 0,
                  latent_channels: int = 4):
         super().__init__()
         if kind not in CONDITION_KINDS:
             raise ValueError(f"condition kind: expected one of {CONDITION_KINDS}, got {kind!r}")
-        self.register_config(kind=kind, context_dim=context_dim, text_width=text_width,
-                             image_embed_dim=image_embed_dim, latent_channels=latent_channels)
         self.kind = kind
         if kind == "text":
             self.proj = nn.Linear(text_width, context_dim)
@@ -135,7 +136,10 @@ class ConditionAdapter(PretrainedModule):
 
 
 class ConditionEncoder(nn.Module):
-    """Frozen encoders (CLIP, image VAE) producing the features ``ConditionAdapter`` consumes."""
+    """Frozen encoders (CLIP, image VAE) producing the features ``ConditionAdapter`` consumes.
+
+    Not a saved model: it holds no weights of its own (CLIP is stored in its open_clip layout by
+    :func:`save_clip`, the VAE as a diffusers folder) and its arguments are models, not config."""
 
     def __init__(self, kind: str, clip=None, vae=None):
         super().__init__()

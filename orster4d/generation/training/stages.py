@@ -2,28 +2,35 @@
 
 Each stage module registers only its trainable parts (so DDP wraps exactly those); frozen helpers
 (image VAE, teachers, CLIP, LPIPS) live in ``self.frozen``. ``forward(batch, generator)`` draws
-timesteps and noise from ``generator`` (saved in checkpoints, so resumed runs repeat exactly).
+timesteps and noise from ``generator`` (saved in checkpoints, so resumed runs repeat exactly) and
+noises the latents with the diffusers scheduler's ``add_noise``.
 
-Checkpoint model folders (``<ckpt>/model/``):
-- stage 1: ``unet/`` (diffusers ``UNet3DConditionModel``);
-- stages 2-4: ``std4d/`` (``STD4DUNet``), stage 2 also ``orster.safetensors``, stage 4 also
-  ``cond/`` (``ConditionAdapter``); at the end of stages 2-4 also ``merged_unet/`` (the unified
-  4D-UNet as a ``UNet3DConditionModel`` folder).
+A stage reads the config it is given and never changes it; the architecture it resolved (from
+the config or from a pretrained folder) is ``stage.unet_config``. ``stage.notices`` are the lines
+the trainer prints at start (for example: stage 1 starts from random weights).
+``stage.find_unused_parameters`` says whether DDP must look for parameters without gradients.
+
+Checkpoint model folders (``<ckpt>/model/``), each a diffusers model folder (``config.json`` +
+``diffusion_pytorch_model.safetensors``):
+- stage 1: ``unet/`` (``UNet3DConditionModel``);
+- stages 2-4: ``std4d/`` (``STD4DUNet``), stage 2 also ``orster/`` (``OrsterTransferLoss``: the
+  kernels and projections with their config), stage 4 also ``cond/`` (``ConditionAdapter``); at
+  the end of stages 2-4 also ``merged_unet/`` (the unified 4D-UNet as a ``UNet3DConditionModel``).
 """
 from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from orster4d.generation.models.base import require_dir, require_file
+from orster4d.generation.models.base import diffusers_load_kwargs, require_dir, require_file
 from orster4d.generation.models.conditions import ConditionAdapter, ConditionEncoder, load_clip, null_context
 from orster4d.generation.teachers import load_teachers, promised_shape, validate_teacher_map
-from orster4d.generation.models.unet4d import STD4DUNet, enable_block_checkpointing, run_unet
+from orster4d.generation.models.unet4d import STD4DUNet, enable_block_checkpointing, run_unet, unet_config_of
 from orster4d.generation.models.vae import decode_latents, encode_video, load_image_vae
 from orster4d.generation.training.losses import OrsterTransferLoss, feature_alignment, load_lpips, temporal_smoothness
 
@@ -56,9 +63,15 @@ def previous_checkpoint(cfg: dict) -> str:
 
 
 class StageBase(nn.Module):
+    #: DDP's ``find_unused_parameters``: False where every trainable parameter gets a gradient in
+    #: every step (a test checks it per stage), which spares DDP a graph traversal per step.
+    find_unused_parameters = False
+
     def __init__(self, cfg: dict, device: torch.device):
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg  # read only
+        self.unet_config: dict = dict(cfg["model"]["unet"] or {})
+        self.notices: List[str] = []
         self.frozen = Frozen()
         self.frozen.device = device
         vae_dir = cfg["model"]["vae_dir"]
@@ -67,6 +80,7 @@ class StageBase(nn.Module):
         self.frozen.vae = load_image_vae(vae_dir, device=device)
         self.frozen.noise = make_noise_scheduler(cfg)
         self.frozen.alphas = self.frozen.noise.alphas_cumprod.to(device)
+        self.frozen.noise.alphas_cumprod = self.frozen.alphas  # add_noise then moves nothing per step
         self.grad_ckpt = cfg["model"]["gradient_checkpointing"] in (True, "true") or (
             cfg["model"]["gradient_checkpointing"] == "auto" and device.type == "cuda")
 
@@ -76,14 +90,15 @@ class StageBase(nn.Module):
             return encode_video(self.frozen.vae, batch["video"])
 
     def noised(self, z0: torch.Tensor, gen: torch.Generator):
+        """``(z_t, t, eps)`` for clean latents ``z0 [B, C, T, h, w]``: timesteps ``t [B]`` and noise
+        ``eps`` drawn from ``gen``, ``z_t`` from the scheduler's ``add_noise``."""
         n = self.frozen.noise.config.num_train_timesteps
         t = torch.randint(0, n, (z0.shape[0],), generator=gen, device=gen.device).to(z0.device)
         eps = torch.randn(z0.shape, generator=gen, device=gen.device).to(z0.device)
-        a = self.frozen.alphas[t].view(-1, 1, 1, 1, 1)
-        return a.sqrt() * z0 + (1 - a).sqrt() * eps, t, eps
+        return self.frozen.noise.add_noise(z0, eps, t), t, eps
 
     def context_dim(self) -> int:
-        return int(self.cfg["model"]["unet"]["cross_attention_dim"]) if self.cfg["model"]["unet"] else 1024
+        return int(self.unet_config.get("cross_attention_dim", 1024))
 
     def save_model(self, folder: str, final: bool = False) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -103,10 +118,13 @@ class Stage1(StageBase):
         if bb:
             require_dir(bb, "model.backbone_dir")
             require_file(os.path.join(bb, "config.json"), "model.backbone_dir")
-            self.unet = UNet3DConditionModel.from_pretrained(bb)
-            cfg["model"]["unet"] = {k: v for k, v in dict(self.unet.config).items() if not k.startswith("_")}
+            self.unet = UNet3DConditionModel.from_pretrained(bb, **diffusers_load_kwargs())
+            self.unet_config = unet_config_of(self.unet)
         else:
-            self.unet = UNet3DConditionModel(**cfg["model"]["unet"])
+            self.notices.append("stage 1: model.backbone_dir is not set, so the UNet starts from random "
+                                "weights (architecture model.unet); set it to a pretrained video UNet folder "
+                                "to start from one")
+            self.unet = UNet3DConditionModel(**self.unet_config)
         self.unet.to(device)
         if self.grad_ckpt:
             enable_block_checkpointing(self.unet)
@@ -125,7 +143,7 @@ class Stage1(StageBase):
     def load_model(self, folder):
         from diffusers import UNet3DConditionModel
 
-        src = UNet3DConditionModel.from_pretrained(os.path.join(folder, "unet"))
+        src = UNet3DConditionModel.from_pretrained(os.path.join(folder, "unet"), **diffusers_load_kwargs())
         self.unet.load_state_dict(src.state_dict())
 
 
@@ -145,16 +163,16 @@ class _STD4DStage(StageBase):
         kw = dict(mode=m["mode"], fusion_hidden=m["fusion_hidden"], dvae_hidden=m["dvae_hidden"],
                   spatial_taps=s_taps, temporal_taps=t_taps)
         if from_backbone:
-            unet = UNet3DConditionModel.from_pretrained(os.path.join(prev, "model", "unet"))
+            unet = UNet3DConditionModel.from_pretrained(os.path.join(prev, "model", "unet"), **diffusers_load_kwargs())
             self.std4d = STD4DUNet.from_backbone(unet, **kw)
         else:
             src = STD4DUNet.from_pretrained(os.path.join(prev, "model", "std4d"))
-            self.std4d = STD4DUNet(src.config["unet_config"], **kw)
+            self.std4d = STD4DUNet(src.config.unet_config, **kw)
             missing = self.std4d.load_state_dict(src.state_dict(), strict=False)
             if missing.unexpected_keys or missing.missing_keys:
                 raise ValueError(f"init {prev}: STD-4D model does not match model.mode={m['mode']!r} "
                                  f"(missing {missing.missing_keys[:3]}, unexpected {missing.unexpected_keys[:3]})")
-        self.cfg["model"]["unet"] = dict(self.std4d.config["unet_config"])
+        self.unet_config = dict(self.std4d.config.unet_config)
         self.std4d.to(self.frozen.device)
         if self.grad_ckpt:
             self.std4d.enable_gradient_checkpointing()
@@ -188,9 +206,13 @@ class Stage2(_STD4DStage):
         tmap = validate_teacher_map(tc["map"])
         t_ch = [promised_shape(dict(self.frozen.teachers[e["teacher"]].unet.config), e["block"], 1, 1, 8, 8)[1]
                 for e in tmap]
-        s_ch = [promised_shape(self.cfg["model"]["unet"], e["student"], 1, 1, 8, 8)[1] for e in tmap]
+        s_ch = [promised_shape(self.unet_config, e["student"], 1, 1, 8, 8)[1] for e in tmap]
         o = cfg["orster"]
-        self.orster = OrsterTransferLoss(tmap, t_ch, s_ch, lambda_o=o["lambda_o"], options=o["options"]).to(device)
+        self.orster = OrsterTransferLoss(tmap, t_ch, s_ch, lambda_o=o["lambda_o"], options=dict(o["options"])).to(device)
+        # Without the kernel the projections get no gradient; with lambda_o at 0 or 1 one of the
+        # two terms (and its student adapter) is not computed. Otherwise every parameter is used.
+        opts = dict(o["options"])
+        self.find_unused_parameters = (not opts.get("use_kernel", True)) or float(o["lambda_o"]) in (0.0, 1.0)
 
     def forward(self, batch, gen):
         z0 = self.latents(batch)
@@ -207,17 +229,12 @@ class Stage2(_STD4DStage):
         return loss, {"ldm": ldm.detach(), "kl": out["kl"].detach(), **logs}
 
     def save_model(self, folder, final=False):
-        from safetensors.torch import save_file
-
         super().save_model(folder, final)
-        save_file({k: v.contiguous() for k, v in self.orster.state_dict().items()},
-                  os.path.join(folder, "orster.safetensors"))
+        self.orster.save_pretrained(os.path.join(folder, "orster"))
 
     def load_model(self, folder):
-        from safetensors.torch import load_file
-
         super().load_model(folder)
-        self.orster.load_state_dict(load_file(os.path.join(folder, "orster.safetensors")))
+        self.orster.load_state_dict(OrsterTransferLoss.from_pretrained(os.path.join(folder, "orster")).state_dict())
 
 
 class Stage3(_STD4DStage):
@@ -280,7 +297,7 @@ class Stage4(_STD4DStage):
         self.cond = ConditionAdapter(cc["kind"], context_dim=self.context_dim(),
                                      text_width=dims.get("text_width", 0),
                                      image_embed_dim=dims.get("image_embed_dim", 0),
-                                     latent_channels=self.cfg["model"]["unet"]["in_channels"]).to(device)
+                                     latent_channels=self.unet_config["in_channels"]).to(device)
 
     def forward(self, batch, gen):
         z0 = self.latents(batch)
