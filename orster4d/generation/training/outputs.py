@@ -189,6 +189,17 @@ class StageFolder:
             shutil.rmtree(full)
         self.disown(entry)
 
+    def prune(self, keep: Optional[int], keep_step: int) -> None:
+        """Delete the oldest checkpoints, ordered by step, beyond the newest ``keep`` (None: keep
+        all); the one at ``keep_step`` (just written) is never deleted."""
+        if keep is None:
+            return
+        cks = self.checkpoints()
+        survivors = {s for s, _ in cks[-int(keep):]} | {keep_step}
+        for step, path in cks:
+            if step not in survivors:
+                self.remove(os.path.basename(path) + "/")
+
     def clear(self) -> None:
         """Remove everything the trainer wrote (the caller checked :meth:`foreign` first)."""
         for entry in sorted(self.owned, key=lambda e: e != FINAL):  # the link first

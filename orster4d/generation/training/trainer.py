@@ -265,24 +265,12 @@ class Trainer:
             if old is not None:
                 self.folder.remove(old + "/")
             write_pause()
-            self._prune(keep_step=self.step)
+            self.folder.prune(self.cfg["train"]["keep_checkpoints"], keep_step=self.step)
             if final:
                 self.folder.replace_final(path)
         if self.world > 1:
             torch.distributed.barrier()
         return path
-
-    def _prune(self, keep_step: int) -> None:
-        """Delete the oldest checkpoints (by step) beyond ``train.keep_checkpoints``; never the
-        newest one nor the one at ``keep_step``."""
-        keep = self.cfg["train"]["keep_checkpoints"]
-        if keep is None:
-            return
-        cks = self.folder.checkpoints()
-        survivors = {s for s, _ in cks[-int(keep):]} | {keep_step}
-        for step, path in cks:
-            if step not in survivors:
-                self.folder.remove(os.path.basename(path) + "/")
 
     def load_checkpoint(self, path: str) -> None:
         from safetensors.torch import load_file
