@@ -181,12 +181,22 @@ class StageFolder:
 
     # -- changes ---------------------------------------------------------------------------------
     def remove(self, entry: str) -> None:
-        """Delete one owned top-level entry, then drop it from the manifest."""
-        full = os.path.join(self.path, entry.rstrip("/"))
+        """Delete one owned top-level entry, then drop it from the manifest. A folder is first
+        renamed to ``<name>.trash``, so no half-deleted folder ever carries a checkpoint's name."""
+        name = entry.rstrip("/")
+        full = os.path.join(self.path, name)
         if os.path.islink(full) or os.path.isfile(full):
             os.remove(full)
         elif os.path.isdir(full):
-            shutil.rmtree(full)
+            trash = name if name.endswith(".trash") else name + ".trash"
+            if trash != name:
+                self.own(trash + "/")
+                if os.path.isdir(os.path.join(self.path, trash)):
+                    shutil.rmtree(os.path.join(self.path, trash))
+                os.replace(full, os.path.join(self.path, trash))
+                self.disown(entry)
+            shutil.rmtree(os.path.join(self.path, trash))
+            self.disown(trash + "/")
         self.disown(entry)
 
     def prune(self, keep: Optional[int], keep_step: int) -> None:
@@ -210,11 +220,11 @@ class StageFolder:
             os.rmdir(self.path)
 
     def remove_partial(self) -> None:
-        """Drop what a killed run left behind: ``.tmp`` entries, and ``.old`` copies whose
-        rewritten checkpoint is in place."""
+        """Drop what a killed run left behind: ``.tmp`` and ``.trash`` entries, and ``.old``
+        copies whose rewritten checkpoint is in place."""
         for entry in sorted(self.owned):
             e = entry.rstrip("/")
-            if e.endswith(".tmp") or (e.endswith(".old") and os.path.isdir(os.path.join(self.path, e[:-4]))):
+            if e.endswith((".tmp", ".trash")) or (e.endswith(".old") and os.path.isdir(os.path.join(self.path, e[:-4]))):
                 self.remove(entry)
 
     def replace_final(self, checkpoint: str) -> str:
