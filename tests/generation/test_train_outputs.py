@@ -329,3 +329,20 @@ def test_sigkill_during_checkpoint_writing_never_loses_a_checkpoint(ws, tmp_path
     for name in ("model/unet/diffusion_pytorch_model.safetensors", "ema.safetensors", "optimizer.pt"):
         assert a[name] == b[name], name
     assert log_records(out) == log_records(ref)
+
+
+def test_video_folders_round_trip_through_the_dataset_reader_and_writer(tmp_path, rng_seed):
+    from orster4d.data.dataset import load_dataset
+    from orster4d.generation.training.data import OrbitalVideoDataset, write_video_folder
+
+    video = np.random.rand(5, 16, 16, 3).astype(np.float32)
+    static = np.random.rand(5, 16, 16, 3).astype(np.float32)
+    write_video_folder(str(tmp_path / "v"), video, prompt=f"a toy {rng_seed}", static=static)
+    ds = load_dataset(str(tmp_path / "v"))
+    assert ds.metadata == {"prompt": f"a toy {rng_seed}", "static": "static"}
+    assert ds.trajectory is not None and ds.trajectory.num_frames == 5
+    item = OrbitalVideoDataset(str(tmp_path / "v"), 5, 16)[0]
+    assert item["prompt"] == f"a toy {rng_seed}"
+    torch.testing.assert_close(item["video"], torch.from_numpy(video), atol=0.5 / 255 + 1e-6, rtol=0)
+    torch.testing.assert_close(item["static_video"], torch.from_numpy(static), atol=0.5 / 255 + 1e-6, rtol=0)
+    torch.testing.assert_close(item["times"], torch.linspace(0, 1, 5))
