@@ -241,11 +241,13 @@ def generate(args, log=print) -> Dict:
     from orster4d.data.dataset import write_dataset
     from orster4d.generation.priors import save_priors
 
-    extra = {"prompt": args.prompt} if kind == "text" else {}
-    if static is not None:
-        extra["static"] = "../static"
     paths = {"video": out / "video", "priors": out / "priors.pt"}
-    write_dataset(paths["video"], video_dataset(traj, video, reference), extra=extra)
+    video_ds = video_dataset(traj, video, reference)
+    if kind == "text":
+        video_ds.metadata["prompt"] = args.prompt
+    if static is not None:
+        video_ds.metadata["static"] = "../static"
+    write_dataset(paths["video"], video_ds)
     if static is not None:
         paths["static"] = out / "static"
         write_dataset(paths["static"], video_dataset(traj, static))

@@ -7,16 +7,30 @@ Examples::
     orster4d-train --stage 2 --preset tiny --data data/ --out runs/a --set model.vae_dir=assets/vae \\
         --set teachers.spatial_dir=assets/teacher_spatial --set teachers.temporal_dir=assets/teacher_temporal
     orster4d-train --stage 2 ... --resume                  # continue from the stage's last checkpoint
+    orster4d-train --stage 2 ... --overwrite               # replace this stage's earlier run
     torchrun --nproc_per_node=2 -m orster4d.cli.train --stage 2 ...   # DDP
 
 Every config key can be overridden with ``--set section.key=value`` (JSON values); ``--config``
 reads JSON files applied after the preset. ``--print-config`` shows the resolved config and exits.
+Every count, size, rate and weight is range-checked before anything runs. An existing stage
+folder under ``--out`` is refused unless ``--resume`` or ``--overwrite`` is given.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,9 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one config key, e.g. train.lr=1e-4 (repeatable)")
     p.add_argument("--data", help="shortcut for data.root")
     p.add_argument("--out", help="shortcut for out_dir")
-    p.add_argument("--steps", type=int, help="shortcut for train.steps")
+    p.add_argument("--steps", type=positive_int, help="shortcut for train.steps (an integer >= 1)")
     p.add_argument("--init", help="shortcut for init (the previous stage's checkpoint folder)")
-    p.add_argument("--resume", action="store_true", help="continue from this stage's latest checkpoint")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--resume", action="store_true", help="continue from this stage's newest whole checkpoint")
+    how.add_argument("--overwrite", action="store_true",
+                     help="replace this stage's earlier run: removes only what orster4d-train wrote there, "
+                          "refused when other files are present")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--make-tiny-assets", metavar="DIR",
@@ -63,10 +81,20 @@ def main(argv=None) -> int:
     if args.print_config:
         print(json.dumps(cfg, indent=2, default=list))
         return 0
+    import os
+
+    from orster4d.generation.training.outputs import StageFolder, check_stage_folder
+
+    try:  # refuse at once what would lose data (the trainer checks again)
+        check_stage_folder(StageFolder(os.path.join(cfg["out_dir"], f"stage{cfg['stage']}")),
+                           args.resume, args.overwrite)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"orster4d-train: error: {e}", file=sys.stderr)
+        return 2
     from orster4d.generation.training.trainer import train_stage
 
     try:
-        path = train_stage(cfg, resume=args.resume, progress=not args.no_progress)
+        path = train_stage(cfg, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     except (ValueError, FileNotFoundError) as e:
         print(f"orster4d-train: error: {e}", file=sys.stderr)
         return 2

@@ -32,6 +32,7 @@ from orster4d.cameras import (OrbitTrajectory, fov_from_intrinsics, intrinsics_f
                        viewmat_to_transform_matrix)
 
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+_INTERPRETED = ("frames", "camera_angle_x", "camera_angle_y", "fl_x", "fl_y", "cx", "cy", "w", "h")
 
 
 @dataclass
@@ -50,6 +51,9 @@ class DynamicDataset:
         trajectory: the orbital trajectory when the frames are an orbital video.
         files: F source file paths (for messages).
         background: RGB the images were composited on.
+        metadata: top-level entries of ``transforms.json`` the reader does not interpret (for
+            example ``prompt``, a text description, or ``static``, a sub-folder holding the static
+            object's orbital video); :func:`write_dataset` writes them back.
     """
 
     images: torch.Tensor
@@ -63,6 +67,7 @@ class DynamicDataset:
     trajectory: Optional[OrbitTrajectory] = None
     files: List[str] = field(default_factory=list)
     background: tuple = (1.0, 1.0, 1.0)
+    metadata: dict = field(default_factory=dict)
 
     def __post_init__(self):
         f = self.images.shape[0]
@@ -108,7 +113,7 @@ class DynamicDataset:
             alphas=None if self.alphas is None else self.alphas[idx], view_ids=self.view_ids[idx],
             splits=[self.splits[i] for i in idx.tolist()], reference=self.reference[idx],
             trajectory=self.trajectory if keep_traj else None, files=[self.files[i] for i in idx.tolist()],
-            background=self.background)
+            background=self.background, metadata=dict(self.metadata))
 
     def split(self, name: str) -> "DynamicDataset":
         return self.subset(torch.tensor([s == name for s in self.splits], dtype=torch.bool))
@@ -195,9 +200,10 @@ def _read_json(path: Path) -> dict:
 
 
 def _from_transforms(json_paths: List[tuple], background) -> DynamicDataset:
-    paths, mats, times, views, splits, refs, metas = [], [], [], [], [], [], []
+    paths, mats, times, views, splits, refs, metas, extra = [], [], [], [], [], [], [], {}
     for json_path, default_split in json_paths:
         meta = _read_json(json_path)
+        extra.update({k: v for k, v in meta.items() if k not in _INTERPRETED and k not in extra})
         for i, fr in enumerate(meta["frames"]):
             where = f"{json_path}: frame {i}"
             if "file_path" not in fr:
@@ -230,7 +236,7 @@ def _from_transforms(json_paths: List[tuple], background) -> DynamicDataset:
     return DynamicDataset(images=images, alphas=alphas, viewmats=viewmats, Ks=Ks,
                           times=torch.tensor(times, dtype=torch.float32), view_ids=torch.tensor(views),
                           splits=splits, reference=torch.tensor(refs), files=[str(p) for p in paths],
-                          background=tuple(background))
+                          background=tuple(background), metadata=extra)
 
 
 def load_dataset(folder: Union[str, Path], background: Sequence[float] = (1.0, 1.0, 1.0)) -> DynamicDataset:
@@ -277,19 +283,17 @@ def load_dataset(folder: Union[str, Path], background: Sequence[float] = (1.0, 1
 
 
 # ---------------------------------------------------------------------- writing
-def write_dataset(folder: Union[str, Path], ds: DynamicDataset, image_dir: str = "images",
-                  extra: Optional[dict] = None) -> None:
+def write_dataset(folder: Union[str, Path], ds: DynamicDataset, image_dir: str = "images") -> None:
     """Writes ``ds`` as a NeRF-style ``transforms.json`` + PNGs (RGBA when ``ds.alphas`` is set,
-    with straight colour recovered from the composited images) and ``trajectory.json`` when set.
-
-    ``extra``: more top-level ``transforms.json`` entries (e.g. ``"prompt"``, the text condition, and
-    ``"static"``, the folder of the static orbital video relative to this one, read by training)."""
+    with straight colour recovered from the composited images), its ``metadata`` as top-level
+    entries of ``transforms.json``, and ``trajectory.json`` when set."""
     from PIL import Image
 
     folder = Path(folder)
     (folder / image_dir).mkdir(parents=True, exist_ok=True)
     K0 = ds.Ks[0]
     meta = {
+        **{k: v for k, v in ds.metadata.items() if k not in _INTERPRETED},
         "camera_angle_x": float(np.radians(fov_from_intrinsics(K0, ds.width))),
         "w": ds.width, "h": ds.height,
         "fl_x": float(K0[0, 0]), "fl_y": float(K0[1, 1]), "cx": float(K0[0, 2]), "cy": float(K0[1, 2]),
@@ -313,10 +317,6 @@ def write_dataset(folder: Union[str, Path], ds: DynamicDataset, image_dir: str =
             K = ds.Ks[i]
             fr.update(fl_x=float(K[0, 0]), fl_y=float(K[1, 1]), cx=float(K[0, 2]), cy=float(K[1, 2]))
         meta["frames"].append(fr)
-    for key, value in (extra or {}).items():
-        if key in meta:
-            raise ValueError(f"write_dataset: extra key {key!r} would replace a transforms.json entry")
-        meta[key] = value
     (folder / "transforms.json").write_text(json.dumps(meta, indent=1))
     if ds.trajectory is not None:
         ds.trajectory.save(folder / "trajectory.json")

@@ -133,8 +133,9 @@ def generate_scene(folder: Union[str, Path], family: str = "hopper", seed: int =
                            width=width, height=height)
     paths = {"orbital": folder / "orbital", "static": folder / "static", "multiview": folder / "multiview"}
     prompt = object_prompt(obj)
-    write_dataset(paths["orbital"], render_orbital(obj, traj, background, device=device, backend=backend),
-                  extra={"prompt": prompt, "static": "../static"})
+    orbital = render_orbital(obj, traj, background, device=device, backend=backend)
+    orbital.metadata.update(prompt=prompt, static="../static")
+    write_dataset(paths["orbital"], orbital)
     write_dataset(paths["static"], render_orbital(obj, traj, background, static=True, with_reference=False,
                                                   device=device, backend=backend))
     write_dataset(paths["multiview"], render_multiview(obj, traj, num_views, background=background, device=device,

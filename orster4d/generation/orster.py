@@ -34,8 +34,10 @@ import math
 from typing import Dict, Optional
 
 import torch
+from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
+from orster4d.generation.models.base import SavedModel
 from orster4d.ops.attention import GaussianKernelParams, orster_attention, quadratic_form_coefficients
 
 __all__ = ["OrsterTransfer", "gaussian_nll", "centre_and_scale"]
@@ -73,8 +75,11 @@ def _tokens(x: Tensor) -> Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
-class OrsterTransfer(nn.Module):
+class OrsterTransfer(SavedModel):
     """The Orster loss: kernel fit, detached SptAttn / TmprAttn targets, ``L_orster``.
+
+    A saved model (``save_pretrained`` / ``from_pretrained``): its folder holds the constructor's
+    arguments in ``config.json`` and the projections, kernel scalars and adapters.
 
     Args:
         spatial_channels: channels of ``f3d_s`` (spatial teacher features).
@@ -91,6 +96,7 @@ class OrsterTransfer(nn.Module):
             the teachers'; a learned 1x1 adapter then maps the student's features to the teacher's.
     """
 
+    @register_to_config
     def __init__(self, spatial_channels: int, temporal_channels: int, *, kernel_dim: int = 32,
                  num_heads: Optional[int] = None, lambda_o: float = 0.5, mode: str = "density",
                  use_kernel: bool = True, spatial_attention: bool = True, temporal_attention: bool = True,

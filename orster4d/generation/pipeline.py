@@ -306,8 +306,11 @@ def check_pipeline_folder(folder: str) -> dict:
 
 def load_pipeline(folder: str, device="cpu", dtype: torch.dtype = torch.float32) -> STD4DPipeline:
     """Check ``folder`` (:func:`check_pipeline_folder`), then ``STD4DPipeline.from_pretrained`` on ``device``."""
+    from orster4d.generation.models.base import diffusers_load_kwargs
+
     check_pipeline_folder(folder)
-    pipe = STD4DPipeline.from_pretrained(folder).to(torch.device(device))  # float32, as saved
+    pipe = STD4DPipeline.from_pretrained(folder, **diffusers_load_kwargs())  # float32, as saved
+    pipe = pipe.to(torch.device(device))
     return pipe if dtype == torch.float32 else pipe.to(dtype)  # a cast that works on every diffusers version
 
 
@@ -332,6 +335,7 @@ def pipeline_from_checkpoint(checkpoint: str, vae_dir: Optional[str] = None, cli
     """
     from diffusers import DDIMScheduler, UNet3DConditionModel
 
+    from orster4d.generation.models.base import diffusers_load_kwargs
     from orster4d.generation.models.vae import load_image_vae
     from orster4d.generation.teachers import validate_teacher_map
 
@@ -347,7 +351,7 @@ def pipeline_from_checkpoint(checkpoint: str, vae_dir: Optional[str] = None, cli
     model = os.path.join(checkpoint, "model")
     with open(os.path.join(model, "trajectory.json")) as f:
         trajectory = json.load(f)["trajectory"]
-    unet = UNet3DConditionModel.from_pretrained(os.path.join(model, "merged_unet"))
+    unet = UNet3DConditionModel.from_pretrained(os.path.join(model, "merged_unet"), **diffusers_load_kwargs())
     conditioner = STD4DConditioner.from_pretrained(os.path.join(model, "cond"))
     if ema:
         shadow = _ema_state(checkpoint)

@@ -11,7 +11,6 @@ from typing import Optional
 import torch
 
 from orster4d.generation.models.unet4d import STD4DUNet, run_unet
-from orster4d.generation.models.vae import decode_latents
 
 
 def predict_noise(model, z: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
@@ -52,9 +51,3 @@ def _sample(model, scheduler, shape, context, latent_cond, num_inference_steps, 
             eps = predict_noise(model, zin, tt, context, latent_cond)
         z = scheduler.step(eps, t, z).prev_sample
     return z
-
-
-@torch.no_grad()
-def sample_video(model, scheduler, vae, shape, context, **kwargs) -> torch.Tensor:
-    """Latents from ``sample_latents`` decoded to a video ``[B, T, H, W, 3]`` in [0, 1]."""
-    return decode_latents(vae, sample_latents(model, scheduler, shape, context, **kwargs))

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from orster4d.generation.models.base import freeze, module_by_name, require_dir, require_file
+from orster4d.generation.models.base import diffusers_load_kwargs, freeze, module_by_name, require_dir, require_file
 from orster4d.generation.models.unet4d import FeatureTaps, TapsComplete
 
 TEACHER_CLASSES = ("UNet3DConditionModel", "I2VGenXLUNet")
@@ -47,13 +47,13 @@ def load_teacher_unet(folder: str, role: str, device="cpu", dtype: Optional[torc
                for n in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")):
         raise FileNotFoundError(f"{what}: required file not found: "
                                 f"{os.path.join(folder, 'diffusion_pytorch_model.safetensors')}")
-    try:
-        model = getattr(diffusers, cls_name).from_pretrained(folder)
-    except Exception as e:  # diffusers raises many kinds; report them uniformly
-        raise ValueError(f"{what} at {folder} does not load: {type(e).__name__}: {e}") from None
     if dtype is None:
         dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    return freeze(model).to(device=device, dtype=dtype)
+    try:
+        model = getattr(diffusers, cls_name).from_pretrained(folder, torch_dtype=dtype, **diffusers_load_kwargs())
+    except Exception as e:  # diffusers raises many kinds; report them uniformly
+        raise ValueError(f"{what} at {folder} does not load: {type(e).__name__}: {e}") from None
+    return freeze(model).to(device)
 
 
 _BLOCK_RE = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.|^(mid_block)\.")

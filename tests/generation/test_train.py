@@ -78,10 +78,12 @@ def test_four_stages_end_to_end_loss_falls(ws, tmp_path):
     assert os.path.isfile(os.path.join(out, "stage4", "final", "model", "cond", "diffusion_pytorch_model.safetensors"))
 
 
-@pytest.mark.parametrize("stage", [1, 2])
-def test_resume_after_ctrl_c_matches_uninterrupted(ws, tmp_path, monkeypatch, stage, stage1_done):
+@pytest.mark.parametrize("stage", [1, 2, 3, 4])
+def test_resume_after_ctrl_c_matches_uninterrupted(ws, tmp_path, monkeypatch, stage, stage1_done, stage3_done):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    extra = {"init": os.path.join(stage1_done, "stage1", "final")} if stage == 2 else {}
+    extra = {1: {}, 2: {"init": os.path.join(stage1_done, "stage1", "final")},
+             3: {"init": os.path.join(stage3_done, "stage2", "final")},
+             4: {"init": os.path.join(stage3_done, "stage3", "final")}}[stage]
     Trainer(_cfg(ws, a, stage, steps=6, **extra), progress=False).train()
     full = [r["loss"] for r in _log(a, stage)]
 
@@ -100,8 +102,11 @@ def test_resume_after_ctrl_c_matches_uninterrupted(ws, tmp_path, monkeypatch, st
         tr.train()
     monkeypatch.setattr(type(tr.stage), "forward", orig)
     ck = os.path.join(b, f"stage{stage}", "checkpoint-000003")
-    model = "model/unet/config.json" if stage == 1 else "model/std4d/model.safetensors"
-    for name in (model, "optimizer.pt", "lr_scheduler.pt", "ema.safetensors", "rng.pt", "state.json", "config.json"):
+    model = {1: ["model/unet/config.json"], 2: ["model/std4d/diffusion_pytorch_model.safetensors"],
+             3: ["model/merged_unet/diffusion_pytorch_model.safetensors"],
+             4: ["model/merged_unet/diffusion_pytorch_model.safetensors",
+                 "model/cond/diffusion_pytorch_model.safetensors"]}[stage]
+    for name in (*model, "optimizer.pt", "lr_scheduler.pt", "ema.safetensors", "rng.pt", "state.json", "config.json"):
         assert os.path.isfile(os.path.join(ck, name)), name
     Trainer(_cfg(ws, b, stage, steps=6, **extra), resume=True, progress=False).train()
     resumed = [r["loss"] for r in _log(b, stage)]
@@ -273,3 +278,139 @@ def test_teacher_map_must_pair_spatial_and_temporal(ws, stage1_done):
         Trainer(_cfg(ws, stage1_done, 2, **{"teachers.map": tmap}), progress=False)
     with pytest.raises(ValueError, match="teacher_map\\[0\\].teacher"):
         Trainer(_cfg(ws, stage1_done, 2, **{"teachers.map": [dict(tmap[0], teacher="audio")]}), progress=False)
+
+
+# -- conventions: config untouched, unused parameters, fused EMA, bit-exact checkpoints ----------
+@pytest.fixture(scope="module")
+def stage3_done(ws, stage1_done, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("s3"))
+    Trainer(_cfg(ws, out, 2, steps=1, init=os.path.join(stage1_done, "stage1", "final")), progress=False).train()
+    Trainer(_cfg(ws, out, 3, steps=1), progress=False).train()
+    return out
+
+
+@pytest.mark.parametrize("case", [1, "1-backbone", 2, 3, 4])
+def test_stages_do_not_change_the_config_they_are_given(ws, tmp_path, stage1_done, stage3_done, case):
+    import copy
+
+    from orster4d.generation.training.stages import STAGE_CLASSES
+
+    out = str(tmp_path / "run")
+    extra = {1: {}, "1-backbone": {"model.backbone_dir": ws["teacher_spatial"]},
+             2: {"init": os.path.join(stage1_done, "stage1", "final")},
+             3: {"init": os.path.join(stage3_done, "stage2", "final")},
+             4: {"init": os.path.join(stage3_done, "stage3", "final")}}[case]
+    stage_n = 1 if case == "1-backbone" else case
+    cfg = _cfg(ws, out, stage_n, **extra)
+    before = copy.deepcopy(cfg)
+    STAGE_CLASSES[stage_n](cfg, torch.device("cpu"))
+    assert cfg == before
+    tr = Trainer(cfg, progress=False)
+    assert cfg == before
+    assert tr.cfg["model"]["unet"] == dict(tr.stage.unet_config)  # the trainer's own resolved copy
+
+
+@pytest.mark.parametrize("case", ["stage1", "stage2", "stage2-lambda1", "stage2-nokernel", "stage3", "stage4-image",
+                                  "stage4-mixed"])
+def test_find_unused_parameters_is_set_exactly_where_needed(ws, tmp_path, stage1_done, stage3_done, case):
+    """A stage that tells DDP not to look for unused parameters gives every trainable parameter a
+    gradient in a step; the options that leave some without one say so."""
+    init = {"init": os.path.join(stage1_done, "stage1", "final")}
+    stage, extra = {"stage1": (1, {}), "stage2": (2, init),
+                    "stage2-lambda1": (2, dict(init, **{"orster.lambda_o": 1.0})),
+                    "stage2-nokernel": (2, dict(init, **{"orster.options": {"use_kernel": False}})),
+                    "stage3": (3, {"init": os.path.join(stage3_done, "stage2", "final")}),
+                    "stage4-image": (4, {"init": os.path.join(stage3_done, "stage3", "final"),
+                                         "cond.kind": "image"}),
+                    "stage4-mixed": (4, {"init": os.path.join(stage3_done, "stage3", "final"),
+                                         "cond.kind": "mixed"})}[case]
+    tr = Trainer(_cfg(ws, str(tmp_path / "r"), stage, **extra), progress=False)
+    loss, _ = tr.stage(_fixed_batch(ws), torch.Generator().manual_seed(0))
+    loss.backward()
+    no_grad = [k for k, p in tr.stage.named_parameters() if p.requires_grad and p.grad is None]
+    if tr.stage.find_unused_parameters:
+        assert no_grad, "find_unused_parameters=True but every parameter got a gradient"
+    else:
+        assert no_grad == []
+    assert tr.stage.find_unused_parameters == (case in ("stage2-lambda1", "stage2-nokernel"))
+
+
+def test_ema_update_is_one_fused_operation(monkeypatch, rng_seed):
+    from orster4d.generation.training.trainer import EMA
+
+    net = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Linear(7, 3))
+    net[1].bias.requires_grad_(False)
+    ema = EMA(net, decay=0.9)
+    ref = {k: v.clone() for k, v in ema.shadow.items()}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p))
+    calls = []
+    real = torch._foreach_lerp_
+    monkeypatch.setattr(torch, "_foreach_lerp_", lambda *a: (calls.append(1), real(*a))[1])
+    ema.update()
+    assert len(calls) == 1
+    params = dict(net.named_parameters())
+    assert set(ema.shadow) == {"0.weight", "0.bias", "1.weight"}
+    for k, v in ema.shadow.items():
+        torch.testing.assert_close(v, 0.9 * ref[k] + 0.1 * params[k].detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_checkpoint_round_trips_bit_exactly(ws, tmp_path, stage1_done):
+    """Everything a stage-2 checkpoint stores comes back bit for bit in a resumed trainer."""
+    out = str(tmp_path / "rt")
+    cfg = _cfg(ws, out, 2, steps=3, init=os.path.join(stage1_done, "stage1", "final"))
+    a = Trainer(cfg, progress=False)
+    a.train()
+    b = Trainer(cfg, resume=True, progress=False)
+    assert b.step == a.step == 3
+    sa, sb = a.stage.state_dict(), b.stage.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(k.startswith("orster.") for k in sa)  # the Orster kernels are part of it
+    ea, eb = a.ema.shadow, b.ema.shadow
+    assert ea.keys() == eb.keys() and all(torch.equal(ea[k], eb[k]) for k in ea)
+    oa, ob = a.opt.state_dict(), b.opt.state_dict()
+    assert oa["param_groups"] == ob["param_groups"]
+    for i, st in oa["state"].items():
+        assert all(torch.equal(torch.as_tensor(v), torch.as_tensor(ob["state"][i][n])) for n, v in st.items())
+    assert torch.equal(a.gen.get_state(), b.gen.get_state())
+    assert a.sched.state_dict()["last_epoch"] == b.sched.state_dict()["last_epoch"]
+    for name in ("std4d", "orster", "merged_unet"):
+        cfg_file = os.path.join(out, "stage2", "final", "model", name, "config.json")
+        assert json.load(open(cfg_file))["_class_name"]
+
+
+def test_config_values_are_range_checked(capsys):
+    from orster4d.generation.training.config import RANGES
+
+    for key, (kind, lo, hi, lo_open, hi_open, null_means) in RANGES.items():
+        bad = [v for v in (None if lo is None else lo - 1, None if hi is None else hi + 1) if v is not None]
+        bad += ([lo] if lo_open else []) + ([hi] if hi_open else []) + ([] if null_means else [None])
+        bad += ["3", True] + ([2.5] if kind == "int" else [])
+        for v in bad:
+            with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+                resolve_config("tiny", 1, overrides=[f"{key}={json.dumps(v)}"])
+    with pytest.raises(ValueError, match="beta_end"):
+        resolve_config("tiny", 1, overrides=["noise.beta_end=0.0001"])
+    for steps in ("0", "-3", "two"):
+        with pytest.raises(SystemExit) as e:
+            cli_main(["--stage", "1", "--steps", steps, "--print-config"])
+        assert e.value.code == 2
+        assert "--steps" in capsys.readouterr().err
+    assert cli_main(["--stage", "1", "--set", "train.steps=0", "--print-config"]) == 2
+    assert "train.steps=0" in capsys.readouterr().err
+
+
+def test_prune_orders_by_step_and_keeps_the_newest(tmp_path):
+    from orster4d.generation.training.outputs import StageFolder
+
+    for steps, newest, keep, want in (([10, 20, 30, 5], 5, 3, [5, 10, 20, 30]),
+                                      ([999998, 999999, 1000000], 1000000, 2, [999999, 1000000]),
+                                      ([1, 2, 3, 4], 4, 1, [4]), ([3, 1, 2], 2, None, [1, 2, 3])):
+        folder = StageFolder(str(tmp_path / f"s{newest}-{keep}"))
+        for s in steps:
+            os.makedirs(os.path.join(folder.path, f"checkpoint-{s:06d}"))
+            folder.own(f"checkpoint-{s:06d}/")
+        folder.prune(keep, keep_step=newest)
+        assert [s for s, _ in folder.checkpoints()] == want
+        assert sorted(os.listdir(folder.path)) == sorted([f"checkpoint-{s:06d}" for s in want] + ["orster4d-manifest.json"])

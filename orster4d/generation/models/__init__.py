@@ -1,8 +1,8 @@
 """STD-4D diffusion: image VAE, disentanglement VAE, two-channel 4D-UNet,
 fusion FFN, merge, conditions, teachers and sampling."""
-from orster4d.generation.models.base import PretrainedModule
+from orster4d.generation.models.base import SavedModel
 from orster4d.generation.models.unet4d import STD4DUNet, FusionFFN, is_temporal_param, build_unet
 from orster4d.generation.models.vae import DisentanglementVAE, load_image_vae, encode_video, decode_latents
 
-__all__ = ["PretrainedModule", "STD4DUNet", "FusionFFN", "is_temporal_param", "build_unet",
+__all__ = ["SavedModel", "STD4DUNet", "FusionFFN", "is_temporal_param", "build_unet",
            "DisentanglementVAE", "load_image_vae", "encode_video", "decode_latents"]

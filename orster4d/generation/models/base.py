@@ -1,19 +1,47 @@
-"""A small ``save_pretrained`` / ``from_pretrained`` base for the package's own modules.
+"""The one convention for the package's saved models, and small helpers shared by the models.
 
-A folder holds ``config.json`` (the constructor's keyword arguments plus ``_class_name``) and
-``model.safetensors`` (the state dict), like a diffusers model folder.
+Every model the package saves is a diffusers model: a subclass of :class:`SavedModel`
+(``diffusers.ModelMixin`` + ``diffusers.ConfigMixin``) whose ``__init__`` is decorated with
+``@register_to_config`` and takes only JSON-serialisable arguments. ``save_pretrained(folder)``
+writes ``config.json`` (the constructor's arguments plus ``_class_name``) and
+``diffusion_pytorch_model.safetensors`` (the state dict, bit-exact); ``from_pretrained(folder)``
+rebuilds the model from them. Weights are always local: nothing is downloaded.
 """
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict
+import sys
 
-import torch
+from diffusers import ConfigMixin, ModelMixin
 from torch import nn
 
 CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+
+_SAID = set()
+
+
+def say_once(key: str, message: str) -> None:
+    """Print ``message`` to stderr the first time ``key`` is seen in this process."""
+    if key not in _SAID:
+        _SAID.add(key)
+        print(message, file=sys.stderr)
+
+
+def diffusers_load_kwargs() -> dict:
+    """Keyword arguments for every ``from_pretrained`` of a diffusers model in the package.
+
+    Without ``accelerate`` diffusers warns on every load that it cannot use ``low_cpu_mem_usage``;
+    the package then asks for the plain loader and says so once per process.
+    """
+    try:
+        import accelerate  # noqa: F401
+    except ImportError:
+        say_once("accelerate", "orster4d: `accelerate` is not installed; diffusers models load without "
+                               "low_cpu_mem_usage (more host memory while loading)")
+        return {"low_cpu_mem_usage": False}
+    return {}
 
 
 def require_file(path: str, what: str) -> str:
@@ -24,44 +52,37 @@ def require_file(path: str, what: str) -> str:
 
 
 def require_dir(path: str, what: str) -> str:
+    """Return ``path`` if it is an existing folder, else raise FileNotFoundError naming it and ``what``."""
     if not path or not os.path.isdir(path):
         raise FileNotFoundError(f"{what}: folder not found: {path!r} (weights are never downloaded)")
     return path
 
 
-class PretrainedModule(nn.Module):
-    """nn.Module whose constructor takes only JSON-serialisable keyword arguments.
+class SavedModel(ModelMixin, ConfigMixin):
+    """Base of the package's saved models: diffusers' ``ModelMixin`` + ``ConfigMixin``.
 
-    Subclasses call ``self.register_config(**kwargs)`` in ``__init__``; ``config`` is the dict.
+    ``from_pretrained`` checks the folder before diffusers reads it (missing files are
+    FileNotFoundError naming them, a folder of another class is ValueError) and refuses weights
+    that do not match the architecture (missing or unexpected keys).
     """
 
-    config: Dict[str, Any]
-
-    def register_config(self, **kwargs: Any) -> None:
-        self.config = dict(kwargs)
-
-    def save_pretrained(self, folder: str) -> None:
-        from safetensors.torch import save_file
-
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, CONFIG_NAME), "w") as f:
-            json.dump({"_class_name": type(self).__name__, **self.config}, f, indent=2)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, os.path.join(folder, WEIGHTS_NAME))
+    config_name = CONFIG_NAME
 
     @classmethod
-    def from_pretrained(cls, folder: str, map_location: str = "cpu"):
-        from safetensors.torch import load_file
-
-        require_dir(folder, cls.__name__)
-        with open(require_file(os.path.join(folder, CONFIG_NAME), cls.__name__)) as f:
-            cfg = json.load(f)
-        name = cfg.pop("_class_name", cls.__name__)
+    def from_pretrained(cls, folder: str, **kwargs):
+        what = cls.__name__
+        require_dir(folder, what)
+        with open(require_file(os.path.join(folder, CONFIG_NAME), what)) as f:
+            name = json.load(f).get("_class_name", cls.__name__)
         if name != cls.__name__:
             raise ValueError(f"{folder}: config.json describes a {name}, expected {cls.__name__}")
-        model = cls(**cfg)
-        state = load_file(require_file(os.path.join(folder, WEIGHTS_NAME), cls.__name__), device=map_location)
-        model.load_state_dict(state)
+        require_file(os.path.join(folder, WEIGHTS_NAME), what)
+        kwargs = {**diffusers_load_kwargs(), **kwargs, "output_loading_info": True}
+        model, info = super().from_pretrained(folder, **kwargs)
+        bad = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+        if bad:
+            raise ValueError(f"{folder}: weights do not match the {cls.__name__} of its config.json: "
+                             + "; ".join(f"{k} {list(v)[:3]}" for k, v in bad.items()))
         return model
 
 
@@ -78,7 +99,3 @@ def module_by_name(root: nn.Module, name: str, what: str) -> nn.Module:
         return root.get_submodule(name)
     except AttributeError:
         raise ValueError(f"{what}: block {name!r} does not exist in {type(root).__name__}") from None
-
-
-def to_device_dtype(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return x.to(device=like.device, dtype=like.dtype)

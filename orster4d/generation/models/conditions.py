@@ -10,6 +10,11 @@
   zero-initialised 1x1x1 conv added to the UNet input, plus its mean-pooled latent as a token.
 - Dropout: each sample's condition is replaced by the null condition (zero context token, no
   latent input) with probability ``p_drop``: the unconditional branch of classifier-free guidance.
+- ``STD4DConditioner``: one adapter per kind plus learned video-mode tokens in one fixed context
+  layout, so one model serves every condition (stage 4 and the released pipeline).
+
+``ConditionAdapter``, ``STD4DConditioner`` and ``CLIPConditionEncoder`` are the package's saved
+models (``SavedModel``: diffusers ``ModelMixin`` + ``ConfigMixin``).
 """
 from __future__ import annotations
 
@@ -21,7 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from orster4d.generation.models.base import PretrainedModule, freeze, require_dir, require_file
+from diffusers import ModelMixin  # noqa: F401  (diffusers' pipeline loader looks the base class up here)
+from diffusers.configuration_utils import register_to_config
+
+from orster4d.generation.models.base import SavedModel, freeze, require_dir, require_file
 
 CLIP_CONFIG = "open_clip_config.json"
 CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_model.bin", "open_clip_model.pt")
@@ -65,6 +73,13 @@ def load_clip(folder: str, device="cpu"):
     return freeze(model).to(device)
 
 
+def clip_feature_dims(clip) -> Dict[str, int]:
+    """The sizes the condition adapters need from an open_clip ``CLIP``: ``text_width`` (channels per
+    text token), ``text_length`` (tokens per prompt) and ``image_embed_dim``."""
+    return {"text_width": int(clip.transformer.width), "text_length": int(clip.context_length),
+            "image_embed_dim": int(clip.visual.output_dim)}
+
+
 def clip_text_tokens(clip, prompts: List[str]) -> torch.Tensor:
     """Per-token text features ``[B, L, width]`` of a frozen open_clip ``CLIP``."""
     import open_clip
@@ -86,16 +101,15 @@ def clip_image_embedding(clip, images: torch.Tensor) -> torch.Tensor:
     return clip.encode_image((x - mean) / std)
 
 
-class ConditionAdapter(PretrainedModule):
+class ConditionAdapter(SavedModel):
     """Trainable maps from frozen condition features to the UNet's context and input latents."""
 
+    @register_to_config
     def __init__(self, kind: str, context_dim: int, text_width: int = 0, image_embed_dim: int = 0,
                  latent_channels: int = 4):
         super().__init__()
         if kind not in CONDITION_KINDS:
             raise ValueError(f"condition kind: expected one of {CONDITION_KINDS}, got {kind!r}")
-        self.register_config(kind=kind, context_dim=context_dim, text_width=text_width,
-                             image_embed_dim=image_embed_dim, latent_channels=latent_channels)
         self.kind = kind
         if kind == "text":
             self.proj = nn.Linear(text_width, context_dim)
@@ -135,7 +149,10 @@ class ConditionAdapter(PretrainedModule):
 
 
 class ConditionEncoder(nn.Module):
-    """Frozen encoders (CLIP, image VAE) producing the features ``ConditionAdapter`` consumes."""
+    """Frozen encoders (CLIP, image VAE) producing the features ``ConditionAdapter`` consumes.
+
+    Not a saved model: it holds no weights of its own (CLIP is stored in its open_clip layout by
+    :func:`save_clip`, the VAE as a diffusers folder) and its arguments are models, not config."""
 
     def __init__(self, kind: str, clip=None, vae=None):
         super().__init__()
@@ -160,10 +177,7 @@ class ConditionEncoder(nn.Module):
         return {"static_latent": encode_video(self.vae, batch["static_video"])}
 
     def feature_dims(self) -> Dict[str, int]:
-        if self.clip is None:
-            return {}
-        return {"text_width": int(self.clip.transformer.width),
-                "image_embed_dim": int(self.clip.visual.output_dim)}
+        return {} if self.clip is None else clip_feature_dims(self.clip)
 
 
 def null_context(batch: int, context_dim: int, device, dtype=torch.float32) -> torch.Tensor:
@@ -176,17 +190,9 @@ def null_context(batch: int, context_dim: int, device, dtype=torch.float32) -> t
 # ------------------------------------------------------------------------------------------------
 VIDEO_MODES = ("orbit", "static", "reference")
 
-try:  # diffusers' model base, so that a DiffusionPipeline saves and loads these components
-    from diffusers import ConfigMixin, ModelMixin
-    from diffusers.configuration_utils import register_to_config
-except ImportError:  # pragma: no cover - diffusers is a dependency
-    ConfigMixin, ModelMixin = object, nn.Module
-
-    def register_to_config(fn):
-        return fn
 
 
-class STD4DConditioner(ModelMixin, ConfigMixin):
+class STD4DConditioner(SavedModel):
     """Every condition kind's adapter and the video-mode token, in one context layout.
 
     The context handed to the UNet's cross-attention is ``[B, L, D]`` with fixed slots, in order:
@@ -200,9 +206,9 @@ class STD4DConditioner(ModelMixin, ConfigMixin):
     ``static`` (the same orbit with the object frozen at t = 0: "motion off") and ``reference`` (the
     fixed reference-view camera of frame 0 while the object moves). Each is a learned token,
     zero at initialisation.
-    """
 
-    config_name = "config.json"
+    Saved as a diffusers model folder (``config.json`` + ``diffusion_pytorch_model.safetensors``).
+    """
 
     @register_to_config
     def __init__(self, kinds=CONDITION_KINDS, context_dim: int = 32, text_width: int = 0, text_length: int = 0,
@@ -275,14 +281,12 @@ def _has_feats(kind: str, feats: Dict[str, torch.Tensor]) -> bool:
     return all(k in feats for k in _FEATURE_KEYS[kind])
 
 
-class CLIPConditionEncoder(ModelMixin, ConfigMixin):
+class CLIPConditionEncoder(SavedModel):
     """A frozen open_clip ``CLIP`` as a diffusers model (so a pipeline folder holds it).
 
     ``model_cfg``: open_clip ``CLIP`` keyword arguments. ``clip`` is the model itself, used by
     ``clip_text_tokens`` / ``clip_image_embedding``.
     """
-
-    config_name = "config.json"
 
     @register_to_config
     def __init__(self, model_cfg: dict):
@@ -306,5 +310,4 @@ class CLIPConditionEncoder(ModelMixin, ConfigMixin):
         return freeze(enc)
 
     def feature_dims(self) -> Dict[str, int]:
-        return {"text_width": int(self.clip.transformer.width), "text_length": int(self.clip.context_length),
-                "image_embed_dim": int(self.clip.visual.output_dim)}
+        return clip_feature_dims(self.clip)

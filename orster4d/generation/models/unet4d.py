@@ -28,7 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from orster4d.generation.models.base import PretrainedModule, module_by_name
+from diffusers.configuration_utils import register_to_config
+
+from orster4d.generation.models.base import SavedModel, module_by_name
 from orster4d.generation.models.vae import DisentanglementVAE
 
 TEMPORAL_PREFIXES = ("transformer_in.",)
@@ -63,7 +65,7 @@ def run_unet(unet, z: torch.Tensor, timestep: torch.Tensor, context: torch.Tenso
     return unet(z, timestep, encoder_hidden_states=context, return_dict=False)[0]
 
 
-class FusionFFN(PretrainedModule):
+class FusionFFN(SavedModel):
     """Eq. 5: per-token MLP over ``[ZS', ZT']`` with FiLM from y -> noise of Z4D.
 
     y = sinusoidal(timestep) + projection of the mean-pooled context tokens. Output is
@@ -71,11 +73,10 @@ class FusionFFN(PretrainedModule):
     MLP's last layer zero-initialised, so at initialisation fusion averages the two channels.
     """
 
+    @register_to_config
     def __init__(self, latent_channels: int = 4, hidden: int = 64, cond_dim: int = 32,
                  use_spatial: bool = True, use_temporal: bool = True):
         super().__init__()
-        self.register_config(latent_channels=latent_channels, hidden=hidden, cond_dim=cond_dim,
-                             use_spatial=use_spatial, use_temporal=use_temporal)
         c = latent_channels
         self.inp = nn.Conv3d(2 * c, hidden, 1)
         self.t_embed = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 2 * hidden))
@@ -162,7 +163,7 @@ def enable_block_checkpointing(unet) -> None:
         blk._orster_ckpt = True
 
 
-class STD4DUNet(PretrainedModule):
+class STD4DUNet(SavedModel):
     """Disentanglement VAE + spatial/temporal channels + fusion FFN (Eq. 1-5).
 
     ``mode``: ``two_channel`` (full model), ``no_disentangle`` (one channel on Z4D, its output is the
@@ -172,6 +173,7 @@ class STD4DUNet(PretrainedModule):
     temporal channel (from whichever channel exists in the ablations).
     """
 
+    @register_to_config
     def __init__(self, unet_config: dict, mode: str = "two_channel", fusion_hidden: int = 64,
                  dvae_hidden: int = 32, spatial_taps: Optional[List[str]] = None,
                  temporal_taps: Optional[List[str]] = None):
@@ -180,8 +182,6 @@ class STD4DUNet(PretrainedModule):
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
         spatial_taps = list(spatial_taps or [])
         temporal_taps = list(temporal_taps or [])
-        self.register_config(unet_config=dict(unet_config), mode=mode, fusion_hidden=fusion_hidden,
-                             dvae_hidden=dvae_hidden, spatial_taps=spatial_taps, temporal_taps=temporal_taps)
         self.mode = mode
         c = unet_config.get("in_channels", 4)
         self.spatial = build_unet(unet_config) if mode in ("two_channel", "no_temporal", "no_disentangle") else None
@@ -276,7 +276,7 @@ class STD4DUNet(PretrainedModule):
 
     def merge(self, folder: str):
         """Write the unified 4D-UNet as a ``UNet3DConditionModel`` folder; returns the model."""
-        unet = build_unet(self.config["unet_config"])
+        unet = build_unet(self.config.unet_config)
         unet.load_state_dict(self.merged_state_dict())
         unet.save_pretrained(folder)
         return unet

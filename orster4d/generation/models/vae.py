@@ -13,11 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from orster4d.generation.models.base import PretrainedModule, freeze, require_dir, require_file
+from diffusers.configuration_utils import register_to_config
+
+from orster4d.generation.models.base import SavedModel, diffusers_load_kwargs, freeze, require_dir, require_file
 
 
 def load_image_vae(folder: str, device="cpu", dtype=torch.float32):
-    """Load a diffusers ``AutoencoderKL`` from a local folder, frozen, in eval mode."""
+    """Load a diffusers ``AutoencoderKL`` from a local folder, frozen, in eval mode, in ``dtype``."""
     from diffusers import AutoencoderKL
 
     require_dir(folder, "image VAE")
@@ -25,8 +27,8 @@ def load_image_vae(folder: str, device="cpu", dtype=torch.float32):
     if not any(os.path.isfile(os.path.join(folder, n))
                for n in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")):
         raise FileNotFoundError(f"image VAE: no weights file diffusion_pytorch_model.safetensors in {folder}")
-    vae = AutoencoderKL.from_pretrained(folder)
-    return freeze(vae).to(device=device, dtype=dtype)
+    vae = AutoencoderKL.from_pretrained(folder, torch_dtype=dtype, **diffusers_load_kwargs())
+    return freeze(vae).to(device)
 
 
 def vae_downscale(vae) -> int:
@@ -55,7 +57,7 @@ def decode_latents(vae, z: torch.Tensor) -> torch.Tensor:
     return img.reshape(b, t, *img.shape[1:])
 
 
-class DisentanglementVAE(PretrainedModule):
+class DisentanglementVAE(SavedModel):
     """Eq. 1-2: two encoders ``Z4D -> ZS`` and ``Z4D -> ZT`` with mean and log-variance.
 
     Each encoder is a small 3D conv net (kernel 3 in time and space); both codes have the layout of
@@ -64,9 +66,9 @@ class DisentanglementVAE(PretrainedModule):
     was trained on at the start of stage 2.
     """
 
+    @register_to_config
     def __init__(self, latent_channels: int = 4, hidden: int = 32, init_logvar: float = -8.0):
         super().__init__()
-        self.register_config(latent_channels=latent_channels, hidden=hidden, init_logvar=init_logvar)
         self.encoders = nn.ModuleDict({k: self._encoder(latent_channels, hidden, init_logvar)
                                        for k in ("spatial", "temporal")})
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from typing import Any, Dict, Iterable
 
 from orster4d.generation.training.tiny_assets import TINY_TEACHER_MAP, TINY_UNET
@@ -51,7 +52,7 @@ DEFAULTS: Dict[str, Any] = {
               "beta_start": 0.00085, "beta_end": 0.012},
     "train": {"steps": 30, "lr": 1e-3, "weight_decay": 0.0, "warmup": 0, "grad_clip": 1.0,
               "ema_decay": 0.999, "ckpt_every": 10, "keep_checkpoints": 3, "log_every": 1, "mixed_precision": "auto",
-              "tensorboard": False},
+              "tensorboard": False, "ddp_bucket_mb": 25},
 }
 
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -143,12 +144,85 @@ def resolve_config(preset: str = "tiny", stage: int = 1, files: Iterable[str] = 
         raise ValueError(f"model.mode: expected one of {MODES}, got {cfg['model']['mode']!r}")
     if cfg["cond"]["kind"] not in CONDITION_KINDS + ("mixed",):
         raise ValueError(f"cond.kind: expected one of {CONDITION_KINDS + ('mixed',)}, got {cfg['cond']['kind']!r}")
-    cc = cfg["cond"]
-    if not (0 <= cc["p_static"] and 0 <= cc["p_reference"] and cc["p_static"] + cc["p_reference"] <= 1
-            and 0 <= cc["p_drop"] <= 1):
-        raise ValueError(f"cond.p_drop, cond.p_static, cond.p_reference: probabilities in [0, 1] with "
-                         f"p_static + p_reference <= 1, got {cc['p_drop']}, {cc['p_static']}, {cc['p_reference']}")
+    check_ranges(cfg)
     return cfg
+
+
+# Every count, size, rate and weight of the config: key -> (kind, low, high, low_open, high_open,
+# null_means). ``kind`` is "int" or "float"; ``None`` bounds are open-ended; a key with
+# ``null_means`` also accepts null (JSON) for that named meaning instead of a magic zero.
+RANGES: Dict[str, tuple] = {
+    "seed": ("int", 0, None, False, False, None),
+    "data.frames": ("int", 1, None, False, False, None),
+    "data.resolution": ("int", 1, None, False, False, None),
+    "data.batch_size": ("int", 1, None, False, False, None),
+    "data.num_workers": ("int", 0, None, False, False, None),
+    "model.fusion_hidden": ("int", 1, None, False, False, None),
+    "model.dvae_hidden": ("int", 1, None, False, False, None),
+    "orster.weight": ("float", 0, None, False, False, None),
+    "orster.lambda_o": ("float", 0, 1, False, False, None),
+    "loss.beta_kl": ("float", 0, None, False, False, None),
+    "loss.ortho": ("float", 0, None, False, False, None),
+    "loss.ldm_stage3": ("float", 0, None, False, False, None),
+    "loss.l_rec": ("float", 0, None, False, False, None),
+    "loss.l_perc": ("float", 0, None, False, False, None),
+    "loss.l_temp": ("float", 0, None, False, False, None),
+    "loss.l_align": ("float", 0, None, False, False, None),
+    "cond.p_drop": ("float", 0, 1, False, True, None),
+    "cond.p_static": ("float", 0, 1, False, False, None),
+    "cond.p_reference": ("float", 0, 1, False, False, None),
+    "noise.num_train_timesteps": ("int", 1, None, False, False, None),
+    "noise.beta_start": ("float", 0, 1, True, True, None),
+    "noise.beta_end": ("float", 0, 1, True, True, None),
+    "train.steps": ("int", 1, None, False, False, None),
+    "train.lr": ("float", 0, None, True, False, None),
+    "train.weight_decay": ("float", 0, None, False, False, None),
+    "train.warmup": ("int", 0, None, False, False, None),
+    "train.grad_clip": ("float", 0, None, True, False, "no gradient clipping"),
+    "train.ema_decay": ("float", 0, 1, False, True, None),
+    "train.ckpt_every": ("int", 1, None, False, False, None),
+    "train.keep_checkpoints": ("int", 1, None, False, False, "keep every checkpoint"),
+    "train.log_every": ("int", 1, None, False, False, None),
+    "train.ddp_bucket_mb": ("float", 0, None, True, False, None),
+}
+
+
+def _describe(kind, lo, hi, lo_open, hi_open, null_means) -> str:
+    name = "an integer" if kind == "int" else "a number"
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo}")
+    if hi is not None:
+        parts.append(f"{'<' if hi_open else '<='} {hi}")
+    text = f"{name} {' and '.join(parts)}".strip()
+    return text + (f", or null for {null_means}" if null_means else "")
+
+
+def check_ranges(cfg: dict) -> None:
+    """Raise ValueError naming the key, the value and the allowed range for the first bad value."""
+    for key, spec in RANGES.items():
+        kind, lo, hi, lo_open, hi_open, null_means = spec
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        if node is None and null_means:
+            continue
+        ok = isinstance(node, (int, float)) and not isinstance(node, bool) and math.isfinite(node)
+        if ok and kind == "int" and not isinstance(node, int):
+            ok = False
+        if ok and lo is not None:
+            ok = node > lo if lo_open else node >= lo
+        if ok and hi is not None:
+            ok = node < hi if hi_open else node <= hi
+        if not ok:
+            raise ValueError(f"{key}={node!r}: expected {_describe(*spec)}")
+    cc = cfg["cond"]
+    if cc["p_static"] + cc["p_reference"] > 1:
+        raise ValueError(f"cond.p_static={cc['p_static']!r} + cond.p_reference={cc['p_reference']!r}: "
+                         f"the two video-mode shares must sum to at most 1")
+    if cfg["noise"]["beta_end"] <= cfg["noise"]["beta_start"]:
+        raise ValueError(f"noise.beta_end={cfg['noise']['beta_end']!r} must exceed "
+                         f"noise.beta_start={cfg['noise']['beta_start']!r}")
 
 
 def check_stage(stage: Any) -> int:
@@ -167,5 +241,6 @@ def save_config(cfg: dict, path: str) -> None:
 
 
 def load_config(path: str) -> dict:
+    """The config saved by :func:`save_config` (e.g. a checkpoint's ``config.json``)."""
     with open(path) as f:
         return json.load(f)

@@ -1,19 +1,20 @@
 """Orbital-video datasets for training and a resumable, sharded, seeded sampler.
 
 Layout read: ``root`` is one video folder or a folder of video folders; each video folder is read
-by the package's loader ``orster4d.data.load_dataset`` (NeRF-style ``transforms.json`` with a
-``time`` per frame, or ``trajectory.json`` + images). The orbital (non-reference) frames sorted by
-``time`` form the video. ``transforms.json`` may also carry ``"prompt"`` (text condition) and
-``"static": "<subfolder>"`` (the static object's orbital video, same layout, static-3D condition).
+by the package's one dataset reader, ``orster4d.data.dataset.load_dataset`` (NeRF-style
+``transforms.json`` with a ``time`` per frame, or ``trajectory.json`` + images), and written by its
+one writer, ``write_dataset``. The orbital (non-reference) frames sorted by ``time`` form the
+video. The dataset's metadata (top-level entries of ``transforms.json``) may carry ``"prompt"``
+(text condition) and ``"static": "<subfolder>"`` (the static object's orbital video, same layout,
+static-3D condition).
 
-Items: ``video [T, H, W, 3]`` float32 in [0, 1], ``times [T]``, ``prompt`` (str, "" if absent),
-``static_video [T, H, W, 3]`` when the folder names one, and ``reference_video [T, H, W, 3]`` (the
-fixed reference-view frames, ``"reference": true``, by time) when every folder has one frame of it
-per orbital frame. ``dataset_trajectory`` gives the one orbital trajectory the videos share.
+Items: ``video [T, H, W, 3]`` float32 in [0, 1], ``times [T]`` in [0, 1], ``prompt`` (str, "" if
+absent), ``static_video [T, H, W, 3]`` when the folder names one, and ``reference_video [T, H, W, 3]``
+(the fixed reference-view frames, ``"reference": true``, by time) when every folder has one frame of
+it per orbital frame. ``dataset_trajectory`` gives the one orbital trajectory the videos share.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict, Iterator, List, Optional
 
@@ -37,38 +38,23 @@ def find_video_folders(root: str) -> List[str]:
     return out
 
 
-def _extra_meta(folder: str) -> dict:
-    path = os.path.join(folder, "transforms.json")
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        meta = json.load(f)
-    return {k: meta[k] for k in ("prompt", "static") if k in meta}
+def read_video(folder: str) -> Dict[str, object]:
+    """One folder's orbital (non-reference) frames by time, and its metadata.
 
-
-def read_video(folder: str) -> Dict[str, torch.Tensor]:
-    """The orbital (non-reference) frames of one folder, by time, via ``orster4d.data.load_dataset``;
-    also ``reference_video`` (the reference-view frames by time) when the folder has any."""
+    Returns ``video [T, H, W, 3]``, ``times [T]``, ``metadata`` (dict) and, when the folder has
+    reference-view frames, ``reference_video [R, H, W, 3]`` by time. Every frame is read, so a missing
+    or unreadable frame, mixed sizes or a bad time raise ValueError naming the file.
+    """
     from orster4d.data.dataset import load_dataset
 
     ds = load_dataset(folder)
     by_time = lambda idx: idx[torch.argsort(ds.times[idx], stable=True)]  # noqa: E731
     order = by_time((~ds.reference).nonzero()[:, 0])
-    out = {"video": ds.images[order].contiguous(), "times": ds.times[order].contiguous()}
+    out = {"video": ds.images[order].contiguous(), "times": ds.times[order].contiguous(),
+           "metadata": dict(ds.metadata)}
     if bool(ds.reference.any()):
         out["reference_video"] = ds.images[by_time(ds.reference.nonzero()[:, 0])].contiguous()
     return out
-
-
-def _reference_count(folder: str) -> tuple:
-    """``(orbital frames, reference frames)`` listed by ``folder/transforms.json`` ((0, 0) without one)."""
-    path = os.path.join(folder, "transforms.json")
-    if not os.path.isfile(path):
-        return 0, 0
-    with open(path) as f:
-        frames = json.load(f).get("frames", [])
-    ref = sum(bool(fr.get("reference", False)) for fr in frames)
-    return len(frames) - ref, ref
 
 
 def dataset_trajectory(root: str) -> dict:
@@ -102,51 +88,68 @@ def dataset_trajectory(root: str) -> dict:
 
 
 class OrbitalVideoDataset(Dataset):
-    """Videos under ``root``; every video's frame count and resolution are checked up front
-    (from ``transforms.json`` and the first image; folders without one are read fully)."""
+    """Videos under ``root``, every one of them fully checked when the dataset is built.
+
+    Each video (and the static video it names) is read once: every frame must be present and
+    readable, the orbital frames must number ``frames``, be ``resolution`` x ``resolution`` and
+    have distinct times. Problems raise ValueError naming the folder or file, before any model
+    is built or any output is written.
+    """
 
     def __init__(self, root: str, frames: int, resolution: int):
         self.folders = find_video_folders(root)
         self.frames, self.resolution = frames, resolution
-        for folder in self.folders:
-            self._check(folder)
-        self.has_reference = all(_reference_count(f)[1] == frames for f in self.folders)
+        checked = [self._check(folder) for folder in self.folders]
+        self.metadata = [meta for meta, _ in checked]
+        self.reference_frames = [refs for _, refs in checked]
+        self.has_reference = all(refs == frames for refs in self.reference_frames)
 
-    def require_static(self) -> None:
-        """Raise unless every video names its static orbital video (static-3D condition)."""
-        for folder in self.folders:
-            if not _extra_meta(folder).get("static"):
+    def video_modes(self) -> List[str]:
+        """The video modes the data can train: ``orbit``, plus ``static`` when every video names its
+        static orbital video, plus ``reference`` when every video has one reference-view frame per
+        orbital frame."""
+        return (["orbit"] + (["static"] if all(m.get("static") for m in self.metadata) else [])
+                + (["reference"] if self.has_reference else []))
+
+    def require_static(self, needed_by: str = "cond.kind=static3d") -> None:
+        """Raise unless every video names its static orbital video (static-3D condition, static mode)."""
+        for folder, meta in zip(self.folders, self.metadata):
+            if not meta.get("static"):
                 raise ValueError(f"data: {folder}/transforms.json has no 'static' sub-folder, needed by "
-                                 f"cond.kind=static3d")
+                                 f"{needed_by}")
 
-    def _check(self, folder: str) -> None:
-        n, hw = self._peek(folder)
+    def require_prompts(self, needed_by: str = "cond.kind=text") -> None:
+        """Raise unless every video has a non-empty ``prompt`` (text condition)."""
+        missing = [f for f, m in zip(self.folders, self.metadata) if not str(m.get("prompt") or "").strip()]
+        if missing:
+            raise ValueError(f"data: {missing[0]}/transforms.json has no 'prompt' ({len(missing)} of "
+                             f"{len(self.folders)} videos lack one), needed by {needed_by}; add prompts to "
+                             f"the data or train another condition kind")
+
+    def require_reference(self, needed_by: str = "cond.modes 'reference'") -> None:
+        """Raise unless every video has one reference-view frame per orbital frame."""
+        for folder, refs in zip(self.folders, self.reference_frames):
+            if refs != self.frames:
+                raise ValueError(f"data: {folder} has {refs} reference-view frames, {needed_by} needs one "
+                                 f"per orbital frame ({self.frames})")
+
+    def _check(self, folder: str) -> tuple:
+        """Checks one video folder; returns ``(metadata, number of reference-view frames)``."""
+        rec = read_video(folder)
+        n, hw, times = rec["video"].shape[0], tuple(rec["video"].shape[1:3]), rec["times"]
         if n != self.frames:
             raise ValueError(f"data: {folder} has {n} frames but the config says data.frames={self.frames}")
         if hw != (self.resolution, self.resolution):
             raise ValueError(f"data: {folder} frames are {hw[0]}x{hw[1]} but the config says "
                              f"data.resolution={self.resolution}")
-        static = _extra_meta(folder).get("static")
+        if n > 1 and not bool((times[1:] > times[:-1]).all()):
+            raise ValueError(f"data: {folder} has orbital frames with equal times {times.tolist()}: "
+                             f"each frame of an orbital video needs its own time")
+        static = rec["metadata"].get("static")
         if static:
             self._check(os.path.join(folder, static))
-
-    @staticmethod
-    def _peek(folder: str):
-        from PIL import Image
-
-        path = os.path.join(folder, "transforms.json")
-        if os.path.isfile(path):
-            with open(path) as f:
-                frames = [fr for fr in json.load(f).get("frames", []) if not fr.get("reference", False)]
-            if frames:
-                fp = os.path.join(folder, frames[0]["file_path"])
-                if not os.path.splitext(fp)[1]:
-                    fp += ".png"
-                if os.path.isfile(fp):
-                    with Image.open(fp) as im:
-                        return len(frames), (im.size[1], im.size[0])
-        v = read_video(folder)["video"]
-        return v.shape[0], tuple(v.shape[1:3])
+        refs = rec["reference_video"].shape[0] if "reference_video" in rec else 0
+        return rec["metadata"], refs
 
     def __len__(self) -> int:
         return len(self.folders)
@@ -154,10 +157,10 @@ class OrbitalVideoDataset(Dataset):
     def __getitem__(self, i: int) -> Dict[str, object]:
         folder = self.folders[i]
         rec = read_video(folder)
-        extra = _extra_meta(folder)
-        item = {"video": rec["video"], "times": rec["times"], "prompt": extra.get("prompt", "")}
-        if extra.get("static"):
-            item["static_video"] = read_video(os.path.join(folder, extra["static"]))["video"]
+        meta = rec["metadata"]
+        item = {"video": rec["video"], "times": rec["times"], "prompt": str(meta.get("prompt") or "")}
+        if meta.get("static"):
+            item["static_video"] = read_video(os.path.join(folder, meta["static"]))["video"]
         if self.has_reference:
             item["reference_video"] = rec["reference_video"]
         return item
@@ -200,21 +203,20 @@ def make_loader(dataset: Dataset, local_batch: int, seed: int, start_step: int, 
 
 def write_video_folder(folder: str, video: np.ndarray, prompt: Optional[str] = None,
                        static: Optional[np.ndarray] = None) -> None:
-    """Write ``video [T, H, W, 3]`` in [0, 1] in the layout above (times ``i / (T - 1)``)."""
-    from PIL import Image
+    """Write ``video [T, H, W, 3]`` in [0, 1] as an orbital video (the package's default orbit,
+    times ``i / (T - 1)``) with ``write_dataset``; ``prompt`` and ``static`` (a static orbital
+    video of the same shape, written to ``static/``) go into its metadata."""
+    from orster4d.cameras import OrbitTrajectory
+    from orster4d.data.dataset import DynamicDataset, write_dataset
 
-    os.makedirs(folder, exist_ok=True)
-    t = video.shape[0]
-    frames = []
-    for i in range(t):
-        name = f"r_{i:03d}.png"
-        Image.fromarray((np.clip(video[i], 0, 1) * 255).round().astype(np.uint8)).save(os.path.join(folder, name))
-        frames.append({"file_path": name, "time": i / max(t - 1, 1), "transform_matrix": np.eye(4).tolist()})
-    meta = {"camera_angle_x": 0.8, "frames": frames}
+    t, h, w = video.shape[:3]
+    traj = OrbitTrajectory(num_frames=t, width=w, height=h)
+    meta = {}
     if prompt is not None:
         meta["prompt"] = prompt
     if static is not None:
         write_video_folder(os.path.join(folder, "static"), static)
         meta["static"] = "static"
-    with open(os.path.join(folder, "transforms.json"), "w") as f:
-        json.dump(meta, f)
+    ds = DynamicDataset(images=torch.from_numpy(np.clip(video, 0, 1).astype(np.float32)), viewmats=traj.viewmats(),
+                        Ks=traj.Ks(), times=traj.times(), view_ids=torch.arange(t), trajectory=traj, metadata=meta)
+    write_dataset(folder, ds)

@@ -8,7 +8,10 @@ from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
+from diffusers.configuration_utils import register_to_config
 from torch import nn
+
+from orster4d.generation.models.base import SavedModel
 
 
 def match_resolution(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -21,8 +24,8 @@ def match_resolution(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return y.reshape(b, t, c, *like.shape[-2:]).permute(0, 2, 1, 3, 4)
 
 
-class OrsterTransferLoss(nn.Module):
-    """L_orster (plus the kernel fit) over the ``teacher_map``.
+class OrsterTransferLoss(SavedModel):
+    """L_orster (plus the kernel fit) over the ``teacher_map``; a saved model (stage 2's ``orster/``).
 
     The map's spatial entries and temporal entries are paired in order (the i-th spatial with
     the i-th temporal): each pair is one :class:`orster4d.generation.orster.OrsterTransfer`, fed with the
@@ -32,6 +35,7 @@ class OrsterTransferLoss(nn.Module):
     Returns the mean over pairs of ``orster + nll`` and logs of its parts.
     """
 
+    @register_to_config
     def __init__(self, teacher_map: List[dict], teacher_channels: List[int], student_channels: List[int],
                  lambda_o: float = 0.5, options: dict = None):
         super().__init__()

@@ -2,14 +2,22 @@
 
 Each stage module registers only its trainable parts (so DDP wraps exactly those); frozen helpers
 (image VAE, teachers, CLIP, LPIPS) live in ``self.frozen``. ``forward(batch, generator)`` draws
-timesteps and noise from ``generator`` (saved in checkpoints, so resumed runs repeat exactly).
+timesteps and noise from ``generator`` (saved in checkpoints, so resumed runs repeat exactly) and
+noises the latents with the diffusers scheduler's ``add_noise``.
 
-Checkpoint model folders (``<ckpt>/model/``), each with ``trajectory.json`` (the orbital trajectory
-of the training videos, ``training_trajectory``):
-- stage 1: ``unet/`` (diffusers ``UNet3DConditionModel``);
-- stage 2: ``std4d/`` (``STD4DUNet``, the two-channel model), ``orster.safetensors``, and at the
-  end ``merged_unet/``: the unified 4D-UNet (spatial sub-blocks of the spatial channel, temporal
-  sub-blocks of the temporal channel) as a ``UNet3DConditionModel`` folder;
+A stage reads the config it is given and never changes it; the architecture it resolved (from
+the config or from a pretrained folder) is ``stage.unet_config``. ``stage.notices`` are the lines
+the trainer prints at start (for example: stage 1 starts from random weights).
+``stage.find_unused_parameters`` says whether DDP must look for parameters without gradients.
+
+Checkpoint model folders (``<ckpt>/model/``); every model in them is a diffusers model folder
+(``config.json`` + ``diffusion_pytorch_model.safetensors``), and every stage also writes
+``trajectory.json`` (the orbital trajectory of the training videos, ``training_trajectory``):
+- stage 1: ``unet/`` (``UNet3DConditionModel``);
+- stage 2: ``std4d/`` (``STD4DUNet``, the two-channel model), ``orster/`` (``OrsterTransferLoss``:
+  the kernels and projections with their config), and at the end ``merged_unet/``: the unified
+  4D-UNet (spatial sub-blocks of the spatial channel, temporal sub-blocks of the temporal channel)
+  as a ``UNet3DConditionModel``;
 - stages 3-4: ``merged_unet/``, the unified 4D-UNet they train (so what generation samples is
   what was trained, loadable by diffusers alone); stage 4 also ``cond/`` (``STD4DConditioner``).
 """
@@ -17,15 +25,15 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from orster4d.generation.models.base import require_dir, require_file
+from orster4d.generation.models.base import diffusers_load_kwargs, require_dir, require_file
 from orster4d.generation.models.conditions import (CONDITION_KINDS, VIDEO_MODES, ConditionEncoder, STD4DConditioner,
-                                                   load_clip, null_context)
+                                                   clip_feature_dims, load_clip, null_context)
 from orster4d.generation.teachers import load_teachers, promised_shape, validate_teacher_map
 from orster4d.generation.models.unet4d import (FeatureTaps, STD4DUNet, enable_block_checkpointing, run_unet,
                                               unet_config_of)
@@ -84,9 +92,18 @@ def training_trajectory(cfg: dict) -> dict:
 
 
 class StageBase(nn.Module):
-    def __init__(self, cfg: dict, device: torch.device):
+    #: DDP's ``find_unused_parameters``: False where every trainable parameter gets a gradient in
+    #: every step (a test checks it per stage), which spares DDP a graph traversal per step.
+    find_unused_parameters = False
+
+    def __init__(self, cfg: dict, device: torch.device, data=None):
+        """``data``: the training videos (``OrbitalVideoDataset``) when the caller has already read
+        them (the trainer does); stage 4 checks them against its conditions (reading ``cfg["data"]``
+        when it is None), the other stages do not look at them."""
         super().__init__()
-        self.cfg = cfg
+        self.cfg = cfg  # read only
+        self.unet_config: dict = dict(cfg["model"]["unet"] or {})
+        self.notices: List[str] = []
         self.frozen = Frozen()
         self.frozen.device = device
         vae_dir = cfg["model"]["vae_dir"]
@@ -95,6 +112,7 @@ class StageBase(nn.Module):
         self.frozen.vae = load_image_vae(vae_dir, device=device)
         self.frozen.noise = make_noise_scheduler(cfg)
         self.frozen.alphas = self.frozen.noise.alphas_cumprod.to(device)
+        self.frozen.noise.alphas_cumprod = self.frozen.alphas  # add_noise then moves nothing per step
         self.grad_ckpt = cfg["model"]["gradient_checkpointing"] in (True, "true") or (
             cfg["model"]["gradient_checkpointing"] == "auto" and device.type == "cuda")
         self.trajectory = training_trajectory(cfg)
@@ -111,14 +129,15 @@ class StageBase(nn.Module):
             return encode_video(self.frozen.vae, batch["video"])
 
     def noised(self, z0: torch.Tensor, gen: torch.Generator):
+        """``(z_t, t, eps)`` for clean latents ``z0 [B, C, T, h, w]``: timesteps ``t [B]`` and noise
+        ``eps`` drawn from ``gen``, ``z_t`` from the scheduler's ``add_noise``."""
         n = self.frozen.noise.config.num_train_timesteps
         t = torch.randint(0, n, (z0.shape[0],), generator=gen, device=gen.device).to(z0.device)
         eps = torch.randn(z0.shape, generator=gen, device=gen.device).to(z0.device)
-        a = self.frozen.alphas[t].view(-1, 1, 1, 1, 1)
-        return a.sqrt() * z0 + (1 - a).sqrt() * eps, t, eps
+        return self.frozen.noise.add_noise(z0, eps, t), t, eps
 
     def context_dim(self) -> int:
-        return int(self.cfg["model"]["unet"]["cross_attention_dim"]) if self.cfg["model"]["unet"] else 1024
+        return int(self.unet_config.get("cross_attention_dim", 1024))
 
     def save_model(self, folder: str, final: bool = False) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -130,18 +149,21 @@ class StageBase(nn.Module):
 class Stage1(StageBase):
     """Preliminary 4D training: one video UNet, ``L_ldm = |eps - eps_theta(Z_t, y, t)|^2``."""
 
-    def __init__(self, cfg, device):
-        super().__init__(cfg, device)
+    def __init__(self, cfg, device, data=None):
+        super().__init__(cfg, device, data)
         from diffusers import UNet3DConditionModel
 
         bb = cfg["model"]["backbone_dir"]
         if bb:
             require_dir(bb, "model.backbone_dir")
             require_file(os.path.join(bb, "config.json"), "model.backbone_dir")
-            self.unet = UNet3DConditionModel.from_pretrained(bb)
-            cfg["model"]["unet"] = {k: v for k, v in dict(self.unet.config).items() if not k.startswith("_")}
+            self.unet = UNet3DConditionModel.from_pretrained(bb, **diffusers_load_kwargs())
+            self.unet_config = unet_config_of(self.unet)
         else:
-            self.unet = UNet3DConditionModel(**cfg["model"]["unet"])
+            self.notices.append("stage 1: model.backbone_dir is not set, so the UNet starts from random "
+                                "weights (architecture model.unet); set it to a pretrained video UNet folder "
+                                "to start from one")
+            self.unet = UNet3DConditionModel(**self.unet_config)
         self.unet.to(device)
         if self.grad_ckpt:
             enable_block_checkpointing(self.unet)
@@ -161,7 +183,7 @@ class Stage1(StageBase):
     def load_model(self, folder):
         from diffusers import UNet3DConditionModel
 
-        src = UNet3DConditionModel.from_pretrained(os.path.join(folder, "unet"))
+        src = UNet3DConditionModel.from_pretrained(os.path.join(folder, "unet"), **diffusers_load_kwargs())
         self.unet.load_state_dict(src.state_dict())
 
 
@@ -181,16 +203,16 @@ class _STD4DStage(StageBase):
         kw = dict(mode=m["mode"], fusion_hidden=m["fusion_hidden"], dvae_hidden=m["dvae_hidden"],
                   spatial_taps=s_taps, temporal_taps=t_taps)
         if from_backbone:
-            unet = UNet3DConditionModel.from_pretrained(os.path.join(prev, "model", "unet"))
+            unet = UNet3DConditionModel.from_pretrained(os.path.join(prev, "model", "unet"), **diffusers_load_kwargs())
             self.std4d = STD4DUNet.from_backbone(unet, **kw)
         else:
             src = STD4DUNet.from_pretrained(os.path.join(prev, "model", "std4d"))
-            self.std4d = STD4DUNet(src.config["unet_config"], **kw)
+            self.std4d = STD4DUNet(src.config.unet_config, **kw)
             missing = self.std4d.load_state_dict(src.state_dict(), strict=False)
             if missing.unexpected_keys or missing.missing_keys:
                 raise ValueError(f"init {prev}: STD-4D model does not match model.mode={m['mode']!r} "
                                  f"(missing {missing.missing_keys[:3]}, unexpected {missing.unexpected_keys[:3]})")
-        self.cfg["model"]["unet"] = dict(self.std4d.config["unet_config"])
+        self.unet_config = dict(self.std4d.config.unet_config)
         self.std4d.to(self.frozen.device)
         if self.grad_ckpt:
             self.std4d.enable_gradient_checkpointing()
@@ -213,8 +235,8 @@ class _STD4DStage(StageBase):
 class Stage2(_STD4DStage):
     """Orster transfer: ``L_ldm + w * (L_orster + kernel NLL) + beta * KL (+ ortho)``, frozen teachers."""
 
-    def __init__(self, cfg, device):
-        super().__init__(cfg, device)
+    def __init__(self, cfg, device, data=None):
+        super().__init__(cfg, device, data)
         prev = previous_checkpoint(cfg)
         tc = cfg["teachers"]
         for key in ("spatial_dir", "temporal_dir"):
@@ -225,9 +247,13 @@ class Stage2(_STD4DStage):
         tmap = validate_teacher_map(tc["map"])
         t_ch = [promised_shape(dict(self.frozen.teachers[e["teacher"]].unet.config), e["block"], 1, 1, 8, 8)[1]
                 for e in tmap]
-        s_ch = [promised_shape(self.cfg["model"]["unet"], e["student"], 1, 1, 8, 8)[1] for e in tmap]
+        s_ch = [promised_shape(self.unet_config, e["student"], 1, 1, 8, 8)[1] for e in tmap]
         o = cfg["orster"]
-        self.orster = OrsterTransferLoss(tmap, t_ch, s_ch, lambda_o=o["lambda_o"], options=o["options"]).to(device)
+        self.orster = OrsterTransferLoss(tmap, t_ch, s_ch, lambda_o=o["lambda_o"], options=dict(o["options"])).to(device)
+        # Without the kernel the projections get no gradient; with lambda_o at 0 or 1 one of the
+        # two terms (and its student adapter) is not computed. Otherwise every parameter is used.
+        opts = dict(o["options"])
+        self.find_unused_parameters = (not opts.get("use_kernel", True)) or float(o["lambda_o"]) in (0.0, 1.0)
 
     def forward(self, batch, gen):
         z0 = self.latents(batch)
@@ -244,17 +270,12 @@ class Stage2(_STD4DStage):
         return loss, {"ldm": ldm.detach(), "kl": out["kl"].detach(), **logs}
 
     def save_model(self, folder, final=False):
-        from safetensors.torch import save_file
-
         super().save_model(folder, final)
-        save_file({k: v.contiguous() for k, v in self.orster.state_dict().items()},
-                  os.path.join(folder, "orster.safetensors"))
+        self.orster.save_pretrained(os.path.join(folder, "orster"))
 
     def load_model(self, folder):
-        from safetensors.torch import load_file
-
         super().load_model(folder)
-        self.orster.load_state_dict(load_file(os.path.join(folder, "orster.safetensors")))
+        self.orster.load_state_dict(OrsterTransferLoss.from_pretrained(os.path.join(folder, "orster")).state_dict())
 
 
 def load_unified_unet(checkpoint: str):
@@ -264,7 +285,7 @@ def load_unified_unet(checkpoint: str):
     path = os.path.join(checkpoint, "model", "merged_unet")
     require_file(os.path.join(require_dir(path, f"unified 4D-UNet of {checkpoint}"), "config.json"),
                  f"unified 4D-UNet of {checkpoint}")
-    return UNet3DConditionModel.from_pretrained(path)
+    return UNet3DConditionModel.from_pretrained(path, **diffusers_load_kwargs())
 
 
 class _UnifiedStage(StageBase):
@@ -276,7 +297,7 @@ class _UnifiedStage(StageBase):
     def init_unified(self, prev: str) -> None:
         self.unet = load_unified_unet(prev).to(self.frozen.device)
         self.unet.train()
-        self.cfg["model"]["unet"] = unet_config_of(self.unet)
+        self.unet_config = unet_config_of(self.unet)
         tm = validate_teacher_map(self.cfg["teachers"]["map"])
         self.frozen.taps = {role: FeatureTaps(self.unet, [e["student"] for e in tm if e["teacher"] == role],
                                               f"unified 4D-UNet ({role} taps)") for role in ("spatial", "temporal")}
@@ -302,15 +323,16 @@ class _UnifiedStage(StageBase):
     def load_model(self, folder):
         from diffusers import UNet3DConditionModel
 
-        self.unet.load_state_dict(UNet3DConditionModel.from_pretrained(os.path.join(folder, "merged_unet")).state_dict())
+        src = UNet3DConditionModel.from_pretrained(os.path.join(folder, "merged_unet"), **diffusers_load_kwargs())
+        self.unet.load_state_dict(src.state_dict())
 
 
 class Stage3(_UnifiedStage):
     """Consistency (Eq. 15) of the unified 4D-UNet: ``ldm_stage3 * L_ldm + l_rec L1 + l_perc LPIPS +
     l_temp L_temp + l_align L_align``, images decoded from the predicted clean latent."""
 
-    def __init__(self, cfg, device):
-        super().__init__(cfg, device)
+    def __init__(self, cfg, device, data=None):
+        super().__init__(cfg, device, data)
         self.init_unified(previous_checkpoint(cfg))
         self.frozen.lpips = load_lpips(cfg["loss"]["lpips_dir"], "alex", device) if cfg["loss"]["l_perc"] > 0 else None
 
@@ -352,35 +374,33 @@ def condition_kinds(cfg: dict) -> list:
     return list(CONDITION_KINDS) if kind == "mixed" else [kind]
 
 
-def condition_data(cfg: dict, kinds: list) -> list:
+def condition_data(cfg: dict, kinds: list, data=None) -> list:
     """Check that the training videos carry what ``kinds`` and ``cond.modes`` need, before any step;
-    returns the video modes to train (``cond.modes``, or for ``"auto"`` every mode the data has:
-    ``static`` when every video names its static orbital video, ``reference`` when every video has
-    its reference-view frames)."""
-    from orster4d.generation.training.data import _extra_meta, _reference_count, find_video_folders
+    returns the video modes to train (``cond.modes``, or for ``"auto"`` every mode the data has,
+    ``OrbitalVideoDataset.video_modes``).
 
-    cc = cfg["cond"]
-    folders = find_video_folders(cfg["data"]["root"])
-    metas = {f: _extra_meta(f) for f in folders}
-    has_static = all(m.get("static") for m in metas.values())
-    has_ref = all(_reference_count(f)[1] == cfg["data"]["frames"] for f in folders)
-    modes = cc["modes"]
-    if modes == "auto":
-        modes = ["orbit"] + (["static"] if has_static else []) + (["reference"] if has_ref else [])
-    modes = list(modes)
-    if not modes or modes[0] != "orbit" or any(m not in VIDEO_MODES for m in modes):
+    ``data``: the training videos as an ``OrbitalVideoDataset`` (read from ``cfg["data"]`` when None);
+    their metadata (``prompt``, ``static``) comes from the package's dataset reader.
+    """
+    from orster4d.generation.training.data import OrbitalVideoDataset
+
+    cc, dc = cfg["cond"], cfg["data"]
+    if data is None:
+        data = OrbitalVideoDataset(dc["root"], dc["frames"], dc["resolution"])
+    modes = data.video_modes() if cc["modes"] == "auto" else cc["modes"]
+    if isinstance(modes, str) or not modes or list(modes)[0] != "orbit" or any(m not in VIDEO_MODES for m in modes):
         raise ValueError(f"cond.modes: expected \"auto\" or a list starting with 'orbit' from {VIDEO_MODES}, "
                          f"got {cc['modes']!r}")
-    for folder, meta in metas.items():
-        if "text" in kinds and not str(meta.get("prompt", "")).strip():
-            raise ValueError(f"data: {folder}/transforms.json has no 'prompt' but stage 4 trains the text "
-                             f"condition (cond.kind={cc['kind']!r}); add prompts to the data or choose another kind")
-        if ("static3d" in kinds or "static" in modes) and not meta.get("static"):
-            raise ValueError(f"data: {folder}/transforms.json has no 'static' sub-folder, needed by "
-                             f"{'cond.kind=static3d' if 'static3d' in kinds else 'cond.modes static'}")
-        if "reference" in modes and _reference_count(folder)[1] != cfg["data"]["frames"]:
-            raise ValueError(f"data: {folder} has {_reference_count(folder)[1]} reference-view frames, "
-                             f"cond.modes 'reference' needs one per orbital frame ({cfg['data']['frames']})")
+    modes = list(modes)
+    here = f"or mixed; here {cc['kind']!r}"
+    if "text" in kinds:
+        data.require_prompts(f"the text condition (cond.kind=text {here})")
+    if "static3d" in kinds:
+        data.require_static(f"the static-3D condition (cond.kind=static3d {here})")
+    if "static" in modes:
+        data.require_static("the 'static' video mode (cond.modes)")
+    if "reference" in modes:
+        data.require_reference()
     return modes
 
 
@@ -395,12 +415,13 @@ class Stage4(_UnifiedStage):
     I0, which is also the first frame of the static and the reference-view videos.
     """
 
-    def __init__(self, cfg, device):
-        super().__init__(cfg, device)
+    def __init__(self, cfg, device, data=None):
+        kinds = condition_kinds(cfg)
+        modes = condition_data(cfg, kinds, data)  # the data's problems first, before any model loads
+        super().__init__(cfg, device, data)
         prev = previous_checkpoint(cfg)
         cc = cfg["cond"]
-        self.kinds = condition_kinds(cfg)
-        self.modes = condition_data(cfg, self.kinds)
+        self.kinds, self.modes = kinds, modes
         clip = None
         if any(k in ("text", "image") for k in self.kinds):
             if not cc["clip_dir"]:
@@ -408,12 +429,9 @@ class Stage4(_UnifiedStage):
             clip = load_clip(cc["clip_dir"], device)
         self.frozen.encoders = {k: ConditionEncoder(k, clip=clip, vae=self.frozen.vae) for k in self.kinds}
         self.init_unified(prev)
-        dims = {}
-        if clip is not None:
-            dims = {"text_width": int(clip.transformer.width), "text_length": int(clip.context_length),
-                    "image_embed_dim": int(clip.visual.output_dim)}
+        dims = clip_feature_dims(clip) if clip is not None else {}
         self.cond = STD4DConditioner(kinds=self.kinds, context_dim=self.context_dim(),
-                                     latent_channels=self.cfg["model"]["unet"]["in_channels"], modes=self.modes,
+                                     latent_channels=self.unet_config["in_channels"], modes=self.modes,
                                      **dims).to(device)
 
     def _draw(self, b: int, gen, device):

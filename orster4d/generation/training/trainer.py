@@ -1,29 +1,46 @@
 """The training loop shared by all stages: data, DDP, bf16, EMA, logs, checkpoints, resume.
 
-Output layout (``out_dir/stage{N}/``): ``checkpoint-{step:06d}/`` every ``train.ckpt_every`` steps
-and at the end (the last ``train.keep_checkpoints`` are kept), ``final/`` (the last checkpoint's copy, read by stage N+1), ``log.jsonl`` (one JSON
-object per logged step: step, losses (averaged over ranks), lr, step and data-wait time, samples/s), ``events.*`` when
-``train.tensorboard`` is on and TensorBoard is installed. A checkpoint holds ``model/`` (the
-stage's model folders), ``optimizer.pt``, ``lr_scheduler.pt``, ``ema.safetensors``, ``rng.pt``
-(Python, NumPy, torch CPU/CUDA and the training generator), ``state.json`` (stage, step) and the
-resolved ``config.json``.
+Output layout (``out_dir/stage{N}/``, see :mod:`orster4d.generation.training.outputs` for the
+rules that keep it safe): ``checkpoint-{step:06d}/`` every ``train.ckpt_every`` steps, on Ctrl-C
+and at the end (the newest ``train.keep_checkpoints`` are kept, by step); ``final`` (a link to
+``final-{step}/``, a copy of the last checkpoint, read by stage N+1); ``log.jsonl`` (one JSON
+object per logged step: step, losses averaged over ranks, lr, step and data-wait time,
+samples/s); ``events.*`` when ``train.tensorboard`` is on and TensorBoard is installed;
+``orster4d-manifest.json`` (what the trainer wrote). A checkpoint holds ``model/`` (the stage's
+model folders), ``optimizer.pt``, ``lr_scheduler.pt``, ``ema.safetensors``, ``rng.pt`` (Python,
+NumPy, torch CPU/CUDA and the training generator), the resolved ``config.json`` and, written
+last, ``state.json`` (stage, step, world size, and every other file's size and SHA-256).
+
+Start: an existing stage folder is refused unless ``resume`` (continue from its newest whole
+checkpoint) or ``overwrite`` (remove what the trainer wrote there; refused when foreign files are
+present). The data is read and checked completely before any model is built or any folder made.
 
 Exact resume: the data order is a function of (seed, global position), timesteps/noise come from
-a generator whose state is checkpointed, so a resumed run reproduces the uninterrupted losses.
-Ctrl-C: the loop finishes nothing half-way; the last completed step is checkpointed, then
-``KeyboardInterrupt`` propagates.
+a generator whose state is checkpointed, so a resumed run reproduces the uninterrupted losses and
+weights bit for bit. Ctrl-C (SIGINT) only sets a flag: the step in flight completes, the
+checkpoint of that step boundary is written exactly like a periodic one, then
+``KeyboardInterrupt`` propagates. A second Ctrl-C interrupts at once; the checkpoint is then of
+the last completed step (RNG states as they were when it ended), or none when the optimiser
+update itself was cut.
+
 Several GPUs: under ``torchrun`` (``WORLD_SIZE`` > 1) the stage module is wrapped in DDP (NCCL on
-CUDA, gloo on CPU); ``data.batch_size`` is the global batch, split evenly across ranks; only rank
-0 writes.
+CUDA, gloo on CPU) with ``train.ddp_bucket_mb`` MiB gradient buckets, whose all-reduces overlap
+the backward pass; ``find_unused_parameters`` only for stages that can leave parameters without
+gradients. ``data.batch_size`` is the global batch, split evenly across ranks; only rank 0
+writes; the Ctrl-C flag is agreed between ranks every step.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
 import random
 import shutil
+import signal
+import sys
+import threading
 import time
 from typing import Dict, Optional
 
@@ -32,6 +49,7 @@ import torch
 
 from orster4d.generation.training.config import check_stage, save_config
 from orster4d.generation.training.data import OrbitalVideoDataset, make_loader
+from orster4d.generation.training.outputs import StageFolder, check_stage_folder, file_table, write_pause
 from orster4d.generation.training.stages import STAGE_CLASSES
 
 
@@ -52,17 +70,35 @@ def setup_distributed(device_pref: str):
 
 
 class EMA:
-    """Exponential moving average of the trainable parameters (float32 copies)."""
+    """Exponential moving average of the trainable parameters (float32 copies).
+
+    ``update`` is one fused ``torch._foreach_lerp_`` over all parameters (no Python loop over
+    tensors). ``shadow`` maps parameter names to the averages.
+    """
 
     def __init__(self, module: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.shadow = {k: p.detach().float().clone() for k, p in module.named_parameters() if p.requires_grad}
+        self.decay = float(decay)
+        named = [(k, p) for k, p in module.named_parameters() if p.requires_grad]
+        self.names = [k for k, _ in named]
+        self.params = [p for _, p in named]
+        self.averages = [p.detach().float().clone() for p in self.params]
+
+    @property
+    def shadow(self) -> Dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.averages))
+
+    def load(self, shadow: Dict[str, torch.Tensor]) -> None:
+        if set(shadow) != set(self.names):
+            raise ValueError(f"EMA state names differ from the model's trainable parameters "
+                             f"(missing {sorted(set(self.names) - set(shadow))[:3]}, "
+                             f"unexpected {sorted(set(shadow) - set(self.names))[:3]})")
+        for avg, k in zip(self.averages, self.names):
+            avg.copy_(shadow[k])
 
     @torch.no_grad()
-    def update(self, module: torch.nn.Module) -> None:
-        for k, p in module.named_parameters():
-            if k in self.shadow:
-                self.shadow[k].lerp_(p.detach().float(), 1.0 - self.decay)
+    def update(self) -> None:
+        cur = [p.detach() if p.dtype == torch.float32 else p.detach().float() for p in self.params]
+        torch._foreach_lerp_(self.averages, cur, 1.0 - self.decay)
 
 
 def rng_state(gen: torch.Generator) -> dict:
@@ -82,21 +118,42 @@ def set_rng_state(st: dict, gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def latest_checkpoint(stage_dir: str) -> Optional[str]:
-    if not os.path.isdir(stage_dir):
-        return None
-    cks = sorted(d for d in os.listdir(stage_dir) if d.startswith("checkpoint-")
-                 and os.path.isfile(os.path.join(stage_dir, d, "state.json")))
-    return os.path.join(stage_dir, cks[-1]) if cks else None
-
-
 def _to_device(batch: dict, device) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
+class _Interrupt:
+    """SIGINT handling around the loop: the first Ctrl-C sets ``requested``, the second raises."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: finishing this step and writing a checkpoint (Ctrl-C again to stop at once)",
+              file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
 # ------------------------------------------------------------------------------------------------
 class Trainer:
-    def __init__(self, cfg: dict, resume: bool = False, progress: bool = True):
+    """One stage's training run. ``cfg`` is read, never changed (the trainer keeps a resolved copy
+    in ``self.cfg``, with the architecture the stage found in ``model.unet``)."""
+
+    def __init__(self, cfg: dict, resume: bool = False, progress: bool = True, overwrite: bool = False):
+        cfg = copy.deepcopy(cfg)
         check_stage(cfg["stage"])
         self.cfg = cfg
         self.stage_n = int(cfg["stage"])
@@ -108,33 +165,45 @@ class Trainer:
             raise ValueError(f"data.batch_size={dc['batch_size']} is not divisible by the {self.world} processes")
         self.local_batch = dc["batch_size"] // self.world
         self.stage_dir = os.path.join(cfg["out_dir"], f"stage{self.stage_n}")
-        # Everything that can be wrong with the inputs is checked here, before any step.
+        # Everything that can be wrong with the inputs is checked here, before any step, and
+        # before anything is written.
+        self.folder = StageFolder(self.stage_dir)
+        resume_from = check_stage_folder(self.folder, resume, overwrite)
         if not dc["root"]:
             raise ValueError("data.root: set the folder of orbital videos (data.root=...)")
         self.dataset = OrbitalVideoDataset(dc["root"], dc["frames"], dc["resolution"])
-        if self.stage_n == 4 and cfg["cond"]["kind"] == "static3d":
-            self.dataset.require_static()
         torch.manual_seed(cfg["seed"])
-        self.stage = STAGE_CLASSES[self.stage_n](cfg, self.device)
+        # Stage 4 checks the data against its condition kinds and video modes before it loads a model.
+        self.stage = STAGE_CLASSES[self.stage_n](cfg, self.device, data=self.dataset)
+        if self.is_main:
+            for line in self.stage.notices:
+                print(f"orster4d-train: {line}", file=sys.stderr)
+        self.cfg["model"]["unet"] = dict(self.stage.unet_config)
         self._check_latent_size()
         self.params = [p for p in self.stage.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=tr["lr"], weight_decay=tr["weight_decay"])
-        warm = max(int(tr["warmup"]), 0)
+        warm = int(tr["warmup"])
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
         self.ema = EMA(self.stage, tr["ema_decay"])
         gdev = self.device if self.device.type == "cuda" else torch.device("cpu")
         self.gen = torch.Generator(device=gdev).manual_seed(cfg["seed"] * 1000 + self.rank)
         self.step = 0
-        if resume:
-            ck = latest_checkpoint(self.stage_dir)
-            if ck is None:
-                raise FileNotFoundError(f"--resume: no checkpoint of stage {self.stage_n} under {self.stage_dir}")
-            self.load_checkpoint(ck)
+        self.resumed_step: Optional[int] = None
+        if overwrite and self.is_main and not self.folder.is_empty():
+            self.folder.clear()  # only now: every input has been checked and every model built
+            self.folder = StageFolder(self.stage_dir)
+        if resume_from is not None:
+            if self.is_main:
+                print(f"orster4d-train: resuming stage {self.stage_n} from {resume_from}", file=sys.stderr)
+            self.load_checkpoint(resume_from)
+        if self.world > 1:
+            torch.distributed.barrier()
         self.module = self.stage
         if self.world > 1:
             self.module = torch.nn.parallel.DistributedDataParallel(
                 self.stage, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=True)
+                find_unused_parameters=self.stage.find_unused_parameters,
+                bucket_cap_mb=float(tr["ddp_bucket_mb"]), gradient_as_bucket_view=True)
         mp = tr["mixed_precision"]
         self.autocast = (self.device.type == "cuda" and mp in ("auto", "bf16"))
 
@@ -145,43 +214,60 @@ class Trainer:
         f = vae_downscale(self.stage.frozen.vae)
         if res % f:
             raise ValueError(f"data.resolution={res} is not a multiple of the image VAE's downscale factor {f}")
-        unet = self.cfg["model"]["unet"]
-        levels = 2 ** (len(unet["block_out_channels"]) - 1)
+        levels = 2 ** (len(self.stage.unet_config["block_out_channels"]) - 1)
         if (res // f) % levels:
             raise ValueError(f"data.resolution={res}: latent size {res // f} is not divisible by the UNet's "
                              f"{levels}x downsampling")
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def save_checkpoint(self, final: bool = False) -> Optional[str]:
+    def save_checkpoint(self, final: bool = False, rng: Optional[dict] = None) -> str:
+        """Write ``checkpoint-{step}`` (whole or not at all), prune, and with ``final`` replace
+        ``final``. ``rng``: the RNG states to store (default: the current ones)."""
+        name = f"checkpoint-{self.step:06d}"
+        path = os.path.join(self.stage_dir, name)
         if self.is_main:
             from safetensors.torch import save_file
 
-            path = os.path.join(self.stage_dir, f"checkpoint-{self.step:06d}")
             tmp = path + ".tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
+            self.folder.own(name + ".tmp/", name + "/")
+            if os.path.isdir(tmp):
+                shutil.rmtree(tmp)
             os.makedirs(tmp)
-            self.stage.save_model(os.path.join(tmp, "model"), final=final)
-            torch.save(self.opt.state_dict(), os.path.join(tmp, "optimizer.pt"))
-            torch.save(self.sched.state_dict(), os.path.join(tmp, "lr_scheduler.pt"))
-            save_file({k: v.contiguous() for k, v in self.ema.shadow.items()}, os.path.join(tmp, "ema.safetensors"))
-            torch.save(rng_state(self.gen), os.path.join(tmp, "rng.pt"))
-            save_config(self.cfg, os.path.join(tmp, "config.json"))
+            writes = [
+                lambda: self.stage.save_model(os.path.join(tmp, "model"), final=final),
+                lambda: torch.save(self.opt.state_dict(), os.path.join(tmp, "optimizer.pt")),
+                lambda: torch.save(self.sched.state_dict(), os.path.join(tmp, "lr_scheduler.pt")),
+                lambda: save_file({k: v.contiguous() for k, v in self.ema.shadow.items()},
+                                  os.path.join(tmp, "ema.safetensors")),
+                lambda: torch.save(rng if rng is not None else rng_state(self.gen), os.path.join(tmp, "rng.pt")),
+                lambda: save_config(self.cfg, os.path.join(tmp, "config.json")),
+            ]
+            for write in writes:
+                write()
+                write_pause()
+            state = {"stage": self.stage_n, "step": self.step, "world_size": self.world, "final": final,
+                     "files": file_table(tmp)}
             with open(os.path.join(tmp, "state.json"), "w") as f:
-                json.dump({"stage": self.stage_n, "step": self.step, "world_size": self.world,
-                           "final": final}, f)
-            shutil.rmtree(path, ignore_errors=True)
-            os.replace(tmp, path)  # a checkpoint folder is either complete or absent
-            keep = int(self.cfg["train"]["keep_checkpoints"])
-            old = sorted(d for d in os.listdir(self.stage_dir) if d.startswith("checkpoint-") and not d.endswith(".tmp"))
-            for d in (old[:-keep] if keep > 0 else []):
-                shutil.rmtree(os.path.join(self.stage_dir, d), ignore_errors=True)
+                json.dump(state, f, indent=1)
+            write_pause()
+            old = None
+            if os.path.isdir(path):  # this step written before (a finished run resumed): set it aside
+                old = name + ".old"
+                self.folder.own(old + "/")
+                if os.path.isdir(os.path.join(self.stage_dir, old)):
+                    shutil.rmtree(os.path.join(self.stage_dir, old))
+                os.replace(path, os.path.join(self.stage_dir, old))
+            os.replace(tmp, path)  # a checkpoint folder is whole or absent
+            self.folder.disown(name + ".tmp/")
+            if old is not None:
+                self.folder.remove(old + "/")
+            write_pause()
+            self.folder.prune(self.cfg["train"]["keep_checkpoints"], keep_step=self.step)
             if final:
-                fin = os.path.join(self.stage_dir, "final")
-                shutil.rmtree(fin, ignore_errors=True)
-                shutil.copytree(path, fin)
+                self.folder.replace_final(path)
         if self.world > 1:
             torch.distributed.barrier()
-        return os.path.join(self.stage_dir, f"checkpoint-{self.step:06d}")
+        return path
 
     def load_checkpoint(self, path: str) -> None:
         from safetensors.torch import load_file
@@ -194,17 +280,22 @@ class Trainer:
         self.opt.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), map_location=self.device,
                                             weights_only=False))
         self.sched.load_state_dict(torch.load(os.path.join(path, "lr_scheduler.pt"), weights_only=False))
-        self.ema.shadow = {k: v.to(self.device) for k, v in load_file(os.path.join(path, "ema.safetensors")).items()}
+        self.ema.load({k: v.to(self.device) for k, v in load_file(os.path.join(path, "ema.safetensors")).items()})
         rng = torch.load(os.path.join(path, "rng.pt"), weights_only=False)
         if st.get("world_size", 1) == self.world:
             set_rng_state(rng, self.gen)
-        self.step = int(st["step"])
-        log = os.path.join(self.stage_dir, "log.jsonl")
-        if self.is_main and os.path.isfile(log):  # drop lines of steps the resumed run will redo
-            with open(log) as f:
-                lines = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= self.step]
-            with open(log, "w") as f:
-                f.writelines(lines)
+        self.step = self.resumed_step = int(st["step"])
+        if self.is_main:
+            self.folder.remove_partial()
+            log = os.path.join(self.stage_dir, "log.jsonl")
+            if os.path.isfile(log):  # drop lines of steps the resumed run will redo
+                with open(log) as f:
+                    lines = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= self.step]
+                self.folder.own("log.jsonl.tmp")
+                with open(log + ".tmp", "w") as f:
+                    f.writelines(lines)
+                os.replace(log + ".tmp", log)
+                self.folder.disown("log.jsonl.tmp")
 
     def train_step(self, batch: dict):
         """One optimisation step on a device batch; returns ``(loss, logs)`` and advances ``step``."""
@@ -216,10 +307,12 @@ class Trainer:
         loss.backward()
         if tr["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(self.params, tr["grad_clip"])
+        self._updating = True
         self.opt.step()
         self.sched.step()
-        self.ema.update(self.stage)
+        self.ema.update()
         self.step += 1
+        self._updating = False
         return loss, logs
 
     def _mean_over_ranks(self, logs: Dict[str, torch.Tensor]) -> Dict[str, float]:
@@ -232,19 +325,29 @@ class Trainer:
             vec = vec / self.world
         return dict(zip(keys, vec.tolist()))
 
+    def _agreed(self, flag: bool) -> bool:
+        """True on every rank when any rank has ``flag`` (one tiny all-reduce under DDP)."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
     # -- loop -------------------------------------------------------------------------------------
     def _log_writer(self):
         if not self.is_main:
             return None, None
-        os.makedirs(self.stage_dir, exist_ok=True)
+        self.folder.own("log.jsonl")
         tb = None
         if self.cfg["train"]["tensorboard"]:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                tb = SummaryWriter(self.stage_dir)
             except ImportError:
-                print("train.tensorboard: TensorBoard is not installed; logging to log.jsonl only")
-                tb = None
+                print("train.tensorboard: TensorBoard is not installed; logging to log.jsonl only", file=sys.stderr)
+            else:
+                before = set(self.folder.entries())
+                tb = SummaryWriter(self.stage_dir)
+                self.folder.own(*[e for e in self.folder.entries() if e not in before])
         return open(os.path.join(self.stage_dir, "log.jsonl"), "a"), tb
 
     def train(self) -> str:
@@ -260,55 +363,87 @@ class Trainer:
             from tqdm import tqdm
             bar = tqdm(total=total, initial=self.step, desc=f"stage {self.stage_n}", dynamic_ncols=True)
         self.module.train()
+        self._updating = False
+        saved_step = self.resumed_step  # that checkpoint exists already
+        step_rng = rng_state(self.gen)  # the RNG states at the last step boundary
         try:
-            while self.step < total:
-                t0 = time.perf_counter()
-                batch = _to_device(next(it), self.device)
-                t_data = time.perf_counter() - t0
-                loss, logs = self.train_step(batch)
-                if bar is not None:
-                    bar.update(1)
-                # The host reads losses (and waits for the device) only on logging steps.
-                if self.step % tr["log_every"] == 0 or self.step == total:
-                    if self.device.type == "cuda":
-                        torch.cuda.synchronize()
-                    dt = time.perf_counter() - t0
-                    vals = self._mean_over_ranks({"loss": loss.detach(), **logs})
-                    if not math.isfinite(vals["loss"]):
-                        raise FloatingPointError(f"stage {self.stage_n} step {self.step}: loss is {vals['loss']}")
-                    rec = {"step": self.step, **vals,
-                           "lr": self.sched.get_last_lr()[0], "step_time_s": dt, "data_time_s": t_data,
-                           "samples_per_s": self.cfg["data"]["batch_size"] / dt}
-                    if self.is_main:
-                        log.write(json.dumps(rec) + "\n")
-                        log.flush()
-                        if tb is not None:
-                            for k, v in rec.items():
-                                if k != "step":
-                                    tb.add_scalar(f"stage{self.stage_n}/{k}", v, self.step)
+            with _Interrupt() as stop:
+                while self.step < total:
+                    if self._agreed(stop.requested):
+                        break
+                    t0 = time.perf_counter()
+                    try:
+                        batch = _to_device(next(it), self.device)
+                    except Exception:
+                        if stop.requested:  # Ctrl-C also reaches data-loader workers
+                            break
+                        raise
+                    t_data = time.perf_counter() - t0
+                    loss, logs = self.train_step(batch)
+                    step_rng = rng_state(self.gen)
                     if bar is not None:
-                        bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k not in ("step", "lr", "step_time_s")})
-                if self.step % tr["ckpt_every"] == 0 and self.step < total:
-                    self.save_checkpoint()
-        except KeyboardInterrupt:
-            if bar is not None:
-                bar.close()
-            path = self.save_checkpoint()
-            if self.is_main:
-                print(f"\ninterrupted: checkpoint of step {self.step} at {path} (continue with --resume)")
+                        bar.update(1)
+                    # The host reads losses (and waits for the device) only on logging steps.
+                    if self.step % tr["log_every"] == 0 or self.step == total:
+                        self._log_step(loss, logs, t0, t_data, log, tb, bar)
+                    if self.step % tr["ckpt_every"] == 0 and self.step < total:
+                        self.save_checkpoint(rng=step_rng)
+                        saved_step = self.step
+            interrupted = stop.requested
+        except KeyboardInterrupt:  # a second Ctrl-C, or raised inside a step
+            self._close(bar, log, tb)
+            self._checkpoint_after_interrupt(saved_step, step_rng)
             raise
+        self._close(bar, log, tb)
+        if interrupted:  # at a step boundary: the same state a periodic checkpoint holds
+            self._checkpoint_after_interrupt(saved_step, step_rng)
+            raise KeyboardInterrupt
+        return self.save_checkpoint(final=True, rng=step_rng)
+
+    @staticmethod
+    def _close(bar, log, tb) -> None:
+        for h in (bar, log, tb):
+            if h is not None:
+                h.close()
+
+    def _checkpoint_after_interrupt(self, saved_step: Optional[int], step_rng: dict) -> None:
+        """Checkpoint the last completed step (unless written already, or unless the optimiser
+        update was cut: then the weights are of no step and the last checkpoint stays)."""
+        if self._updating:
+            msg = (f"interrupted inside the optimiser update of step {self.step + 1}; no checkpoint "
+                   f"written (the last one stays)")
+        else:
+            path = os.path.join(self.stage_dir, f"checkpoint-{self.step:06d}")
+            if saved_step != self.step:
+                path = self.save_checkpoint(rng=step_rng)
+            msg = f"interrupted at step {self.step}; checkpoint {path} (continue with --resume)"
+        if self.is_main:
+            print(msg, file=sys.stderr)
+
+    def _log_step(self, loss, logs, t0, t_data, log, tb, bar) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        vals = self._mean_over_ranks({"loss": loss.detach(), **logs})
+        if not math.isfinite(vals["loss"]):
+            raise FloatingPointError(f"stage {self.stage_n} step {self.step}: loss is {vals['loss']}")
+        rec = {"step": self.step, **vals,
+               "lr": self.sched.get_last_lr()[0], "step_time_s": dt, "data_time_s": t_data,
+               "samples_per_s": self.cfg["data"]["batch_size"] / dt}
+        if self.is_main:
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            if tb is not None:
+                for k, v in rec.items():
+                    if k != "step":
+                        tb.add_scalar(f"stage{self.stage_n}/{k}", v, self.step)
         if bar is not None:
-            bar.close()
-        if log is not None:
-            log.close()
-        if tb is not None:
-            tb.close()
-        return self.save_checkpoint(final=True)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k not in ("step", "lr", "step_time_s")})
 
 
-def train_stage(cfg: dict, resume: bool = False, progress: bool = True) -> Optional[str]:
+def train_stage(cfg: dict, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Optional[str]:
     """Train one stage; returns the final checkpoint folder on rank 0 (None on other ranks)."""
-    tr = Trainer(cfg, resume=resume, progress=progress)
+    tr = Trainer(cfg, resume=resume, progress=progress, overwrite=overwrite)
     path = tr.train()
     if tr.world > 1:
         torch.distributed.destroy_process_group()
