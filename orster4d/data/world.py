@@ -201,16 +201,20 @@ def _write_object(folder: Path, spec: WorldSpec, set_name: str, entry: dict, dev
     traj = spec.trajectory()
     if set_name == "static3d":
         ds = render_orbital(obj, traj, static=True, with_reference=False, device=device, backend=backend)
-        write_dataset(folder, ds, extra={"prompt": prompt, "motion": "off"})
+        ds.metadata.update(prompt=prompt, motion="off")
+        write_dataset(folder, ds)
         rec["trajectory"] = traj.to_dict()
         rec["motion"] = "off"
     elif set_name == "video":
         cam = fixed_camera(spec, entry["seed"])
-        write_dataset(folder, _render_fixed(obj, spec, cam, device, backend), extra={"prompt": prompt, "camera": cam})
+        ds = _render_fixed(obj, spec, cam, device, backend)
+        ds.metadata.update(prompt=prompt, camera=cam)
+        write_dataset(folder, ds)
         rec["camera"] = cam
     else:  # scarce4d, heldout: orbital video + reference view, static orbital video (+ multi-view GT)
-        write_dataset(folder, render_orbital(obj, traj, device=device, backend=backend),
-                      extra={"prompt": prompt, "static": "static"})
+        ds = render_orbital(obj, traj, device=device, backend=backend)
+        ds.metadata.update(prompt=prompt, static="static")
+        write_dataset(folder, ds)
         write_dataset(folder / "static", render_orbital(obj, traj, static=True, with_reference=False,
                                                         device=device, backend=backend))
         rec["trajectory"] = traj.to_dict()

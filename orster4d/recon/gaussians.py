@@ -16,23 +16,7 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-SH_C0 = 0.28209479177387814
-
-
-def rgb_to_sh_dc(rgb: torch.Tensor) -> torch.Tensor:
-    """DC SH coefficient ``[..., 3]`` that renders as colour ``rgb [..., 3]``."""
-    return (rgb - 0.5) / SH_C0
-
-
-def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices ``[..., 3, 3]`` of quaternions ``[..., 4]`` (w, x, y, z; normalised inside)."""
-    q = torch.nn.functional.normalize(q, dim=-1)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(q.shape[:-1] + (3, 3))
+from orster4d.sh import rgb_to_sh_dc
 
 
 def _knn_distance(points: torch.Tensor, k: int = 3, chunk: int = 4096) -> torch.Tensor:

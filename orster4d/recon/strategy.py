@@ -36,7 +36,8 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from orster4d.recon.gaussians import PARAM_NAMES, GaussianModel, quat_to_rotmat
+from orster4d.quaternions import quat_to_rotmat
+from orster4d.recon.gaussians import PARAM_NAMES, GaussianModel
 
 __all__ = ["DefaultStrategy", "remove", "append", "reset_opacity"]
 

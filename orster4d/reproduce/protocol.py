@@ -167,7 +167,8 @@ class Protocol:
 
     def train(self, stage: int, overrides: Dict[str, object], inputs: Dict[str, str]):
         """Train (or reuse, or resume) one stage; returns ``(run, final checkpoint folder)``."""
-        from orster4d.generation.training.trainer import latest_checkpoint, train_stage
+        from orster4d.generation.training.outputs import StageFolder
+        from orster4d.generation.training.trainer import train_stage
 
         cfg = self.stage_config(stage, overrides)
         run = Run(self.root, f"s{stage}", training_key(cfg, inputs))
@@ -176,7 +177,7 @@ class Protocol:
             self._note(run, "reused")
             self._rate(run, run.info())
             return run, str(final)
-        resume = latest_checkpoint(str(run.path / f"stage{stage}")) is not None
+        resume = StageFolder(str(run.path / f"stage{stage}")).latest_whole_checkpoint()[0] is not None
         run.prepare(fresh=not resume)
         cfg["out_dir"] = str(run.path)
         train_stage(cfg, resume=resume, progress=self.opts.progress)

@@ -7,7 +7,9 @@ import torch
 
 from orster4d.recon.deformation import DeformationField, curvature_probe_times, load_priors, st_attention
 from orster4d.ops.hexplane import TIME_PLANES
-from orster4d.recon.gaussians import SH_C0, GaussianModel, quat_to_rotmat, rgb_to_sh_dc
+from orster4d.quaternions import quat_to_rotmat
+from orster4d.recon.gaussians import GaussianModel
+from orster4d.sh import SH_C0, rgb_to_sh_dc
 from orster4d.recon.strategy import DefaultStrategy, remove, reset_opacity
 from orster4d.io import read_ply, write_gif, write_ply, read_video_frame_count
 from orster4d.recon.losses import depth_smoothness

@@ -187,7 +187,7 @@ def test_without_orster_the_student_ignores_the_teachers(done, tmp_path):
         make_tiny_unet(path, seed=100 + i)
 
     def weights(folder):
-        return load_file(os.path.join(folder, "model", "std4d", "model.safetensors"))
+        return load_file(os.path.join(folder, "model", "std4d", "diffusion_pytorch_model.safetensors"))
 
     for row, same in (("w/o Orster", True), ("ours", False)):
         run = root / "runs" / _row(res, row)["runs"]["0"]["stage2"]
