@@ -16,8 +16,9 @@ __all__ = ["integer", "number", "positive_int", "nonneg_int", "positive_float", 
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the description's line breaks and appends each flag's default to its help, unless the
-    default is unset (None, False, an empty list) or the help already says it."""
+    """Keeps the description's line breaks and appends each flag's default to its help (a list as
+    its values separated by spaces), unless the default is unset (None, False, an empty list) or the
+    help already says it."""
 
     def _get_help_string(self, action):
         text = action.help or ""
@@ -26,6 +27,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
                 or (isinstance(default, (list, tuple)) and not default)
                 or "default" in text or action.option_strings == []):
             return text
+        if isinstance(default, (list, tuple)):  # as typed on the command line: "--background 1 1 1"
+            shown = " ".join(str(v) for v in default).replace("%", "%%")
+            return f"{text} (default: {shown})"
         return f"{text} (default: %(default)s)"
 
 
