@@ -41,7 +41,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_compl
 from pathlib import Path
 import torch
 
-__all__ = ["BuildError", "load_extension", "families", "csrc_root", "build_dir", "main"]
+__all__ = ["BuildError", "load_extension", "families", "csrc_root", "build_dir", "build_parser", "main"]
 
 _LOADED: dict[tuple[str, str], Path] = {}
 
@@ -297,17 +297,24 @@ def _build_one(family: str, backend: str, verbose: bool) -> tuple[str, float, st
     return f"orster4d_{family}_{backend}", time.time() - t0, str(path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="orster4d-build", description="Build the orster4d C++/CUDA kernels ahead of time.")
+def build_parser() -> argparse.ArgumentParser:
+    from orster4d.cli.args import HelpFormatter, description, nonneg_int
+
+    p = argparse.ArgumentParser(prog="orster4d-build", formatter_class=HelpFormatter,
+                                description="Build the orster4d C++/CUDA kernels ahead of time.\n\n" + description(__doc__))
     p.add_argument("--cuda", action="store_true", help="also build the CUDA modules (default: when torch sees a GPU)")
     p.add_argument("--no-cpu", action="store_true", help="skip the CPU modules")
     p.add_argument("--cuda-compile-only", action="store_true",
                    help="only compile the CUDA libraries' sources to objects (no GPU needed)")
-    p.add_argument("--arch", default="90", help="SM architecture for --cuda-compile-only (default 90)")
-    p.add_argument("--jobs", type=int, default=0,
-                   help="modules built at once, each in its own process (default: all of them)")
-    p.add_argument("--verbose", action="store_true")
-    args = p.parse_args(argv)
+    p.add_argument("--arch", default="90", help="SM architecture for --cuda-compile-only")
+    p.add_argument("--jobs", type=nonneg_int, default=0,
+                   help="modules built at once, each in its own process (0: all of them)")
+    p.add_argument("--verbose", action="store_true", help="print the compiler commands and output")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.cuda_compile_only:
             t0 = time.time()

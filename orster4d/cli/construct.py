@@ -16,93 +16,79 @@ from pathlib import Path
 
 from orster4d.recon import ConstructConfig, InputError, construct
 from orster4d.recon.config import EXPORTS, check_device, check_replaceable
+from orster4d.cli.args import (HelpFormatter, description, device_name, integer, nonneg_float, nonneg_int,
+                               positive_int, unit_float)
 from orster4d.data.procedural import FAMILIES
-
-
-def _number(kind, lo=None, hi=None):
-    """argparse type: a ``kind`` (int or float) in ``[lo, hi]`` (finite), else a parse error naming the range."""
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
-        if v != v or v in (float("inf"), float("-inf")) or (lo is not None and v < lo) or (hi is not None and v > hi):
-            rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-            raise argparse.ArgumentTypeError(f"must be {rng}, got {text}")
-        return v
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
-
-
-COUNT = _number(int, 1)       # iterations, points, views, frames: at least one
-WEIGHT = _number(float, 0.0)  # loss weights: >= 0 (0 turns a term off)
+from orster4d.devices import resolve_device
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = ConstructConfig(input="", output="")
-    p = argparse.ArgumentParser(prog="orster4d-construct", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="orster4d-construct", description=description(__doc__),
+                                formatter_class=HelpFormatter)
     p.add_argument("input", nargs="?", help="dataset folder (transforms.json, D-NeRF transforms_*.json, or "
                                             "trajectory.json + frames)")
     p.add_argument("-o", "--output", required=True, help="asset folder to write")
     p.add_argument("--static", help="static orbital video V' (dataset folder) for the coarse phase")
     p.add_argument("--priors", help="prior tokens file: torch.save({'spatial': [Ns, Ds], 'temporal': [Nt, Dt]})")
     p.add_argument("--eval-data", help="ground-truth dataset for held-out metrics (default: the input's test split)")
-    p.add_argument("--coarse-iters", type=COUNT, default=d.coarse_iters)
-    p.add_argument("--fine-iters", type=COUNT, default=d.fine_iters)
+    p.add_argument("--coarse-iters", type=positive_int, default=d.coarse_iters,
+                   help="iterations of the coarse (static Gaussians) phase")
+    p.add_argument("--fine-iters", type=positive_int, default=d.fine_iters,
+                   help="iterations of the fine (deformation field) phase")
     p.add_argument("--skip-fine", action="store_true",
                    help="no fine phase: the asset gets an identity deformation field")
-    p.add_argument("--init-points", type=COUNT, default=d.init_points)
-    p.add_argument("--sh-degree", type=_number(int, 0, 3), default=d.max_sh_degree)
-    p.add_argument("--views-per-time", type=COUNT, default=d.views_per_time)
-    p.add_argument("--coarse-batch", type=COUNT, default=d.coarse_batch)
-    p.add_argument("--lambda-l1", type=WEIGHT, default=d.lambda_l1)
-    p.add_argument("--lambda-lpips", type=WEIGHT, default=d.lambda_lpips)
-    p.add_argument("--lambda-dep", type=WEIGHT, default=d.lambda_dep)
-    p.add_argument("--lambda-hex", type=WEIGHT, default=d.lambda_hex)
-    p.add_argument("--hexplane-resolution", type=_number(int, 2), nargs=2, default=d.hexplane_resolution, metavar=("R_XYZ", "R_T"),
+    p.add_argument("--init-points", type=positive_int, default=d.init_points, help="initial Gaussians")
+    p.add_argument("--sh-degree", type=int, choices=(0, 1, 2, 3), default=d.max_sh_degree,
+                   help="highest SH degree of the colours")
+    p.add_argument("--views-per-time", type=positive_int, default=d.views_per_time,
+                   help="views rendered per timestamp in a fine step")
+    p.add_argument("--coarse-batch", type=positive_int, default=d.coarse_batch, help="frames per coarse step")
+    p.add_argument("--lambda-l1", type=nonneg_float, default=d.lambda_l1, help="weight of the L1 image loss")
+    p.add_argument("--lambda-lpips", type=nonneg_float, default=d.lambda_lpips, help="weight of the LPIPS loss (0: off)")
+    p.add_argument("--lambda-dep", type=nonneg_float, default=d.lambda_dep, help="weight of the depth smoothness loss (0: off)")
+    p.add_argument("--lambda-hex", type=nonneg_float, default=d.lambda_hex,
+                   help="weight of the reference-view loss of the fine phase (0: off)")
+    p.add_argument("--hexplane-resolution", type=integer(2), nargs=2, default=d.hexplane_resolution, metavar=("R_XYZ", "R_T"),
                    help="HexPlane base resolution in space and time (4DGS: 64 25)")
-    p.add_argument("--time-smoothness", type=WEIGHT, default=d.time_smoothness,
+    p.add_argument("--time-smoothness", type=nonneg_float, default=d.time_smoothness,
                    help="weight of the time planes' second-difference penalty")
-    p.add_argument("--motion-curvature", type=WEIGHT, default=d.motion_curvature,
+    p.add_argument("--motion-curvature", type=nonneg_float, default=d.motion_curvature,
                    help="weight of the penalty on the deformation's second difference in time (0: off)")
-    p.add_argument("--hexplane-backend", choices=("fused", "grid_sample"), default=d.hexplane_backend)
-    p.add_argument("--attention-backend", choices=("sdpa", "orster"), default=d.attention_backend)
-    p.add_argument("--lpips-net", choices=("vgg", "alex"), default=d.lpips_net)
+    p.add_argument("--hexplane-backend", choices=("fused", "grid_sample"), default=d.hexplane_backend,
+                   help="HexPlane sampling: the fused kernel or torch grid_sample")
+    p.add_argument("--attention-backend", choices=("sdpa", "orster"), default=d.attention_backend,
+                   help="attention of ST-HexPlane: torch SDPA or the Orster kernel")
+    p.add_argument("--lpips-net", choices=("vgg", "alex"), default=d.lpips_net, help="LPIPS backbone")
     p.add_argument("--lpips-weights", help="torchvision backbone weights for LPIPS (default: torch hub cache)")
-    p.add_argument("--checkpoint-every", type=_number(int, 0), default=d.checkpoint_every,
+    p.add_argument("--checkpoint-every", type=nonneg_int, default=d.checkpoint_every,
                    help="iterations between checkpoints (0: only at the end and on Ctrl-C)")
-    p.add_argument("--turntable-frames", type=_number(int, 2), help="default: the trajectory's frame count")
-    p.add_argument("--background", type=_number(float, 0.0, 1.0), nargs=3, default=d.background)
-    p.add_argument("--device", default=d.device)
-    p.add_argument("--rasterizer-backend", choices=("cpu", "cuda", "reference"), default=None)
-    p.add_argument("--seed", type=_number(int, 0), default=d.seed)
+    p.add_argument("--turntable-frames", type=integer(2),
+                   help="frames of the turntable video (default: the trajectory's frame count)")
+    p.add_argument("--background", type=unit_float, nargs=3, default=d.background, metavar=("R", "G", "B"),
+                   help="background colour, each channel in [0, 1]")
+    p.add_argument("--device", type=device_name, default=d.device, help="auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N")
+    p.add_argument("--rasterizer-backend", choices=("cpu", "cuda", "reference"), default=None,
+                   help="force a rasterizer backend (default: by device)")
+    p.add_argument("--seed", type=nonneg_int, default=d.seed, help="random seed")
     p.add_argument("--resume", action="store_true", help="continue from <output>/checkpoints/last.pt")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier construction in the output folder (removes only the files it wrote; "
                         "refuses when the folder holds anything else)")
     p.add_argument("--exports", nargs="+", choices=(*EXPORTS, "none"), default=list(d.exports), metavar="FORMAT",
                    help=f"viewer-ready outputs to write, any of {', '.join(EXPORTS)}; 'none' writes none")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("demo")
     g.add_argument("--demo", action="store_true", help="generate a procedural object, then reconstruct it")
-    g.add_argument("--family", choices=FAMILIES, default="hopper")
-    g.add_argument("--frames", type=_number(int, 2), default=16)
-    g.add_argument("--size", type=_number(int, 8), default=256, help="demo image width and height")
+    g.add_argument("--family", choices=FAMILIES, default="hopper", help="procedural object of the demo")
+    g.add_argument("--frames", type=integer(2), default=16, help="demo video frames")
+    g.add_argument("--size", type=integer(8), default=256, help="demo image width and height")
     g.add_argument("--full-demo", action="store_true",
                    help="on a CPU, keep the default size and schedule instead of the quick CPU demo")
-    g.add_argument("--views", type=COUNT, default=8)
+    g.add_argument("--views", type=positive_int, default=8, help="demo multi-view cameras")
     g.add_argument("--demo-input", choices=("multiview", "orbital"), default="multiview",
                    help="which rendering of the demo object to reconstruct from")
     return p
-
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 # The quick demo on a CPU (the full 6k + 3k schedule at 256 px takes about an hour there); its SH
@@ -112,7 +98,7 @@ CPU_DEMO = {"size": 96, "coarse_iters": 600, "fine_iters": 300}
 
 def _quick_cpu_demo(args, argv: list[str]) -> None:
     """On a CPU, shrink the demo's size and schedule unless the user set them (or --full-demo)."""
-    if args.full_demo or _device(args.device).type != "cpu":
+    if args.full_demo or resolve_device(args.device).type != "cpu":
         return
     changed = []
     for key, value in CPU_DEMO.items():
@@ -150,7 +136,7 @@ def main(argv=None) -> int:
                 return 2
             print(f"generating a procedural '{args.family}' (seed {args.seed}) into {scene}")
             generate_scene(scene, args.family, args.seed, args.frames, args.size, args.size, args.views,
-                           device=_device(args.device), backend=args.rasterizer_backend)
+                           device=resolve_device(args.device), backend=args.rasterizer_backend)
         args.input = str(scene / args.demo_input)
         args.static = args.static or str(scene / "static")
         if args.demo_input == "orbital" and not args.eval_data:

@@ -31,14 +31,17 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
+from orster4d.cli.args import HelpFormatter, description, device_name, nonneg_float, nonneg_int, positive_int
+from orster4d.devices import resolve_device
+
 
 class GenerateError(ValueError):
     """Bad input found before any sampling (the message names the input and what was expected)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="orster4d-generate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="orster4d-generate", description=description(__doc__),
+                                formatter_class=HelpFormatter)
     cond = p.add_mutually_exclusive_group(required=True)
     cond.add_argument("--prompt", help="text condition")
     cond.add_argument("--image", help="first-view image I0 (PNG/JPEG, RGB or RGBA, the model's size)")
@@ -46,20 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
                                              "model's trajectory (trajectory.json + frames)")
     p.add_argument("--model", required=True, help="STD4DPipeline folder")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=25, help="denoising steps")
-    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (1: off)")
-    p.add_argument("--prior-steps", type=int, default=3, help="last denoising steps averaged into the prior tokens")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the initial noise (the same for every video)")
+    p.add_argument("--steps", type=positive_int, default=25, help="denoising steps")
+    p.add_argument("--guidance", type=nonneg_float, default=3.0, help="classifier-free guidance scale (1: off)")
+    p.add_argument("--prior-steps", type=positive_int, default=3, help="last denoising steps averaged into the prior tokens")
     p.add_argument("--video-only", action="store_true", help="stop after writing the videos and priors.pt")
-    p.add_argument("--construct-iters", type=int, nargs=2, metavar=("COARSE", "FINE"), default=(6000, 3000),
-                   help="4D construction schedule")
-    p.add_argument("--construct-points", type=int, default=5000, help="initial Gaussians of the construction")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--construct-iters", type=nonneg_int, nargs=2, metavar=("COARSE", "FINE"), default=(6000, 3000),
+                   help="4D construction schedule: coarse iterations (>= 1), fine iterations (0: no fine phase)")
+    p.add_argument("--construct-points", type=positive_int, default=5000, help="initial Gaussians of the construction")
+    p.add_argument("--device", type=device_name, default="auto", help="auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                    help="model dtype (auto: bfloat16 on CUDA, float32 on CPU)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
     p.add_argument("--timing", action="store_true", help="print the per-phase timings (also in generation.json)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -119,15 +122,6 @@ def prepare_output(out: Path, overwrite: bool) -> None:
         raise GenerateError(f"-o {out}: output folder exists and is not empty; pass --overwrite to replace it")
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise GenerateError(f"--device {name}: CUDA is not available")
-    return dev
-
-
 def _dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -166,18 +160,9 @@ def generate(args, log=print) -> Dict:
 
     out = Path(args.output)
     prepare_output(out, args.overwrite)
-    for name, v in (("--steps", args.steps), ("--prior-steps", args.prior_steps)):
-        if v < 1:
-            raise GenerateError(f"{name}: must be >= 1, got {v}")
-    if args.guidance < 0:
-        raise GenerateError(f"--guidance: must be >= 0, got {args.guidance}")
-    if min(args.construct_iters) < 0:
-        raise GenerateError(f"--construct-iters: must be >= 0, got {list(args.construct_iters)}")
-    if args.construct_points < 1:
-        raise GenerateError(f"--construct-points: must be >= 1, got {args.construct_points}")
     if args.prompt is not None and not args.prompt.strip():
         raise GenerateError("--prompt: the prompt is empty")
-    device = _device(args.device)
+    device = resolve_device(args.device)
     try:
         check_pipeline_folder(args.model)
     except (FileNotFoundError, ValueError) as e:
@@ -289,7 +274,10 @@ def generate(args, log=print) -> Dict:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.construct_iters[0] < 1:
+        p.error(f"argument --construct-iters: COARSE must be >= 1, got {args.construct_iters[0]}")
     try:
         summary = generate(args)
     except GenerateError as e:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from orster4d.cli.args import HelpFormatter, positive_int
+from orster4d.cli.args import HelpFormatter, description, device_name, finite_float, nonneg_int, positive_int
 from orster4d.devices import resolve_device
 
-__all__ = ["main", "render_demo"]
+__all__ = ["main", "build_parser", "render_demo"]
 
 
 def _sync(device: torch.device) -> None:
@@ -89,31 +89,32 @@ def render_demo(n: int, size: int, cameras: int, device: torch.device, backend=N
     return stats
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="orster4d-render", description=__doc__.split("\n\n")[0].replace("``", ""),
-                                formatter_class=HelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="orster4d-render", description=description(__doc__), formatter_class=HelpFormatter)
     p.add_argument("--demo", action="store_true", help="render the procedurally generated demo scene")
     p.add_argument("--n", type=positive_int, default=None, help="number of Gaussians (default 1,000,000 on GPU, 50,000 on CPU)")
     p.add_argument("--size", type=positive_int, default=None, help="square image size in px (default 800 on GPU, 256 on CPU)")
     p.add_argument("--cameras", type=positive_int, default=4, help="orbit cameras rendered in one call")
-    p.add_argument("--sh-degree", type=int, default=None, choices=[0, 1, 2, 3], help="use SH colours of this degree")
-    p.add_argument("--log-scale", type=float, default=None,
+    p.add_argument("--sh-degree", type=int, default=None, choices=(0, 1, 2, 3), help="use SH colours of this degree")
+    p.add_argument("--log-scale", type=finite_float, default=None,
                    help="mean log scale of the Gaussians (default -4 on GPU; -3 on CPU, where N is smaller)")
-    p.add_argument("--device", default=None, help="'cuda' or 'cpu' (default: cuda when available)")
+    p.add_argument("--device", type=device_name, default="auto", help="auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N")
     p.add_argument("--backend", default=None, choices=["cpu", "cuda", "reference"],
                    help="force a backend (default: by device)")
     p.add_argument("--repeat", type=positive_int, default=3, help="timed repetitions (median reported)")
-    p.add_argument("--seed", type=int, default=0, help="scene seed")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="scene seed")
     p.add_argument("-o", "--out", type=Path, default=Path("outputs/render_demo.png"), help="PNG to write")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if not args.demo:
         p.print_help()
         print("\norster4d-render: nothing to do; pass --demo", file=sys.stderr)
         return 2
-    try:
-        device = resolve_device(args.device)
-    except ValueError as e:
-        p.error(str(e))
+    device = resolve_device(args.device)  # checked at parse time
     gpu = device.type == "cuda"
     n = args.n if args.n is not None else (1_000_000 if gpu else 50_000)
     size = args.size if args.size is not None else (800 if gpu else 256)

@@ -21,22 +21,13 @@ import argparse
 import json
 import sys
 
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
-    return v
+from orster4d.cli.args import HelpFormatter, description, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="orster4d-train", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="orster4d-train", description=description(__doc__), formatter_class=HelpFormatter)
     p.add_argument("--stage", help="training stage: 1, 2, 3 or 4")
-    p.add_argument("--preset", default="tiny", help="tiny | small | paper (default tiny)")
+    p.add_argument("--preset", default="tiny", help="tiny | small | paper")
     p.add_argument("--config", action="append", default=[], help="JSON config file (repeatable)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. train.lr=1e-4 (repeatable)")

@@ -16,7 +16,9 @@ import threading
 import webbrowser
 from pathlib import Path
 
-__all__ = ["main", "serve"]
+from orster4d.cli.args import HelpFormatter, description, integer
+
+__all__ = ["main", "build_parser", "serve"]
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -32,16 +34,19 @@ def serve(folder: Path, port: int = 8000, host: str = "127.0.0.1") -> http.serve
     return server
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="orster4d-view", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="orster4d-view", description=description(__doc__), formatter_class=HelpFormatter)
     p.add_argument("asset", type=Path, help="asset folder written by orster4d-construct")
-    p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (0: any free port; default 8000)")
+    p.add_argument("--port", type=integer(0, 65535), default=8000, help="port on 127.0.0.1 (0: any free port)")
     p.add_argument("--no-browser", action="store_true", help="print the URL instead of opening a browser")
     p.add_argument("--rewrite", action="store_true", help="rewrite the viewer files even when present")
     p.add_argument("--demo", action="store_true", help="first write a procedural asset (hopper, 8 frames) into ASSET")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
-    if not 0 <= args.port <= 65535:
-        p.error(f"--port must be in [0, 65535], got {args.port}")
 
     from orster4d.io.asset import write_procedural_asset
     from orster4d.viewer import write_viewer

@@ -17,22 +17,25 @@ import argparse
 import json
 import sys
 
+from orster4d.cli.args import HelpFormatter, description, device_name, nonneg_int
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="orster4d-reproduce", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="orster4d-reproduce", description=description(__doc__), formatter_class=HelpFormatter)
     p.add_argument("--root", help="protocol folder (world, runs, results)")
-    p.add_argument("--preset", default="tiny", help="tiny | small (default tiny)")
+    p.add_argument("--preset", default="tiny", help="tiny | small")
     p.add_argument("--rows", nargs="+", help="row names (default: every row); see --list-rows")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
-                   help="training seeds (Table 1 rows and w/o Orster use all, the others the first)")
-    p.add_argument("--world-seed", type=int, default=0, help="seed of the world (default 0)")
+    p.add_argument("--seeds", nargs="+", type=nonneg_int, default=[0, 1, 2],
+                   help="distinct training seeds (Table 1 rows and w/o Orster use all, the others the first)")
+    p.add_argument("--world-seed", type=nonneg_int, default=0, help="seed of the world")
     p.add_argument("--scarcity", action="store_true", help="add the scarcity-curve rows")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--device", type=device_name, choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: CUDA when torch sees a GPU")
     p.add_argument("--clip", help="open_clip folder to use instead of the random tiny CLIP")
     p.add_argument("--lpips-weights", help="LPIPS VGG16 backbone file (else $ORSTER4D_WEIGHTS; else absent)")
     p.add_argument("--i3d", help="I3D weights for FVD (else $ORSTER4D_WEIGHTS; else absent)")
     p.add_argument("--no-strips", action="store_true", help="do not write generated-vs-true frame strips")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list-rows", action="store_true", help="print the rows and exit")
     return p
 
@@ -63,8 +66,6 @@ def main(argv=None) -> int:
                            strips=not args.no_strips)
     try:
         check_options(opts)
-        if args.world_seed < 0:
-            raise ValueError(f"--world-seed must be >= 0, got {args.world_seed}")
         result = run_protocol(opts)
     except (ValueError, FileNotFoundError) as e:
         print(f"orster4d-reproduce: error: {e}", file=sys.stderr)
