@@ -99,9 +99,6 @@ class DynamicDataset:
     def width(self) -> int:
         return self.images.shape[2]
 
-    def unique_times(self) -> torch.Tensor:
-        return torch.unique(self.times)
-
     def subset(self, mask: Union[torch.Tensor, Sequence[int]]) -> "DynamicDataset":
         """The frames selected by a bool mask ``[F]`` or an index list (trajectory dropped unless all kept)."""
         idx = torch.as_tensor(mask)

@@ -52,7 +52,7 @@ DEFAULTS: Dict[str, Any] = {
               "beta_start": 0.00085, "beta_end": 0.012},
     "train": {"steps": 30, "lr": 1e-3, "weight_decay": 0.0, "warmup": 0, "grad_clip": 1.0,
               "ema_decay": 0.999, "ckpt_every": 10, "keep_checkpoints": 3, "log_every": 1, "mixed_precision": "auto",
-              "tensorboard": False, "ddp_bucket_mb": 25},
+              "tensorboard": True, "ddp_bucket_mb": 25},
 }
 
 PRESETS: Dict[str, Dict[str, Any]] = {
