@@ -2,7 +2,7 @@
 # One call on a GPU machine: build the CUDA kernels, run the CUDA tests, run every
 # benchmark report, and merge them into one JSON report named after the GPU.
 #
-#   bash scripts/gpu_check.sh [OUTDIR] [PARTS]     (PARTS: comma list of build,tests,rasterize,hexplane,attention,construct,train)
+#   bash scripts/gpu_check.sh [OUTDIR] [PARTS]     (PARTS: comma list of build,tests,rasterize,hexplane,attention,construct,train,generate,memory,evaltime)
 #
 # Wheels for packages the machine lacks (pytest, pytest-benchmark, gsplat, ...) are
 # installed from .whl/ when that folder exists. Reports land in OUTDIR (default
@@ -12,7 +12,10 @@
 # A device call is limited to 10 minutes; on an H100 the parts take about: build 1.3 min (modules
 # in parallel), tests 2.3 min (1.5 of them building gsplat's CUDA for the gsplat comparison, which
 # the rasterize part then reuses), rasterize 4 min, hexplane 0.5 min, attention up to its
-# --budget-s, construct ~2 min per family and backend at the default schedule, train ~1.3 min. Split
+# --budget-s, construct ~2 min per family and backend at the default schedule, train ~1.3 min,
+# generate (trains the quick reproduction chain, then orster4d-generate) a few minutes, memory
+# (paper-preset generation, random weights) and evaltime (orster4d-eval, random networks) under a
+# minute each. Split
 # the parts over two calls when needed, e.g. PARTS=build,tests,rasterize,hexplane then
 # PARTS=build,attention,construct (the build is cached within one machine's life).
 # Extra arguments per part: RASTERIZE_ARGS (e.g. "--sizes 100k@800,1M@800 --no-4d"), HEXPLANE_ARGS,
@@ -82,6 +85,9 @@ has hexplane && report_part hexplane ""
 has attention && report_part attention "--budget-s 240"
 has construct && report_part construct "--families hopper"
 has train && report_part train ""
+has generate && report_part generate ""
+has memory && run_part memory python3 -m orster4d.generation.memory --json "$OUTDIR/memory.json" ${MEMORY_ARGS:-}
+has evaltime && run_part evaltime python3 -m orster4d.evaluation.timing --json "$OUTDIR/evaltime.json" ${EVALTIME_ARGS:-}
 python3 -m benchmarks.report merge "$OUTDIR" --gpu "$gpu" --out "$OUTDIR/gpu_report_${gpu}.json"
 if [ -n "${AB_TREE:-}" ] && [ -f "$OUTDIR/ab/gpu_report_${gpu}.json" ]; then
   echo "=== A/B: A = this tree ($PWD), B = $AB_TREE"

@@ -1,6 +1,6 @@
 """Peak GPU memory of one generation with the ``paper`` preset's real architectures (random weights).
 
-    python -m orster4d.generation.memory [--frames 24] [--size 256] [--steps 2] [--guidance 3] [--dtype bfloat16]
+    python -m orster4d.generation.memory [--frames 24] [--size 256] [--steps 2] [--guidance 3] [--dtype bfloat16] [--json OUT]
 
 Builds an ``STD4DPipeline`` whose components have the published architectures the paper preset
 loads from its pretrained folders: the ModelScope text-to-video ``UNet3DConditionModel`` (block
@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=2, help="denoising steps (memory does not grow with them)")
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16")
+    p.add_argument("--json", help="also write the report to this file")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("orster4d.generation.memory: needs CUDA (peak GPU memory is measured on a CUDA device); "
@@ -77,13 +78,18 @@ def main(argv=None) -> int:
                generator=torch.Generator().manual_seed(0), return_priors=True)
     torch.cuda.synchronize(dev)
     gib = 1024 ** 3
-    print(json.dumps({
+    report = {
         "device": torch.cuda.get_device_name(dev), "frames": args.frames, "size": args.size, "steps": args.steps,
         "guidance": args.guidance, "dtype": args.dtype, "weights_gib": weights / gib,
         "peak_allocated_gib": torch.cuda.max_memory_allocated(dev) / gib,
         "peak_reserved_gib": torch.cuda.max_memory_reserved(dev) / gib,
         "wall_s": time.perf_counter() - t0, "video": list(out.video.shape),
-        "priors": {k: list(v.shape) for k, v in out.priors.items()}}))
+        "priors": {k: list(v.shape) for k, v in out.priors.items()}}
+    report["fits_24_gb_card"] = report["peak_reserved_gib"] * gib < 24e9
+    print(json.dumps(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
     return 0
 
 

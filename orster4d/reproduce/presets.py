@@ -1,4 +1,6 @@
-"""Sizes of the reproduction: ``tiny`` (CPU tests, seconds per model) and ``small`` (one GPU).
+"""Sizes of the reproduction: ``tiny`` (CPU tests, seconds per model), ``quick`` (one GPU, the
+whole chain in a few minutes: a smoke run of the machinery at the ``small`` architecture, not a
+result) and ``small`` (one GPU, the reported tables).
 
 A :class:`ReproPreset` fixes the world (:class:`~orster4d.data.world.WorldSpec` fields), the
 training preset of ``orster4d-train`` and the steps of each model, the image VAE, and the
@@ -50,6 +52,13 @@ PRESETS: Dict[str, ReproPreset] = {
                          "train.keep_checkpoints": 1, "train.ema_decay": 0.9},
         vae=dict(TINY_VAE), vae_steps=2, vae_batch=4, vae_lr=1e-3,
         inference_steps=2, guidance_scale=1.0, scarcity=(1, 2)),
+    "quick": ReproPreset(
+        name="quick",
+        world=dict(static3d=64, video=64, scarce4d=32, heldout=4, frames=16, size=64, gaussians=2000, views=8),
+        train_preset="small", stage_steps=(150, 150, 50, 150), teacher_steps=150,
+        train_overrides={"data.frames": 16, "data.resolution": 64, "train.ckpt_every": 100},
+        vae=SMALL_VAE, vae_steps=300, vae_batch=32, vae_lr=2e-4,
+        inference_steps=25, guidance_scale=3.0, scarcity=(8, 16, 32)),
     "small": ReproPreset(
         name="small",
         world=dict(static3d=2000, video=2000, scarce4d=200, heldout=24, frames=16, size=64, gaussians=2000, views=8),

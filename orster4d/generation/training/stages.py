@@ -92,6 +92,10 @@ def training_trajectory(cfg: dict) -> dict:
 
 
 class StageBase(nn.Module):
+    #: True when ``forward`` reads nothing of the batch but the clean latents (``self.latents``):
+    #: the trainer may then serve ``{"latents": ...}`` batches from latents encoded once per run
+    #: (``data.cache_latents``, :mod:`orster4d.generation.training.latents`).
+    latent_only = False
     #: DDP's ``find_unused_parameters``: False where every trainable parameter gets a gradient in
     #: every step (a test checks it per stage), which spares DDP a graph traversal per step.
     find_unused_parameters = False
@@ -125,6 +129,10 @@ class StageBase(nn.Module):
 
     # -- shared pieces ------------------------------------------------------------------------
     def latents(self, batch) -> torch.Tensor:
+        """Clean latents ``[B, C, T, h, w]``: ``batch["latents"]`` when the trainer serves encoded
+        latents, else ``batch["video"] [B, T, H, W, 3]`` encoded with the frozen image VAE."""
+        if "latents" in batch:
+            return batch["latents"]
         with torch.no_grad():
             return encode_video(self.frozen.vae, batch["video"])
 
@@ -148,6 +156,8 @@ class StageBase(nn.Module):
 
 class Stage1(StageBase):
     """Preliminary 4D training: one video UNet, ``L_ldm = |eps - eps_theta(Z_t, y, t)|^2``."""
+
+    latent_only = True
 
     def __init__(self, cfg, device, data=None):
         super().__init__(cfg, device, data)
@@ -234,6 +244,8 @@ class _STD4DStage(StageBase):
 
 class Stage2(_STD4DStage):
     """Orster transfer: ``L_ldm + w * (L_orster + kernel NLL) + beta * KL (+ ortho)``, frozen teachers."""
+
+    latent_only = True
 
     def __init__(self, cfg, device, data=None):
         super().__init__(cfg, device, data)

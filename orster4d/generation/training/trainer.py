@@ -49,6 +49,7 @@ import torch
 
 from orster4d.generation.training.config import check_stage, save_config
 from orster4d.generation.training.data import OrbitalVideoDataset, make_loader
+from orster4d.generation.training.latents import encode_dataset, latent_batches
 from orster4d.generation.training.outputs import StageFolder, check_stage_folder, file_table, write_pause
 from orster4d.generation.training.stages import STAGE_CLASSES
 
@@ -164,6 +165,9 @@ class Trainer:
         if dc["batch_size"] % self.world:
             raise ValueError(f"data.batch_size={dc['batch_size']} is not divisible by the {self.world} processes")
         self.local_batch = dc["batch_size"] // self.world
+        if dc.get("cache_latents", "auto") is True and not STAGE_CLASSES[self.stage_n].latent_only:
+            raise ValueError(f"data.cache_latents=true: stage {self.stage_n} reads the videos' pixels, not only "
+                             f"their latents (only stages 1 and 2 can train on cached latents)")
         self.stage_dir = os.path.join(cfg["out_dir"], f"stage{self.stage_n}")
         # Everything that can be wrong with the inputs is checked here, before any step, and
         # before anything is written.
@@ -206,6 +210,11 @@ class Trainer:
                 bucket_cap_mb=float(tr["ddp_bucket_mb"]), gradient_as_bucket_view=True)
         mp = tr["mixed_precision"]
         self.autocast = (self.device.type == "cuda" and mp in ("auto", "bf16"))
+        cache = dc.get("cache_latents", "auto")
+        self.latent_bank: Optional[torch.Tensor] = None
+        if self.stage.latent_only and cache in ("auto", True):
+            self.latent_bank = encode_dataset(self.stage.frozen.vae, self.dataset, self.device,
+                                              num_workers=dc["num_workers"], progress=self.progress)
 
     def _check_latent_size(self) -> None:
         from orster4d.generation.models.vae import vae_downscale
@@ -334,6 +343,20 @@ class Trainer:
         return bool(t.item() > 0)
 
     # -- loop -------------------------------------------------------------------------------------
+    def batches(self):
+        """This rank's device batches from step ``self.step`` on (endless): ``{"latents"}`` from the
+        latent bank when there is one, else the DataLoader's video batches (the same videos in the
+        same order either way)."""
+        seed = self.cfg["seed"]
+        if self.latent_bank is not None:
+            yield from latent_batches(self.latent_bank, self.local_batch, seed, self.step, self.rank, self.world,
+                                      self.device)
+            return
+        loader = make_loader(self.dataset, self.local_batch, seed, self.step, self.rank, self.world,
+                             self.cfg["data"]["num_workers"])
+        for batch in loader:
+            yield _to_device(batch, self.device)
+
     def _log_writer(self):
         if not self.is_main:
             return None, None
@@ -354,9 +377,7 @@ class Trainer:
         """Run to ``train.steps``; returns the final checkpoint folder."""
         tr = self.cfg["train"]
         total = int(tr["steps"])
-        loader = make_loader(self.dataset, self.local_batch, self.cfg["seed"], self.step, self.rank,
-                             self.world, self.cfg["data"]["num_workers"])
-        it = iter(loader)
+        it = self.batches()
         log, tb = self._log_writer()
         bar = None
         if self.progress:
@@ -373,7 +394,7 @@ class Trainer:
                         break
                     t0 = time.perf_counter()
                     try:
-                        batch = _to_device(next(it), self.device)
+                        batch = next(it)
                     except Exception:
                         if stop.requested:  # Ctrl-C also reaches data-loader workers
                             break
