@@ -222,7 +222,8 @@ def test_st_hexplane_priors_change_the_fitted_field(scene, tmp_path, one_thread)
     """Same seed, same data: two runs with the same prior tokens fit the same field, a run with
     other tokens (same shapes) another one; the tokens are saved with the field's weights."""
     tok = torch.Generator().manual_seed(3)
-    token_sets = {"a": {"spatial": torch.randn(10, 6, generator=tok), "temporal": torch.randn(FRAMES, 5, generator=tok)}}
+    token_sets = {"a": {"spatial": torch.randn(10, 6, generator=tok),
+                        "temporal": torch.randn(FRAMES, 5, generator=tok)}}
     token_sets["b"] = {k: torch.randn(v.shape, generator=tok) for k, v in token_sets["a"].items()}
     fields = {}
     for name, tokens in (("a", "a"), ("a_again", "a"), ("b", "b")):
