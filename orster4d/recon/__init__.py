@@ -7,8 +7,8 @@ Modules: :mod:`~orster4d.recon.config` (configuration, input checks), :mod:`~ors
 :mod:`~orster4d.recon.hexplane_field` (the models), :mod:`~orster4d.recon.losses`,
 :mod:`~orster4d.recon.render`, :mod:`~orster4d.recon.evaluate`, :mod:`~orster4d.recon.initialise`,
 :mod:`~orster4d.recon.export` (writing the asset folder; :func:`orster4d.io.asset.read_asset` reads it),
-:mod:`~orster4d.recon.logs` (JSON lines, TensorBoard, curves) and :mod:`~orster4d.recon.manifest`
-(what construct wrote, for ``--overwrite``).
+:mod:`~orster4d.recon.manifest` (what construct wrote, for ``--overwrite``); its logs (JSON lines,
+TensorBoard, curves) are written with :mod:`orster4d.logs`, shared with training.
 """
 from orster4d.recon.config import CHECKPOINT, ConstructConfig, InputError, schedules, validate_inputs
 from orster4d.recon.deformation import DeformationField

@@ -3,7 +3,7 @@
 :func:`construct` fits canonical Gaussians (:class:`~orster4d.recon.gaussians.GaussianModel`) and a
 :class:`~orster4d.recon.deformation.DeformationField` to a dataset folder and writes the asset
 folder described in :mod:`orster4d.recon.export`, plus ``checkpoints/last.pt`` (every
-``checkpoint_every`` iterations, on Ctrl-C and at the end), the logs of :mod:`orster4d.recon.logs`
+``checkpoint_every`` iterations, on Ctrl-C and at the end), the logs of :mod:`orster4d.logs`
 and the manifest of :mod:`orster4d.recon.manifest`. Every input is checked, and the first
 evaluation made, before the output folder is created or anything in it is removed.
 
@@ -34,6 +34,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 from orster4d.data.dataset import DynamicDataset
+from orster4d.logs import CURVES, RunLog, write_curves
 from orster4d.metrics import psnr
 from orster4d.recon.config import (CHECKPOINT, PAPER_ITERS, ConstructConfig, fine_strategy, resolve_device,
                                     schedules, validate_inputs)
@@ -42,7 +43,6 @@ from orster4d.recon.evaluate import evaluate
 from orster4d.recon.export import write_outputs
 from orster4d.recon.gaussians import GaussianModel
 from orster4d.recon.initialise import init_gaussians
-from orster4d.recon.logs import CURVES, RunLog, write_curves
 from orster4d.recon.losses import LPIPSTerm, depth_smoothness
 from orster4d.recon.manifest import record, remove_written
 from orster4d.recon.render import render, render_frames
@@ -350,7 +350,7 @@ def construct(cfg: ConstructConfig, resume: bool = False, overwrite: bool = Fals
     if run.hex_reason:
         log(run.hex_reason)
     total = cfg.coarse_iters + cfg.fine_iters
-    logger = RunLog(out, cfg.tensorboard, log)
+    logger = RunLog(out, cfg.tensorboard, log, resumed_at=run.resumed_at)
     record(out, _log_files())
     from tqdm.auto import tqdm
 
@@ -408,7 +408,7 @@ def construct(cfg: ConstructConfig, resume: bool = False, overwrite: bool = Fals
 
 
 def _log_files():
-    from orster4d.recon.logs import JSONL, TB_FOLDER
+    from orster4d.logs import JSONL, TB_FOLDER
 
     return [JSONL, TB_FOLDER]
 

@@ -218,18 +218,34 @@ def test_existing_output_is_never_overwritten(scene, tmp_path):
         construct(_cfg(scene, tmp_path / "nothing"), resume=True)
 
 
-def test_st_hexplane_priors_construct(scene, tmp_path):
-    """With prior tokens the field attends to them, trains, and saves them with its weights."""
-    p = tmp_path / "priors.pt"
-    torch.save({"spatial": torch.randn(10, 6), "temporal": torch.randn(FRAMES, 5)}, p)
-    out = tmp_path / "st"
-    metrics = construct(_cfg(scene, out, priors=str(p), coarse_iters=10, fine_iters=10,
-                             hexplane_backend="grid_sample"), log=lambda s: None)
-    assert metrics["iterations"] == 20
-    sd = DeformationField.from_pretrained(out / "deformation").state_dict()
-    assert sd["prior_spatial"].shape == (10, 6) and sd["prior_temporal"].shape == (FRAMES, 5)
-    ck = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
-    assert not torch.equal(ck["field"]["q_proj.weight"], torch.zeros_like(ck["field"]["q_proj.weight"]))
+def test_st_hexplane_priors_change_the_fitted_field(scene, tmp_path, one_thread):
+    """Same seed, same data: two runs with the same prior tokens fit the same field, a run with
+    other tokens (same shapes) another one; the tokens are saved with the field's weights."""
+    tok = torch.Generator().manual_seed(3)
+    token_sets = {"a": {"spatial": torch.randn(10, 6, generator=tok),
+                        "temporal": torch.randn(FRAMES, 5, generator=tok)}}
+    token_sets["b"] = {k: torch.randn(v.shape, generator=tok) for k, v in token_sets["a"].items()}
+    fields = {}
+    for name, tokens in (("a", "a"), ("a_again", "a"), ("b", "b")):
+        p = tmp_path / f"priors_{tokens}.pt"
+        torch.save(token_sets[tokens], p)
+        out = tmp_path / name
+        construct(_cfg(scene, out, priors=str(p), coarse_iters=6, fine_iters=8, hexplane_backend="grid_sample",
+                       exports=[], tensorboard=False, eval_max_frames=1), log=lambda s: None)
+        fields[name] = DeformationField.from_pretrained(out / "deformation").eval()
+    sd = fields["a"].state_dict()
+    assert torch.equal(sd["prior_spatial"], token_sets["a"]["spatial"])
+    assert torch.equal(sd["prior_temporal"], token_sets["a"]["temporal"])
+    # the fitted offsets at fixed probe points inside the field's bounds, at every training time
+    lo, hi = fields["a"].bounds
+    means = lo + (hi - lo) * torch.rand(200, 3, generator=torch.Generator().manual_seed(0))
+    times = torch.linspace(0, 1, FRAMES)
+    with torch.no_grad():
+        dp = {name: f(means, times)[0] for name, f in fields.items()}
+    assert torch.equal(dp["a"], dp["a_again"])  # deterministic: only the tokens may differ
+    scale = dp["a"].abs().mean()
+    assert scale > 0  # the field has moved off the identity
+    assert (dp["a"] - dp["b"]).abs().mean() > 0.05 * scale, ((dp["a"] - dp["b"]).abs().mean(), scale)
 
 
 def test_motion_curvature_prior_trains_a_different_field(scene, tmp_path, one_thread):

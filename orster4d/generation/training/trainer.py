@@ -5,7 +5,8 @@ rules that keep it safe): ``checkpoint-{step:06d}/`` every ``train.ckpt_every`` 
 and at the end (the newest ``train.keep_checkpoints`` are kept, by step); ``final`` (a link to
 ``final-{step}/``, a copy of the last checkpoint, read by stage N+1); ``log.jsonl`` (one JSON
 object per logged step: step, losses averaged over ranks, lr, step and data-wait time,
-samples/s); ``events.*`` when ``train.tensorboard`` is on and TensorBoard is installed;
+samples/s); ``tensorboard/`` when ``train.tensorboard`` is on and TensorBoard is installed (see
+"Logs" below); ``curves.png`` (each loss against the step, redrawn at every checkpoint);
 ``orster4d-manifest.json`` (what the trainer wrote). A checkpoint holds ``model/`` (the stage's
 model folders), ``optimizer.pt``, ``lr_scheduler.pt``, ``ema.safetensors``, ``rng.pt`` (Python,
 NumPy, torch CPU/CUDA and the training generator), the resolved ``config.json`` and, written
@@ -22,6 +23,14 @@ checkpoint of that step boundary is written exactly like a periodic one, then
 ``KeyboardInterrupt`` propagates. A second Ctrl-C interrupts at once; the checkpoint is then of
 the last completed step (RNG states as they were when it ended), or none when the optimiser
 update itself was cut.
+
+Logs (written with :mod:`orster4d.logs`, rank 0 only): TensorBoard scalar tags ``loss/total``,
+``loss/<term>`` (every loss term the stage logs, e.g. ``loss/ldm``, ``loss/kl``), ``lr``,
+``throughput/samples_per_s``, ``time/step_s``, ``time/data_s`` and, on CUDA,
+``gpu/memory_allocated_mb`` (MiB held by tensors on rank 0's device). ``curves.png`` has one
+panel per loss (``loss`` and each term; log scale where every value is positive). A resumed run
+cuts ``log.jsonl`` back to the checkpoint's step and opens TensorBoard with ``purge_step`` at the
+next step, so the earlier session's later events are hidden and the curves do not double back.
 
 Several GPUs: under ``torchrun`` (``WORLD_SIZE`` > 1) the stage module is wrapped in DDP (NCCL on
 CUDA, gloo on CPU) with ``train.ddp_bucket_mb`` MiB gradient buckets, whose all-reduces overlap
@@ -52,6 +61,10 @@ from orster4d.generation.training.data import OrbitalVideoDataset, make_loader
 from orster4d.generation.training.latents import encode_dataset, latent_batches
 from orster4d.generation.training.outputs import StageFolder, check_stage_folder, file_table, write_pause
 from orster4d.generation.training.stages import STAGE_CLASSES
+from orster4d.logs import CURVES, JSONL, TB_FOLDER, cut_jsonl, open_tensorboard, write_curves
+
+# log.jsonl fields that are not loss terms (the rest, besides "loss", are the stage's terms)
+_NOT_TERMS = ("step", "loss", "lr", "step_time_s", "data_time_s", "samples_per_s")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -274,6 +287,7 @@ class Trainer:
             self.folder.prune(self.cfg["train"]["keep_checkpoints"], keep_step=self.step)
             if final:
                 self.folder.replace_final(path)
+            self._write_curves()
         if self.world > 1:
             torch.distributed.barrier()
         return path
@@ -296,15 +310,9 @@ class Trainer:
         self.step = self.resumed_step = int(st["step"])
         if self.is_main:
             self.folder.remove_partial()
-            log = os.path.join(self.stage_dir, "log.jsonl")
-            if os.path.isfile(log):  # drop lines of steps the resumed run will redo
-                with open(log) as f:
-                    lines = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= self.step]
-                self.folder.own("log.jsonl.tmp")
-                with open(log + ".tmp", "w") as f:
-                    f.writelines(lines)
-                os.replace(log + ".tmp", log)
-                self.folder.disown("log.jsonl.tmp")
+            self.folder.own(JSONL + ".tmp")  # drop lines of steps the resumed run will redo
+            cut_jsonl(os.path.join(self.stage_dir, JSONL), "step", self.step)
+            self.folder.disown(JSONL + ".tmp")
 
     def train_step(self, batch: dict):
         """One optimisation step on a device batch; returns ``(loss, logs)`` and advances ``step``."""
@@ -358,20 +366,34 @@ class Trainer:
             yield _to_device(batch, self.device)
 
     def _log_writer(self):
+        """``(log.jsonl opened for appending, SummaryWriter or None)`` on rank 0, ``(None, None)``
+        elsewhere. A resumed run's writer hides the earlier session's events past the checkpoint."""
         if not self.is_main:
             return None, None
-        self.folder.own("log.jsonl")
+        self.folder.own(JSONL)
         tb = None
         if self.cfg["train"]["tensorboard"]:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                print("train.tensorboard: TensorBoard is not installed; logging to log.jsonl only", file=sys.stderr)
-            else:
-                before = set(self.folder.entries())
-                tb = SummaryWriter(self.stage_dir)
-                self.folder.own(*[e for e in self.folder.entries() if e not in before])
-        return open(os.path.join(self.stage_dir, "log.jsonl"), "a"), tb
+            self.folder.own(TB_FOLDER + "/")
+            purge = None if self.resumed_step is None else self.resumed_step + 1
+            tb = open_tensorboard(os.path.join(self.stage_dir, TB_FOLDER), purge,
+                                  lambda msg: print(f"train.tensorboard: {msg}", file=sys.stderr))
+            if tb is None:
+                self.folder.disown(TB_FOLDER + "/")
+        return open(os.path.join(self.stage_dir, JSONL), "a"), tb
+
+    def _write_curves(self) -> None:
+        """Redraws ``curves.png`` (``loss`` and each loss term against the step) from ``log.jsonl``."""
+        path = os.path.join(self.stage_dir, JSONL)
+        if not os.path.isfile(path):
+            return
+        with open(path) as f:
+            history = [json.loads(ln) for ln in f if ln.strip()]
+        terms = list(dict.fromkeys(k for h in history for k in h if k not in _NOT_TERMS))
+        self.folder.own(CURVES, CURVES + ".tmp")
+        tmp = os.path.join(self.stage_dir, CURVES + ".tmp")
+        write_curves(history, tmp, keys=["loss", *terms], x="step", x_label="step")
+        os.replace(tmp, os.path.join(self.stage_dir, CURVES))
+        self.folder.disown(CURVES + ".tmp")
 
     def train(self) -> str:
         """Run to ``train.steps``; returns the final checkpoint folder."""
@@ -415,6 +437,9 @@ class Trainer:
             self._close(bar, log, tb)
             self._checkpoint_after_interrupt(saved_step, step_rng)
             raise
+        except Exception:  # e.g. a non-finite loss: the logs so far stay readable
+            self._close(bar, log, tb)
+            raise
         self._close(bar, log, tb)
         if interrupted:  # at a step boundary: the same state a periodic checkpoint holds
             self._checkpoint_after_interrupt(saved_step, step_rng)
@@ -455,9 +480,16 @@ class Trainer:
             log.write(json.dumps(rec) + "\n")
             log.flush()
             if tb is not None:
-                for k, v in rec.items():
-                    if k != "step":
-                        tb.add_scalar(f"stage{self.stage_n}/{k}", v, self.step)
+                tb.add_scalar("loss/total", rec["loss"], self.step)
+                for k in logs:
+                    tb.add_scalar(f"loss/{k}", rec[k], self.step)
+                tb.add_scalar("lr", rec["lr"], self.step)
+                tb.add_scalar("throughput/samples_per_s", rec["samples_per_s"], self.step)
+                tb.add_scalar("time/step_s", dt, self.step)
+                tb.add_scalar("time/data_s", t_data, self.step)
+                if self.device.type == "cuda":
+                    tb.add_scalar("gpu/memory_allocated_mb", torch.cuda.memory_allocated(self.device) / 2 ** 20,
+                                  self.step)
         if bar is not None:
             bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k not in ("step", "lr", "step_time_s")})
 
