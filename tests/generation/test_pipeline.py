@@ -256,3 +256,18 @@ def test_stage4_without_prompts_is_an_error(tmp_path):
     cfg["cond"]["modes"] = ["orbit", "reference"]
     with pytest.raises(ValueError, match="reference-view frames"):
         condition_data(cfg, ["image"])
+
+
+@pytest.mark.parametrize("kind", ["text", "image", "static3d"])
+def test_bfloat16_pipeline_runs_every_condition(saved, kind):
+    """A pipeline cast to bf16 (the CUDA default of orster4d-generate) takes float32 inputs of each
+    kind: every encoder casts what it is given to its own dtype."""
+    _, folder = saved
+    pipe = load_pipeline(folder, dtype=torch.bfloat16)
+    tr = pipe.trajectory
+    cond = {"text": {"prompt": "a red ball bouncing"}, "image": {"image": torch.rand(tr.height, tr.width, 3)},
+            "static3d": {"static_video": torch.rand(tr.num_frames, tr.height, tr.width, 3)}}[kind]
+    out = pipe(**cond, num_inference_steps=2, generator=_gen(3), return_priors=True)
+    assert out.video.shape == (tr.num_frames, tr.height, tr.width, 3)
+    assert torch.isfinite(out.video.float()).all()
+    assert all(torch.isfinite(v.float()).all() for v in out.priors.values())

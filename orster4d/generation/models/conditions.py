@@ -98,7 +98,8 @@ def clip_image_embedding(clip, images: torch.Tensor) -> torch.Tensor:
     x = F.interpolate(images.permute(0, 3, 1, 2).float(), size=tuple(size), mode="bilinear", align_corners=False)
     mean = torch.tensor([0.48145466, 0.4578275, 0.40821073], device=x.device)[None, :, None, None]
     std = torch.tensor([0.26862954, 0.26130258, 0.27577711], device=x.device)[None, :, None, None]
-    return clip.encode_image((x - mean) / std)
+    dtype = next(clip.visual.parameters()).dtype  # a pipeline cast to bf16 casts the encoder too
+    return clip.encode_image(((x - mean) / std).to(dtype))
 
 
 class ConditionAdapter(SavedModel):
@@ -131,15 +132,16 @@ class ConditionAdapter(SavedModel):
         zero context and zero latent input (the null condition).
         """
         k = keep.to(torch.float32)
+        dt = self.proj.weight.dtype  # the adapter's own dtype (float32, or bf16 in a cast pipeline)
         if self.kind == "text":
-            ctx = self.proj(feats["text_tokens"].float())
+            ctx = self.proj(feats["text_tokens"].to(dt))
             lat = None
         elif self.kind == "image":
-            ctx = self.proj(feats["image_embed"].float())[:, None]
-            il = feats["image_latent"]
+            ctx = self.proj(feats["image_embed"].to(dt))[:, None]
+            il = feats["image_latent"].to(dt)
             lat = self.latent_in(il.expand(-1, -1, num_frames, -1, -1))
         else:
-            sl = feats["static_latent"]
+            sl = feats["static_latent"].to(dt)
             ctx = self.proj(sl.mean(dim=(2, 3, 4)))[:, None]
             lat = self.latent_in(sl)
         ctx = ctx * k[:, None, None]
