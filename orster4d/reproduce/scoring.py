@@ -41,20 +41,27 @@ def true_videos(folder: Union[str, Path]) -> Dict[str, object]:
             "prompt": meta["prompt"]}
 
 
+def lpips_source(lpips_weights: Optional[str]) -> Optional[str]:
+    """Where the LPIPS (VGG) backbone is looked for: ``lpips_weights``, else ``$ORSTER4D_WEIGHTS/lpips/``,
+    else None (the torch hub cache, :mod:`orster4d.perceptual`)."""
+    import os
+
+    from orster4d.evaluation.weights import ENV
+
+    return lpips_weights or (os.path.join(os.environ[ENV], "lpips") if os.environ.get(ENV) else None)
+
+
 def _weights(lpips_weights: Optional[str], i3d: Optional[str], device):
     """Loaded LPIPS (VGG) / I3D models (or None) and the reasons for the absent ones.
 
     LPIPS: ``lpips_weights`` (a file or folder), else ``$ORSTER4D_WEIGHTS/lpips/``, else the
     torch hub cache (:mod:`orster4d.perceptual`); I3D: ``i3d``, else ``$ORSTER4D_WEIGHTS/i3d/``."""
-    import os
-
     from orster4d.evaluation.i3d import load_i3d
-    from orster4d.evaluation.weights import ENV, I3D_CANDIDATES, MissingWeights, locate
+    from orster4d.evaluation.weights import I3D_CANDIDATES, MissingWeights, locate
     from orster4d.perceptual import try_load_lpips
 
     models, absent = {}, {}
-    src = lpips_weights or (os.path.join(os.environ[ENV], "lpips") if os.environ.get(ENV) else None)
-    model, reason = try_load_lpips(src, "vgg", device)
+    model, reason = try_load_lpips(lpips_source(lpips_weights), "vgg", device)
     if model is None:
         absent["lpips"] = reason
     else:
