@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from orster4d.recon import ConstructConfig, InputError, construct
-from orster4d.recon.config import EXPORTS, check_device, check_replaceable
+from orster4d.recon.config import EXPORTS, PRIOR_SIDES, check_device, check_replaceable
 from orster4d.cli.args import (HelpFormatter, description, device_name, integer, nonneg_float, nonneg_int,
                                positive_int, unit_float)
 from orster4d.data.procedural import FAMILIES
@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="asset folder to write")
     p.add_argument("--static", help="static orbital video V' (dataset folder) for the coarse phase")
     p.add_argument("--priors", help="prior tokens file: torch.save({'spatial': [Ns, Ds], 'temporal': [Nt, Dt]})")
+    p.add_argument("--prior-sides", nargs="+", choices=PRIOR_SIDES, default=list(d.prior_sides), metavar="SIDE",
+                   help="prior token sets the ST-HexPlane attends to (Eq. 8), one or both of "
+                        f"{', '.join(PRIOR_SIDES)}; a side left out gets one zero token (its attention is off)")
     p.add_argument("--eval-data", help="ground-truth dataset for held-out metrics (default: the input's test split)")
     p.add_argument("--coarse-iters", type=positive_int, default=d.coarse_iters,
                    help="iterations of the coarse (static Gaussians) phase")
@@ -145,7 +148,8 @@ def main(argv=None) -> int:
         print("orster4d-construct: give an input folder, or --demo", file=sys.stderr)
         return 2
     cfg = ConstructConfig(
-        input=args.input, output=args.output, static=args.static, priors=args.priors, eval_data=args.eval_data,
+        input=args.input, output=args.output, static=args.static, priors=args.priors,
+        prior_sides=list(dict.fromkeys(args.prior_sides)), eval_data=args.eval_data,
         coarse_iters=args.coarse_iters, fine_iters=0 if args.skip_fine else args.fine_iters,
         init_points=args.init_points,
         max_sh_degree=args.sh_degree, views_per_time=args.views_per_time, coarse_batch=args.coarse_batch,

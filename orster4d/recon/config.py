@@ -13,12 +13,13 @@ from orster4d.data.dataset import load_dataset
 from orster4d.recon.deformation import load_priors
 from orster4d.recon.strategy import DefaultStrategy
 
-__all__ = ["CHECKPOINT", "EXPORTS", "PAPER_ITERS", "ConstructConfig", "InputError", "Schedules", "schedules",
-           "fine_strategy", "validate_inputs", "resolve_device"]
+__all__ = ["CHECKPOINT", "EXPORTS", "PAPER_ITERS", "PRIOR_SIDES", "ConstructConfig", "InputError", "Schedules",
+           "schedules", "fine_strategy", "select_prior_sides", "validate_inputs", "resolve_device"]
 
 CHECKPOINT = "checkpoints/last.pt"
 PAPER_ITERS = (6000, 3000)  # (coarse, fine): the paper's schedule, which the schedule fields are written for
 EXPORTS = ("viewer", "supersplat", "splat", "splatv")  # viewer-ready outputs construct can write
+PRIOR_SIDES = ("spatial", "temporal")  # the two prior token sets of ST-HexPlane (Eq. 8)
 
 
 @dataclass
@@ -30,12 +31,16 @@ class ConstructConfig:
     resets, when ``densify_fine``. With ``scale_schedule`` (default) ``sh_up_every`` and the
     densification steps are those of the paper's 6000 + 3000 iterations and are scaled by the
     actual phase lengths (:func:`schedules`); without it they are used as given.
+
+    ``prior_sides``: which prior token sets of ``priors`` the ST-HexPlane attends to (both by
+    default); a side left out is switched off as :func:`select_prior_sides` describes.
     """
 
     input: str
     output: str
     static: Optional[str] = None  # static orbital video V' for the coarse phase
     priors: Optional[str] = None  # prior tokens file for ST-HexPlane
+    prior_sides: List[str] = field(default_factory=lambda: list(PRIOR_SIDES))  # sides of the priors used (Eq. 8)
     eval_data: Optional[str] = None  # ground truth for held-out metrics (default: input's test split)
     coarse_iters: int = 6000
     fine_iters: int = 3000
@@ -138,6 +143,21 @@ class InputError(ValueError):
     """Bad input found before any work starts (the message names the file and the problem)."""
 
 
+def select_prior_sides(priors: Dict[str, torch.Tensor], sides) -> Dict[str, torch.Tensor]:
+    """The prior tokens the field attends to: ``priors`` (``{"spatial": O_s [Ns, Ds], "temporal":
+    O_t [Nt, Dt]}``) with every side not in ``sides`` replaced by one zero token ``[1, D]``.
+
+    Attention over a single token gives weight 1 to it, so the switched-off side's output is
+    the constant ``W_v 0 + b_v = b_v`` for every query: no information from that side's tokens
+    reaches the field (its cross-attention is off; the constant only adds to the heads' bias),
+    while the field keeps the ``[h; V_s; V_t]`` layout of Eq. 8.
+    """
+    bad = [s for s in sides if s not in PRIOR_SIDES]
+    if bad or not sides or len(set(sides)) != len(sides):
+        raise InputError(f"prior_sides: expected one or both of {list(PRIOR_SIDES)} without repeats, got {list(sides)}")
+    return {k: v if k in sides else v.new_zeros(1, v.shape[1]) for k, v in priors.items()}
+
+
 def resolve_device(name: str) -> torch.device:
     """``"auto"``: CUDA when torch sees a GPU, else the CPU; any other name as given."""
     if name == "auto":
@@ -182,7 +202,8 @@ def validate_inputs(cfg: ConstructConfig, resume: bool = False, overwrite: bool 
     """Reads and checks every input; raises :class:`InputError` before any work is done.
 
     Returns ``{"train": DynamicDataset, "all": DynamicDataset, "static": DynamicDataset|None,
-    "eval": DynamicDataset|None, "priors": dict|None}``.
+    "eval": DynamicDataset|None, "priors": dict|None}``; ``priors`` has the sides of
+    ``cfg.prior_sides`` (:func:`select_prior_sides`).
     """
     out = Path(cfg.output)
     if out.exists() and not resume:
@@ -193,6 +214,10 @@ def validate_inputs(cfg: ConstructConfig, resume: bool = False, overwrite: bool 
     if unknown:
         raise InputError(f"exports: unknown {unknown}; expected some of {list(EXPORTS)}")
     check_device(cfg.device, cfg.rasterizer_backend)
+    sides = list(cfg.prior_sides)
+    select_prior_sides({}, sides)  # checks the names
+    if not cfg.priors and sorted(sides) != sorted(PRIOR_SIDES):
+        raise InputError(f"prior_sides={sides}: selects prior token sets, but no priors file is given")
     r = list(cfg.hexplane_resolution)
     if len(r) != 2 or r[0] < 2 or r[1] < 2:
         raise InputError(f"hexplane_resolution must be [R_xyz >= 2, R_t >= 2], got {r}")
@@ -200,7 +225,7 @@ def validate_inputs(cfg: ConstructConfig, resume: bool = False, overwrite: bool 
         data = load_dataset(cfg.input, cfg.background)
         static = load_dataset(cfg.static, cfg.background) if cfg.static else None
         evald = load_dataset(cfg.eval_data, cfg.background) if cfg.eval_data else None
-        priors = load_priors(cfg.priors) if cfg.priors else None
+        priors = select_prior_sides(load_priors(cfg.priors), sides) if cfg.priors else None
     except ValueError as e:
         raise InputError(str(e)) from e
     train = data.split("train") if data.has_split("train") else data

@@ -54,7 +54,8 @@ def main(argv=None) -> int:
             print(f"orster4d-reproduce: error: {e}", file=sys.stderr)
             return 2
         for r in list(ROWS) + extra:
-            state = "ok" if r.expressible else f"not expressible yet: {r.missing}"
+            state = (f"stages {', '.join(map(str, r.stages))}; scored on {' and '.join(r.score)}" if r.expressible
+                     else f"not expressible yet: {r.missing}")
             print(f"table {r.table}  {r.name!r}  {state}")
         return 0
     if not args.root:

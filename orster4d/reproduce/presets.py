@@ -3,8 +3,8 @@ whole chain in a few minutes: a smoke run of the machinery at the ``small`` arch
 result) and ``small`` (one GPU, the reported tables).
 
 A :class:`ReproPreset` fixes the world (:class:`~orster4d.data.world.WorldSpec` fields), the
-training preset of ``orster4d-train`` and the steps of each model, the image VAE, and the
-sampling settings of the evaluation.
+training preset of ``orster4d-train`` and the steps of each model, the image VAE, the sampling
+settings of the evaluation and the schedule of the 4D constructions it scores.
 """
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ class ReproPreset:
     ``teacher_steps``: steps of each teacher (stage 1 on the static-3D or the video set);
     ``train_overrides``: ``--set`` items for every training run; ``vae``: ``AutoencoderKL``
     config; ``vae_steps``, ``vae_batch`` (frames), ``vae_lr``; ``inference_steps`` and
-    ``guidance_scale`` of generation; ``scarcity``: 4D-set sizes of the scarcity curve.
+    ``guidance_scale`` of generation; ``prior_steps``: last denoising steps averaged into the
+    prior tokens; ``construct``: :class:`~orster4d.recon.config.ConstructConfig` fields of every
+    4D construction (its schedule and sizes; rows add their own); ``scarcity``: 4D-set sizes of
+    the scarcity curve.
     """
 
     name: str
@@ -38,6 +41,8 @@ class ReproPreset:
     vae_lr: float
     inference_steps: int
     guidance_scale: float
+    prior_steps: int
+    construct: Dict[str, object]
     scarcity: Tuple[int, ...] = field(default_factory=tuple)
 
 
@@ -51,21 +56,29 @@ PRESETS: Dict[str, ReproPreset] = {
         train_overrides={"data.frames": 4, "data.resolution": 32, "data.batch_size": 2, "train.ckpt_every": 1,
                          "train.keep_checkpoints": 1, "train.ema_decay": 0.9},
         vae=dict(TINY_VAE), vae_steps=2, vae_batch=4, vae_lr=1e-3,
-        inference_steps=2, guidance_scale=1.0, scarcity=(1, 2)),
+        inference_steps=2, guidance_scale=1.0, prior_steps=1,
+        construct=dict(coarse_iters=4, fine_iters=3, init_points=200, max_sh_degree=0, coarse_batch=2,
+                       hexplane_channels=4, hexplane_resolution=[8, 4], mlp_width=16, lambda_lpips=0.0,
+                       hexplane_backend="grid_sample", eval_max_frames=16),
+        scarcity=(1, 2)),
     "quick": ReproPreset(
         name="quick",
         world=dict(static3d=64, video=64, scarce4d=32, heldout=4, frames=16, size=64, gaussians=2000, views=8),
-        train_preset="small", stage_steps=(150, 150, 50, 150), teacher_steps=150,
-        train_overrides={"data.frames": 16, "data.resolution": 64, "train.ckpt_every": 100},
-        vae=SMALL_VAE, vae_steps=300, vae_batch=32, vae_lr=2e-4,
-        inference_steps=25, guidance_scale=3.0, scarcity=(8, 16, 32)),
+        train_preset="small", stage_steps=(100, 100, 30, 100), teacher_steps=100,
+        train_overrides={"data.frames": 16, "data.resolution": 64, "data.batch_size": 32, "train.ckpt_every": 100},
+        vae=SMALL_VAE, vae_steps=200, vae_batch=32, vae_lr=2e-4,
+        inference_steps=25, guidance_scale=3.0, prior_steps=3,
+        construct=dict(coarse_iters=600, fine_iters=300, init_points=2000),
+        scarcity=(8, 16, 32)),
     "small": ReproPreset(
         name="small",
         world=dict(static3d=2000, video=2000, scarce4d=200, heldout=24, frames=16, size=64, gaussians=2000, views=8),
         train_preset="small", stage_steps=(1000, 1000, 500, 1000), teacher_steps=2000,
         train_overrides={"data.frames": 16, "data.resolution": 64},
         vae=SMALL_VAE, vae_steps=3000, vae_batch=32, vae_lr=2e-4,
-        inference_steps=25, guidance_scale=3.0, scarcity=(50, 100, 200)),
+        inference_steps=25, guidance_scale=3.0, prior_steps=3,
+        construct=dict(coarse_iters=600, fine_iters=300, init_points=2000),
+        scarcity=(50, 100, 200)),
 }
 
 

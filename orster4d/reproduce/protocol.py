@@ -1,9 +1,11 @@
-"""The whole protocol: world, image VAE, teachers, each row's four stages, scoring, tables.
+"""The whole protocol: world, image VAE, teachers, each row's stages, scoring, 4D assets, tables.
 
 Everything lives under one root::
 
     world/                 the data-scarcity world (orster4d.data.world), built or completed
-    runs/<kind>-<hash>/    cached runs (vae, clip, s1..s4 training runs, eval), see cache.py
+    runs/<kind>-<hash>/    cached runs (vae, clip, s1..s4 training runs, eval: video scores, gen:
+                           orster4d-generate outputs per held-out object, asset: 4D assets and
+                           their scores), see cache.py
     subsets/scarce4d_<n>/  first-n 4D objects (scarcity curve)
     strips/<row>/seed<s>/  generated (top) vs true (bottom) orbital frames of each held-out object
     reproduction.json      every row, seed, run, score and setting
@@ -12,10 +14,17 @@ Everything lives under one root::
 Shared models: the image VAE (trained on the static-3D and video frames), the random tiny CLIP
 (no pretrained text/image encoder is available offline; ``clip=`` names a real one), the spatial
 teacher (stage 1 on the static-3D set) and the temporal teacher (stage 1 on the video set), both
-with seed 0. Per row and seed: stages 1-4 on the 4D set with the row's overrides, each stage
-cached by its config and inputs, so rows share every stage they have in common (all rows share
-stage 1 of a seed). Training goes through ``orster4d.generation.training.trainer.train_stage``
-only; an interrupted run resumes from its last checkpoint.
+with seed 0. Per row and seed: stages 1-4 on the 4D set (less the row's ``skip_stages``; stage 4
+then starts from the last stage trained) with the row's overrides, each stage cached by its config
+and inputs, so rows share every stage they have in common (all rows share stage 1 of a seed).
+Training goes through ``orster4d.generation.training.trainer.train_stage`` only; an interrupted
+run resumes from its last checkpoint.
+
+Scores (the row's ``score``): ``video``, the generated orbital videos against the true ones; and
+``asset``, per held-out object and condition a 4D asset (``orster4d-generate --video-only`` on the
+stage-4 model, cached per model and seed and shared by every row of that model, then
+``orster4d-construct`` with the preset's schedule and the row's construction settings, cached by
+them) rendered at the held-out views and times of the multi-view ground truth.
 """
 from __future__ import annotations
 
@@ -69,6 +78,9 @@ def check_options(opts: ProtocolOptions):
     for flag, path in (("--clip", opts.clip), ("--lpips-weights", opts.lpips_weights), ("--i3d", opts.i3d)):
         if path and not os.path.exists(path):
             raise ValueError(f"{flag}: {path} not found")
+    from orster4d.reproduce.scoring import check_construct_settings
+
+    check_construct_settings(preset.construct, f"preset {preset.name!r}")
     n4d = preset.world["scarce4d"]
     for r in rows:
         if r.scarce4d is not None and not 1 <= r.scarce4d <= n4d:
@@ -208,13 +220,17 @@ class Protocol:
                           self.root / "subsets" / f"scarce4d_{row.scarce4d}"))
 
     def chain(self, row: Row, seed: int) -> Dict[int, tuple]:
-        """Stages 1-4 of ``row`` with ``seed``; ``{stage: (run, final)}``."""
+        """The stages of ``row`` (1-4 less ``row.skip_stages``) with ``seed``; ``{stage: (run, final)}``.
+
+        Each stage starts from the previous stage trained; a stage whose parent is not stage N-1
+        (stage 4 after stage 2 or 1) has the parent's stage in its cache key (``parent_stage``)."""
         data = self.data_root(row)
         did = self.data_id("scarce4d", row.scarce4d)
         base_in = {"data": did, "vae": self.vae_run.hash}
         runs = {}
         steps = self.preset.stage_steps
-        for stage in (1, 2, 3, 4):
+        prev_stage = None
+        for stage in row.stages:
             o = self.base_overrides(stage, steps[stage - 1], seed, data)
             inputs = dict(base_in)
             if stage == 2:
@@ -225,7 +241,9 @@ class Protocol:
                 inputs.update(teacher_spatial=self.teacher_runs["spatial"][0].hash,
                               teacher_temporal=self.teacher_runs["temporal"][0].hash)
             elif stage > 2:
-                parent = runs[stage - 1]
+                parent = runs[prev_stage]
+                if prev_stage != stage - 1:
+                    inputs["parent_stage"] = str(prev_stage)
             else:
                 parent = None
             if parent is not None:
@@ -236,6 +254,7 @@ class Protocol:
                 inputs["clip"] = self.clip_id
             o.update(row.stage_overrides(stage))
             runs[stage] = self.train(stage, o, inputs)
+            prev_stage = stage
         return runs
 
     # -- scoring ----------------------------------------------------------------------------------
@@ -260,6 +279,50 @@ class Protocol:
         self._note(run, "scored")
         return scores
 
+    # -- 4D assets --------------------------------------------------------------------------------
+    def generated(self, seed: int, s4: tuple) -> tuple:
+        """``orster4d-generate --video-only`` outputs of every held-out object and condition for
+        the stage-4 run ``s4`` and ``seed``; ``(run, kinds)``."""
+        from orster4d.data.world import heldout_objects
+        from orster4d.reproduce.scoring import generate_heldout
+
+        p = self.preset
+        key = {"kind": "gen", "checkpoint": s4[0].hash, "world": self.world_hash, "seed": seed,
+               "steps": p.inference_steps, "guidance": p.guidance_scale, "prior_steps": p.prior_steps}
+        run = Run(self.root, "gen", key)
+        if run.done:
+            self._note(run, "reused")
+            return run, run.info()["kinds"]
+        run.prepare(fresh=True)
+        info = generate_heldout(s4[1], heldout_objects(self.root / "world"), seed, run.path / "gen",
+                                p.inference_steps, p.guidance_scale, p.prior_steps, device=self._device())
+        run.finish(info)
+        self._note(run, "generated")
+        return run, info["kinds"]
+
+    def assets(self, row: Row, seed: int, s4: tuple) -> tuple:
+        """Build and score the 4D assets of ``row`` (its construction settings on the preset's) from
+        the videos generated by ``s4`` with ``seed``; ``(scores as score_assets returns them, gen
+        run, asset run)``."""
+        from orster4d.data.world import heldout_objects
+        from orster4d.reproduce.scoring import lpips_source, score_assets
+
+        gen, kinds = self.generated(seed, s4)
+        settings = {**self.preset.construct, **row.construct}
+        lpips = lpips_source(self.opts.lpips_weights)
+        key = {"kind": "asset", "gen": gen.hash, "world": self.world_hash, "seed": seed, "construct": settings,
+               "weights": [lpips and os.path.abspath(lpips)]}
+        run = Run(self.root, "asset", key)
+        if run.done:
+            self._note(run, "reused")
+            return run.info()["scores"], gen, run
+        run.prepare(fresh=True)
+        scores = score_assets(gen.path / "gen", heldout_objects(self.root / "world"), kinds, run.path / "assets",
+                              settings, seed, device=self._device(), lpips_weights=lpips)
+        run.finish({"scores": scores})
+        self._note(run, "constructed")
+        return scores, gen, run
+
     # -- everything -------------------------------------------------------------------------------
     def run(self) -> dict:
         self.world()
@@ -271,19 +334,27 @@ class Protocol:
         for row in self.rows:
             rec = {"name": row.name, "table": row.table, "note": row.note, "overrides": {str(k): v for k, v in
                                                                                         row.overrides.items()},
-                   "stage2_init": row.stage2_init, "scarce4d": row.scarce4d}
+                   "stage2_init": row.stage2_init, "stages": list(row.stages), "score": list(row.score),
+                   "construct": dict(row.construct), "scarce4d": row.scarce4d}
             if not row.expressible:
                 rec.update(status="not expressible yet", reason=row.missing)
                 out_rows.append(rec)
                 continue
             seeds = self.opts.seeds if row.all_seeds else self.opts.seeds[:1]
-            per_seed, runs = {}, {}
+            per_seed, per_seed_assets, runs = {}, {}, {}
             for seed in seeds:
                 chain = self.chain(row, seed)
                 runs[str(seed)] = {f"stage{s}": chain[s][0].path.name for s in chain}
-                per_seed[str(seed)] = self.score(row, seed, chain[4])
-            rec.update(status="done", seeds=list(seeds), runs=runs, per_seed=per_seed,
-                       summary=summarise(per_seed))
+                if "video" in row.score:
+                    per_seed[str(seed)] = self.score(row, seed, chain[4])
+                if "asset" in row.score:
+                    per_seed_assets[str(seed)], gen, asset = self.assets(row, seed, chain[4])
+                    runs[str(seed)].update(gen=gen.path.name, asset=asset.path.name)
+            rec.update(status="done", seeds=list(seeds), runs=runs)
+            if "video" in row.score:
+                rec.update(per_seed=per_seed, summary=summarise(per_seed))
+            if "asset" in row.score:
+                rec.update(per_seed_assets=per_seed_assets, asset_summary=summarise(per_seed_assets))
             out_rows.append(rec)
         vae_info = self.vae_run.info() or {}
         result = {
@@ -294,7 +365,8 @@ class Protocol:
             "teachers": {r: v[0].path.name for r, v in self.teacher_runs.items()} if hasattr(self, "teacher_runs") else {},
             "settings": {"stage_steps": list(self.preset.stage_steps), "teacher_steps": self.preset.teacher_steps,
                          "train_preset": self.preset.train_preset, "train_overrides": self.preset.train_overrides,
-                         "inference_steps": self.preset.inference_steps, "guidance_scale": self.preset.guidance_scale},
+                         "inference_steps": self.preset.inference_steps, "guidance_scale": self.preset.guidance_scale,
+                         "prior_steps": self.preset.prior_steps, "construct": self.preset.construct},
             "throughput_samples_per_s": self.throughput,  # per training run used (teachers are stage-1 runs)
             "rows": out_rows, "events": self.events,
         }

@@ -7,6 +7,14 @@ with the true orbital video: PSNR (dB), SSIM, and LPIPS when its backbone weight
 (:mod:`orster4d.evaluation.weights`, never downloaded); FVD on I3D features over all held-out
 objects of one condition when the I3D weights are found and the videos have at least 9 frames. An
 absent metric is reported with its reason, never as a number.
+
+4D assets (:func:`generate_heldout`, then :func:`score_assets`): for each held-out object and
+condition kind, ``orster4d-generate --video-only`` (the package's generation path, with the seed of
+the scored video, so the asset is built from that very video) writes the generated orbital video
+(with its reference-view video when the model makes one), the static orbital video V' and the
+prior tokens; ``orster4d-construct``'s :func:`~orster4d.recon.fit.construct` fits a 4D asset to
+them (ST-HexPlane on the priors) and renders it at the held-out views and times of the object's
+multi-view ground truth (its ``test`` split): PSNR (dB), SSIM, LPIPS as above.
 """
 from __future__ import annotations
 
@@ -33,20 +41,27 @@ def true_videos(folder: Union[str, Path]) -> Dict[str, object]:
             "prompt": meta["prompt"]}
 
 
+def lpips_source(lpips_weights: Optional[str]) -> Optional[str]:
+    """Where the LPIPS (VGG) backbone is looked for: ``lpips_weights``, else ``$ORSTER4D_WEIGHTS/lpips/``,
+    else None (the torch hub cache, :mod:`orster4d.perceptual`)."""
+    import os
+
+    from orster4d.evaluation.weights import ENV
+
+    return lpips_weights or (os.path.join(os.environ[ENV], "lpips") if os.environ.get(ENV) else None)
+
+
 def _weights(lpips_weights: Optional[str], i3d: Optional[str], device):
     """Loaded LPIPS (VGG) / I3D models (or None) and the reasons for the absent ones.
 
     LPIPS: ``lpips_weights`` (a file or folder), else ``$ORSTER4D_WEIGHTS/lpips/``, else the
     torch hub cache (:mod:`orster4d.perceptual`); I3D: ``i3d``, else ``$ORSTER4D_WEIGHTS/i3d/``."""
-    import os
-
     from orster4d.evaluation.i3d import load_i3d
-    from orster4d.evaluation.weights import ENV, I3D_CANDIDATES, MissingWeights, locate
+    from orster4d.evaluation.weights import I3D_CANDIDATES, MissingWeights, locate
     from orster4d.perceptual import try_load_lpips
 
     models, absent = {}, {}
-    src = lpips_weights or (os.path.join(os.environ[ENV], "lpips") if os.environ.get(ENV) else None)
-    model, reason = try_load_lpips(src, "vgg", device)
+    model, reason = try_load_lpips(lpips_source(lpips_weights), "vgg", device)
     if model is None:
         absent["lpips"] = reason
     else:
@@ -131,3 +146,119 @@ def score_checkpoint(checkpoint: Union[str, Path], heldout: List[dict], seed: in
                               i3d_features(models["i3d"], torch.stack([t["video"] for t in truth])))
         out["conditions"][kind] = {"per_object": per, "mean": mean}
     return out
+
+
+# ConstructConfig fields the protocol sets itself (inputs, output, device, seed, weights, bookkeeping)
+# or that are not plain values (densify)
+CONSTRUCT_FIXED = ("input", "output", "static", "priors", "eval_data", "device", "seed", "lpips_weights",
+                   "progress", "densify")
+
+
+def check_construct_settings(settings: Dict, who: str) -> None:
+    """ValueError naming ``who`` unless every key of ``settings`` is a ConstructConfig field that a
+    preset or a row may set (not one of :data:`CONSTRUCT_FIXED`)."""
+    from dataclasses import fields
+
+    from orster4d.recon.config import ConstructConfig
+
+    allowed = {f.name for f in fields(ConstructConfig)} - set(CONSTRUCT_FIXED)
+    unknown = sorted(set(settings) - allowed)
+    if unknown:
+        raise ValueError(f"{who}: construct settings {unknown} are not ConstructConfig fields the protocol lets a "
+                         f"preset or a row set (the protocol sets {list(CONSTRUCT_FIXED)} itself)")
+
+
+def generate_heldout(checkpoint: Union[str, Path], heldout: List[dict], seed: int, out: Union[str, Path],
+                     inference_steps: int, guidance_scale: float, prior_steps: int, device="cpu") -> Dict:
+    """Run ``orster4d-generate --video-only`` for every held-out object and trained condition kind.
+
+    Args:
+        checkpoint: a stage-4 checkpoint folder; its pipeline is exported to ``out/pipeline``.
+        heldout: ``[{"name", "folder", ...}]`` (:func:`orster4d.data.world.heldout_objects`).
+        seed: as :func:`score_checkpoint`'s: object ``o`` under kind ``k`` starts from the same noise
+            as the video scored there.
+        out: the folder to write; ``out/<name>_<kind>/`` is one ``orster4d-generate`` output
+            (``video/``, ``static/`` when made, ``priors.pt``, ``generation.json``).
+    Returns:
+        ``{"kinds": [...], "objects": {"<name>_<kind>": folder}}`` (folders relative to ``out``).
+    """
+    from PIL import Image
+
+    from orster4d.cli.generate import build_parser, generate
+    from orster4d.generation.pipeline import export_checkpoint, load_pipeline
+
+    out = Path(out)
+    pipe_dir = out / "pipeline"
+    export_checkpoint(str(checkpoint), str(pipe_dir), overwrite=True)
+    kinds = [k for k in CONDITIONS if k in load_pipeline(str(pipe_dir)).kinds]
+    done = {}
+    for o in heldout:
+        truth = true_videos(o["folder"])
+        for kind in kinds:
+            tag = f"{o['name']}_{kind}"
+            if kind == "image":
+                png = out / "conditions" / f"{o['name']}_i0.png"
+                png.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray((truth["video"][0].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)).save(png)
+                cond = ["--image", str(png)]
+            elif kind == "text":
+                cond = ["--prompt", truth["prompt"]]
+            else:
+                cond = ["--static-video", str(Path(o["folder"]) / "static")]
+            argv = cond + ["--model", str(pipe_dir), "-o", str(out / tag), "--seed", str(_seed(seed, o["name"], kind)),
+                           "--steps", str(inference_steps), "--guidance", str(guidance_scale),
+                           "--prior-steps", str(prior_steps), "--device", str(device), "--dtype", "float32",
+                           "--video-only", "--overwrite", "--no-progress"]
+            generate(build_parser().parse_args(argv), log=lambda line: None)
+            done[tag] = tag
+    return {"kinds": kinds, "objects": done}
+
+
+def score_assets(generated: Union[str, Path], heldout: List[dict], kinds: List[str], out: Union[str, Path],
+                 construct: Dict, seed: int, device="cpu", lpips_weights: Optional[str] = None) -> Dict:
+    """Build and score one 4D asset per held-out object and condition kind.
+
+    Args:
+        generated: a :func:`generate_heldout` folder.
+        kinds: the condition kinds it generated.
+        out: the folder to write; ``out/<name>_<kind>/`` is one asset folder.
+        construct: :class:`~orster4d.recon.config.ConstructConfig` fields (schedule, sizes, switches
+            such as ``prior_sides`` or ``fine_iters=0``); the inputs, the output, the held-out ground
+            truth (``eval_data``: the object's ``multiview/``, whose ``test`` split is scored), the
+            device and the seed (``seed``) are set here.
+        lpips_weights: LPIPS (VGG) backbone for the loss and the metric (None: the hub cache, else absent).
+    Returns:
+        ``{"conditions": {kind: {"per_object": [{"name", "psnr", "ssim", "lpips", "frames",
+        "fit_psnr"}], "mean": {metric: value or None}}}, "absent": {metric: reason}}``; ``fit_psnr`` is
+        the asset's PSNR on the generated video it was fitted to.
+    """
+    from orster4d.recon import ConstructConfig, construct as run_construct
+
+    generated, out = Path(generated), Path(out)
+    check_construct_settings(construct, "scoring")
+    res = {"conditions": {}, "absent": {}}  # (FVD is a score of the generated videos, not of asset renders)
+    for kind in kinds:
+        per = []
+        for o in heldout:
+            src = generated / f"{o['name']}_{kind}"
+            static = src / "static"
+            cfg = ConstructConfig(input=str(src / "video"), output=str(out / f"{o['name']}_{kind}"),
+                                  static=str(static) if static.is_dir() else None, priors=str(src / "priors.pt"),
+                                  eval_data=str(Path(o["folder"]) / "multiview"), device=str(device),
+                                  seed=int(seed), lpips_weights=lpips_weights,
+                                  progress=False, exports=[], tensorboard=False, preview_every=0, checkpoint_every=0)
+            for k, v in construct.items():
+                setattr(cfg, k, v)
+            metrics = run_construct(cfg, overwrite=True, log=lambda line: None)
+            held = metrics["heldout"]
+            if held is None:
+                raise ValueError(f"scoring: {o['folder']}/multiview has no held-out (test) frames to score the asset on")
+            if not metrics["lpips_available"]:
+                res["absent"]["lpips"] = metrics["lpips_unavailable_reason"]
+            per.append({"name": o["name"], "psnr": held["psnr"], "ssim": held["ssim"], "lpips": held["lpips"],
+                        "frames": held["frames"], "fit_psnr": metrics["train"]["psnr"]})
+        mean = {m: float(np.mean([r[m] for r in per])) if all(r[m] is not None for r in per) else None
+                for m in ("psnr", "ssim", "lpips")}
+        mean["fvd"] = None
+        res["conditions"][kind] = {"per_object": per, "mean": mean}
+    return res

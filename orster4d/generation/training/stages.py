@@ -20,6 +20,10 @@ Checkpoint model folders (``<ckpt>/model/``); every model in them is a diffusers
   as a ``UNet3DConditionModel``;
 - stages 3-4: ``merged_unet/``, the unified 4D-UNet they train (so what generation samples is
   what was trained, loadable by diffusers alone); stage 4 also ``cond/`` (``STD4DConditioner``).
+
+Stage N reads stage N-1's checkpoint; stage 4 may instead start, when ``init`` names it, from
+stage 2's final checkpoint or from a stage-1 checkpoint (``STAGE4_INITS``, ablations that skip
+stages).
 """
 from __future__ import annotations
 
@@ -67,6 +71,40 @@ def previous_checkpoint(cfg: dict) -> str:
     if prev != stage - 1:
         raise ValueError(f"stage {stage}: checkpoint {path} is from stage {prev}, expected stage {stage - 1}")
     return path
+
+
+#: Where stage 4 may start: the stage of its ``init`` checkpoint -> the folder (under ``model/``) of
+#: the UNet it fine-tunes. Stage 3's checkpoint is the default (``<out_dir>/stage3/final``); the
+#: others only when ``init`` names them explicitly: stage 2's *final* checkpoint (its merged unified
+#: 4D-UNet; the consistency stage is skipped) or a stage-1 checkpoint (its video UNet; the Orster
+#: transfer and the consistency stage are skipped).
+STAGE4_INITS = {3: "merged_unet", 2: "merged_unet", 1: "unet"}
+
+
+def stage4_checkpoint(cfg: dict) -> Tuple[str, int]:
+    """Stage 4's starting checkpoint and its stage: ``(folder, 1 | 2 | 3)``, see :data:`STAGE4_INITS`.
+
+    Without ``cfg['init']`` it is :func:`previous_checkpoint` (stage 3 required). With it, a
+    checkpoint of stage 1, 2 or 3 is accepted; any other stage, a missing ``state.json``, or a
+    stage-2 checkpoint without its merged UNet (only the final one has it) is an error naming it.
+    """
+    if not cfg.get("init"):
+        return previous_checkpoint(cfg), 3
+    path = cfg["init"]
+    state = os.path.join(path, "state.json")
+    if not os.path.isfile(state):
+        raise FileNotFoundError(f"init={path}: not a training checkpoint (no state.json); stage 4 starts from a "
+                                f"checkpoint of stage 3 (or, named explicitly, stage 2's final or stage 1's)")
+    with open(state) as f:
+        prev = json.load(f).get("stage")
+    if prev not in STAGE4_INITS:
+        raise ValueError(f"stage 4: checkpoint {path} is from stage {prev}, expected stage 3 "
+                         f"(or, named explicitly by init=, stage 2's final checkpoint or a stage-1 checkpoint)")
+    unet = os.path.join(path, "model", STAGE4_INITS[prev], "config.json")
+    if not os.path.isfile(unet):
+        why = " (stage 2 writes its merged unified 4D-UNet only into its final checkpoint)" if prev == 2 else ""
+        raise FileNotFoundError(f"init={path}: stage-{prev} checkpoint without model/{STAGE4_INITS[prev]}/{why}")
+    return path, prev
 
 
 TRAJECTORY_NAME = "trajectory.json"
@@ -290,11 +328,12 @@ class Stage2(_STD4DStage):
         self.orster.load_state_dict(OrsterTransferLoss.from_pretrained(os.path.join(folder, "orster")).state_dict())
 
 
-def load_unified_unet(checkpoint: str):
-    """The unified 4D-UNet (``model/merged_unet/``, a diffusers ``UNet3DConditionModel``) of a checkpoint."""
+def load_unified_unet(checkpoint: str, folder: str = "merged_unet"):
+    """The unified 4D-UNet (``model/<folder>/``, a diffusers ``UNet3DConditionModel``; ``merged_unet``
+    except for a stage-1 checkpoint that stage 4 starts from, whose UNet is ``unet``) of a checkpoint."""
     from diffusers import UNet3DConditionModel
 
-    path = os.path.join(checkpoint, "model", "merged_unet")
+    path = os.path.join(checkpoint, "model", folder)
     require_file(os.path.join(require_dir(path, f"unified 4D-UNet of {checkpoint}"), "config.json"),
                  f"unified 4D-UNet of {checkpoint}")
     return UNet3DConditionModel.from_pretrained(path, **diffusers_load_kwargs())
@@ -306,8 +345,8 @@ class _UnifiedStage(StageBase):
     so the released model is exactly the trained one. Spatial / temporal features (``F_s``, ``F_t``)
     are tapped at the student blocks of the teacher map."""
 
-    def init_unified(self, prev: str) -> None:
-        self.unet = load_unified_unet(prev).to(self.frozen.device)
+    def init_unified(self, prev: str, folder: str = "merged_unet") -> None:
+        self.unet = load_unified_unet(prev, folder).to(self.frozen.device)
         self.unet.train()
         self.unet_config = unet_config_of(self.unet)
         tm = validate_teacher_map(self.cfg["teachers"]["map"])
@@ -431,7 +470,12 @@ class Stage4(_UnifiedStage):
         kinds = condition_kinds(cfg)
         modes = condition_data(cfg, kinds, data)  # the data's problems first, before any model loads
         super().__init__(cfg, device, data)
-        prev = previous_checkpoint(cfg)
+        prev, prev_stage = stage4_checkpoint(cfg)
+        if prev_stage != 3:
+            skipped = ("the consistency stage (3) is" if prev_stage == 2
+                       else "the Orster transfer (2) and consistency (3) stages are")
+            self.notices.append(f"stage 4: starts from the stage-{prev_stage} checkpoint {prev} (init=), "
+                                f"so {skipped} skipped")
         cc = cfg["cond"]
         self.kinds, self.modes = kinds, modes
         clip = None
@@ -440,7 +484,7 @@ class Stage4(_UnifiedStage):
                 raise ValueError(f"cond.clip_dir: condition kind {cc['kind']!r} needs a local open_clip folder")
             clip = load_clip(cc["clip_dir"], device)
         self.frozen.encoders = {k: ConditionEncoder(k, clip=clip, vae=self.frozen.vae) for k in self.kinds}
-        self.init_unified(prev)
+        self.init_unified(prev, STAGE4_INITS[prev_stage])
         dims = clip_feature_dims(clip) if clip is not None else {}
         self.cond = STD4DConditioner(kinds=self.kinds, context_dim=self.context_dim(),
                                      latent_channels=self.unet_config["in_channels"], modes=self.modes,
