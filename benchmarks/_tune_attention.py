@@ -38,14 +38,14 @@ def main():
                         ("spatial_1024", "pairwise")]:
         c = cases[cname]
         for f in FWD:
-            A._tiling = lambda nq, nk, bh, hf, wd, f=f: dict(packed=False, G=1, fwd=f, bwd=(32, 64, 4, 3), dq=(64, 32, 4, 3))
+            A._tiling = lambda nq, nk, bh, hf, wd, isz=2, f=f: dict(packed=False, G=1, fwd=f, bwd=(32, 64, 4, 3), dq=(64, 32, 4, 3))
             try:
                 res[f"{cname}/{mode}/fwd{f}"] = bench(c, mode, False)
             except Exception as e:
                 res[f"{cname}/{mode}/fwd{f}"] = str(e)[:100]
             print(f"{cname}/{mode}/fwd{f}", res[f"{cname}/{mode}/fwd{f}"], flush=True)
         for b, d in zip(BWD, DQ):
-            A._tiling = lambda nq, nk, bh, hf, wd, b=b, d=d: dict(packed=False, G=1, fwd=(128, 64, 4, 3), bwd=b, dq=d)
+            A._tiling = lambda nq, nk, bh, hf, wd, isz=2, b=b, d=d: dict(packed=False, G=1, fwd=(128, 64, 4, 3), bwd=b, dq=d)
             try:
                 res[f"{cname}/{mode}/bwd{b}{d}"] = bench(c, mode, True)
             except Exception as e:
@@ -56,7 +56,7 @@ def main():
     for cname in ["temporal_16", "temporal_24"]:
         c = cases[cname]
         for blk, nw, ns in PK:
-            def til(nq, nk, bh, hf, wd, blk=blk, nw=nw, ns=ns):
+            def til(nq, nk, bh, hf, wd, isz=2, blk=blk, nw=nw, ns=ns):
                 g = max(1, min(blk // nq, blk // nk, bh))
                 return dict(packed=True, G=g, fwd=(blk, blk, nw, ns), bwd=(blk, blk, nw, ns))
             A._tiling = til

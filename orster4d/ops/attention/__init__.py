@@ -328,13 +328,28 @@ def _pad_last(x: Optional[Tensor], width: int) -> Optional[Tensor]:
     return torch.nn.functional.pad(x, (0, width - x.shape[-1]))
 
 
-def _tiling(Nq: int, Nk: int, BH: int, has_feat: bool, width: int = 64):
+def _tiling(Nq: int, Nk: int, BH: int, has_feat: bool, width: int = 64, itemsize: int = 2):
     """Tile sizes ``(BLOCK_M, BLOCK_N, num_warps, num_stages)`` per kernel, and head packing.
 
-    ``width`` is the widest of the (padded) head, value and feature widths. Short sequences (the
-    temporal regime) pack ``G`` heads into one tile. The sizes for widths up to 64 come from a
-    sweep on an H100 (``benchmarks/_tune_attention.py``); wider heads get smaller tiles so that
-    the operands fit in shared memory (not tuned)."""
+    ``width`` is the widest of the (padded) head, value and feature widths; ``itemsize`` the bytes
+    of one q/k/v element. Short sequences (the temporal regime) pack ``G`` heads into one tile.
+    The sizes for 16-bit inputs and widths up to 64 come from a sweep on an H100
+    (``benchmarks/_tune_attention.py``); wider heads get smaller tiles so that the operands fit in
+    shared memory (not tuned). float32 inputs take twice the shared memory per tile: the
+    backward's 3-stage pipeline with key features asked for 241 KiB on an H200 (its limit is 227),
+    so float32 tiles are single-stage, with half-height backward tiles (not tuned)."""
+    t = _tiling16(Nq, Nk, BH, has_feat, width)
+    if itemsize <= 2 or t["packed"]:
+        return t
+    out = dict(t)
+    for key in ("fwd", "bwd", "dq"):
+        bm, bn, nw, _ = t[key]
+        out[key] = (max(16, bm // 2) if key == "bwd" else bm, bn, nw, 1)
+    return out
+
+
+def _tiling16(Nq: int, Nk: int, BH: int, has_feat: bool, width: int = 64):
+    """:func:`_tiling` for 16-bit inputs."""
     if max(Nq, Nk) <= 32:
         block = 128 if max(Nq, Nk) > 16 else 64
         if width > 128:
@@ -371,7 +386,7 @@ class _AugmentedAttention(torch.autograd.Function):
         Nk, DV = k.shape[1], v.shape[2]
         has_feat, has_bias = pf is not None, bias is not None
         DF = pf.shape[2] if has_feat else 16
-        t = _tiling(Nq, Nk, BH, has_feat, max(D, DV, DF if has_feat else 0))
+        t = _tiling(Nq, Nk, BH, has_feat, max(D, DV, DF if has_feat else 0), q.element_size())
         prec = "ieee" if q.dtype == torch.float32 else "tf32"
         o = torch.empty(BH, Nq, DV, device=q.device, dtype=q.dtype)
         lse = torch.empty(BH, Nq, device=q.device, dtype=torch.float32)
