@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from orster4d.cli.args import HelpFormatter, description, device_name, nonneg_int
+from orster4d.cli.args import HelpFormatter, description, device_name, nonneg_int, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lpips-weights", help="LPIPS VGG16 backbone file (else $ORSTER4D_WEIGHTS; else absent)")
     p.add_argument("--i3d", help="I3D weights for FVD (else $ORSTER4D_WEIGHTS; else absent)")
     p.add_argument("--no-strips", action="store_true", help="do not write generated-vs-true frame strips")
+    p.add_argument("--nproc", type=positive_int, default=1,
+                   help="processes per training run, under torchrun (one per GPU; data.batch_size is the global batch)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list-rows", action="store_true", help="print the rows and exit")
     return p
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
     opts = ProtocolOptions(root=args.root, preset=args.preset, rows=args.rows, seeds=args.seeds,
                            world_seed=args.world_seed, scarcity=args.scarcity, device=args.device, clip=args.clip,
                            lpips_weights=args.lpips_weights, i3d=args.i3d, progress=not args.no_progress,
-                           strips=not args.no_strips)
+                           strips=not args.no_strips, nproc=args.nproc)
     try:
         check_options(opts)
         result = run_protocol(opts)

@@ -58,6 +58,7 @@ class ProtocolOptions:
     i3d: Optional[str] = None
     progress: bool = True
     strips: bool = True
+    nproc: int = 1  # processes per training run (torchrun, one per GPU); 1: in this process
 
 
 def _slug(name: str) -> str:
@@ -73,6 +74,8 @@ def check_options(opts: ProtocolOptions):
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) \
             or len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds: distinct integers >= 0, got {opts.seeds}")
+    if isinstance(opts.nproc, bool) or not isinstance(opts.nproc, int) or opts.nproc < 1:
+        raise ValueError(f"--nproc: an integer >= 1, got {opts.nproc!r}")
     if opts.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device: expected auto, cpu or cuda, got {opts.device!r}")
     for flag, path in (("--clip", opts.clip), ("--lpips-weights", opts.lpips_weights), ("--i3d", opts.i3d)):
@@ -192,7 +195,10 @@ class Protocol:
         resume = StageFolder(str(run.path / f"stage{stage}")).latest_whole_checkpoint()[0] is not None
         run.prepare(fresh=not resume)
         cfg["out_dir"] = str(run.path)
-        train_stage(cfg, resume=resume, progress=self.opts.progress)
+        if self.opts.nproc > 1:
+            train_distributed(cfg, self.opts.nproc, resume=resume, progress=self.opts.progress)
+        else:
+            train_stage(cfg, resume=resume, progress=self.opts.progress)
         info = {"final": str(final), "stage": stage, "steps": cfg["train"]["steps"],
                 "samples_per_s": _median_rate(run.path / f"stage{stage}" / "log.jsonl")}
         run.finish(info)
@@ -376,6 +382,37 @@ class Protocol:
         (self.root / "reproduction.json").write_text(json.dumps(result, indent=1, default=list))
         (self.root / "reproduction.md").write_text(markdown_tables(result))
         return result
+
+
+def torchrun_command(config_file: str, nproc: int, resume: bool, progress: bool) -> List[str]:
+    """The ``torchrun`` command line of one training run whose resolved config is ``config_file``."""
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc)}",
+           "-m", "orster4d.cli.train", "--config", config_file]
+    return cmd + (["--resume"] if resume else []) + ([] if progress else ["--no-progress"])
+
+
+def train_distributed(cfg: dict, nproc: int, resume: bool = False, progress: bool = True) -> None:
+    """Run one stage under ``torchrun`` with ``nproc`` processes (DDP; ``data.batch_size`` is the
+    global batch). The resolved config goes to ``<out_dir>/torchrun-config.json``, which the
+    command reads back unchanged (a config file over the same defaults). Raises RuntimeError
+    naming the command when it fails."""
+    import subprocess
+
+    from orster4d.generation.training.config import save_config
+
+    if cfg["data"]["batch_size"] % nproc:
+        raise ValueError(f"--nproc {nproc}: data.batch_size={cfg['data']['batch_size']} is not divisible by it")
+    os.makedirs(cfg["out_dir"], exist_ok=True)
+    path = os.path.join(cfg["out_dir"], "torchrun-config.json")
+    save_config(cfg, path)
+    cmd = torchrun_command(path, nproc, resume, progress)
+    env = dict(os.environ, NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
+    proc = subprocess.run(cmd + ["--stage", str(cfg["stage"]), "--preset", cfg["preset"]], env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"training stage {cfg['stage']} under torchrun failed (status {proc.returncode}): "
+                           f"{' '.join(cmd)}")
 
 
 def _median_rate(log: Path) -> Optional[float]:
