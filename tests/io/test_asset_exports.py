@@ -85,6 +85,26 @@ def test_export_asset(asset):
         export_asset(asset, splat_frame=5)
 
 
+def test_reading_and_exporting_an_asset_imports_no_higher_layer(asset):
+    """io stands below the two halves: reading and exporting an asset load only io and the shared
+    modules (``Asset.canonical`` / ``deformation_field`` import ``recon`` when called)."""
+    import os
+    import subprocess
+    import sys
+
+    import orster4d
+
+    code = ("import sys; from orster4d.io.asset import export_asset, read_asset; "
+            f"a = read_asset({str(asset)!r}); a.colors; export_asset(a.folder); "
+            "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('orster4d.')}))")
+    root = os.path.dirname(os.path.dirname(orster4d.__file__))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    loaded = set(eval(out.stdout.strip().splitlines()[-1]))
+    assert "io" in loaded and loaded <= {"io", "cameras", "sh", "quaternions"}, loaded
+
+
 def test_mp4_and_gif(tmp_path, rng_seed):
     ok, why = mp4_available()
     assert ok, why  # imageio-ffmpeg is a dependency: a default install writes MP4

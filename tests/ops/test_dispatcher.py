@@ -45,6 +45,21 @@ def test_every_op_has_one_schema_and_a_kernel_per_backend(loaded):
         assert has_autograd == (name in DIFFERENTIABLE), name
 
 
+def test_each_family_registers_its_python_parts_once_per_process():
+    """The shared loader calls a family's registration once, however often and for whichever backend
+    it is asked; ``ensure_loaded`` is marked constant for ``torch.compile``."""
+    from orster4d.ops._extensions import kernel_loaders
+
+    calls = []
+    extension, ensure_loaded = kernel_loaders("hexplane", lambda: calls.append(1))
+    assert extension("cpu") is torch.ops.orster4d and ensure_loaded("cpu") is True
+    extension("cpu")
+    assert calls == [1]
+    assert getattr(ensure_loaded, "_dynamo_marked_constant", False)
+    with pytest.raises(ValueError, match="backend must be 'cpu' or 'cuda'"):
+        extension("tpu")
+
+
 # ------------------------------------------------------------------------------------- inputs
 def scene_inputs(seed: int, device: str, sh_degree=None):
     """A random 2-time, 2-camera scene in the ops' flattened layout: ``means [B, N, 3]`` ..."""

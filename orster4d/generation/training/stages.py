@@ -243,23 +243,17 @@ class _STD4DStage(StageBase):
         return ([e["student"] for e in tm if e["teacher"] == "spatial"],
                 [e["student"] for e in tm if e["teacher"] == "temporal"])
 
-    def init_std4d(self, prev: str, from_backbone: bool) -> None:
+    def init_std4d(self, prev: str) -> None:
+        """Build the two-channel model from the unified UNet of the checkpoint ``prev``
+        (``prev/model/unet``): both channels start as copies of it (``STD4DUNet.from_backbone``)."""
         from diffusers import UNet3DConditionModel
 
         s_taps, t_taps = self.student_taps()
         m = self.cfg["model"]
         kw = dict(mode=m["mode"], fusion_hidden=m["fusion_hidden"], dvae_hidden=m["dvae_hidden"],
                   spatial_taps=s_taps, temporal_taps=t_taps)
-        if from_backbone:
-            unet = UNet3DConditionModel.from_pretrained(os.path.join(prev, "model", "unet"), **diffusers_load_kwargs())
-            self.std4d = STD4DUNet.from_backbone(unet, **kw)
-        else:
-            src = STD4DUNet.from_pretrained(os.path.join(prev, "model", "std4d"))
-            self.std4d = STD4DUNet(src.config.unet_config, **kw)
-            missing = self.std4d.load_state_dict(src.state_dict(), strict=False)
-            if missing.unexpected_keys or missing.missing_keys:
-                raise ValueError(f"init {prev}: STD-4D model does not match model.mode={m['mode']!r} "
-                                 f"(missing {missing.missing_keys[:3]}, unexpected {missing.unexpected_keys[:3]})")
+        unet = UNet3DConditionModel.from_pretrained(os.path.join(prev, "model", "unet"), **diffusers_load_kwargs())
+        self.std4d = STD4DUNet.from_backbone(unet, **kw)
         self.unet_config = dict(self.std4d.config.unet_config)
         self.std4d.to(self.frozen.device)
         if self.grad_ckpt:
@@ -293,7 +287,7 @@ class Stage2(_STD4DStage):
             if not tc[key]:
                 raise ValueError(f"teachers.{key}: stage 2 needs the {key.split('_')[0]} teacher's diffusers folder")
         self.frozen.teachers = load_teachers(tc["spatial_dir"], tc["temporal_dir"], tc["map"], device=device)
-        self.init_std4d(prev, from_backbone=True)
+        self.init_std4d(prev)
         tmap = validate_teacher_map(tc["map"])
         t_ch = [promised_shape(dict(self.frozen.teachers[e["teacher"]].unet.config), e["block"], 1, 1, 8, 8)[1]
                 for e in tmap]

@@ -16,27 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from orster4d.build import load_extension
+from orster4d.ops._extensions import kernel_loaders
 
 META_PER_LEVEL = 10  # csrc/include/orster4d/hexplane_math.h: kMetaPerLevel
-
-_REGISTERED = False
-
-
-def extension(backend: str):
-    """``torch.ops.orster4d`` with the HexPlane kernels of ``backend`` ("cpu" or "cuda") loaded
-    (built on first use); its ops dispatch on the device of their tensors."""
-    load_extension("hexplane", backend)
-    _register_python_parts()
-    return torch.ops.orster4d
-
-
-@torch.compiler.assume_constant_result
-def ensure_loaded(backend: str) -> bool:
-    """Loads the kernels of ``backend`` once; under ``torch.compile`` this runs while tracing and
-    leaves nothing in the graph."""
-    extension(backend)
-    return True
 
 
 def _fake_fwd(points, packed, meta):
@@ -70,11 +52,10 @@ def _backward(ctx, grad_out):
 
 def _register_python_parts() -> None:
     """Fake kernels and the autograd formula; once, after the CPU library has defined the ops."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
     torch.library.register_fake("orster4d::hexplane_fwd", _fake_fwd)
     torch.library.register_fake("orster4d::hexplane_fwd_out", _fake_fwd_out)
     torch.library.register_fake("orster4d::hexplane_bwd", _fake_bwd)
     torch.library.register_autograd("orster4d::hexplane_fwd", _backward, setup_context=_setup)
-    _REGISTERED = True
+
+
+extension, ensure_loaded = kernel_loaders("hexplane", _register_python_parts)

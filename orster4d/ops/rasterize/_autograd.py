@@ -27,27 +27,9 @@ from typing import Optional
 
 import torch
 
-from orster4d.build import load_extension
+from orster4d.ops._extensions import kernel_loaders
 
 TILE_SIZE = 16
-
-_REGISTERED = False
-
-
-def extension(backend: str):
-    """``torch.ops.orster4d`` with the rasterizer kernels of ``backend`` ("cpu" or "cuda") loaded
-    (built on first use); its ops dispatch on the device of their tensors."""
-    load_extension("rasterize", backend)
-    _register_python_parts()
-    return torch.ops.orster4d
-
-
-@torch.compiler.assume_constant_result
-def ensure_loaded(backend: str) -> bool:
-    """Loads the kernels of ``backend`` once; under ``torch.compile`` this runs while tracing and
-    leaves nothing in the graph."""
-    extension(backend)
-    return True
 
 
 def _grad(g: Optional[torch.Tensor], like: torch.Tensor, shape: Optional[tuple] = None) -> torch.Tensor:
@@ -157,9 +139,6 @@ def _backward_rasterize(ctx, v_render, v_render_depth, v_alpha, v_last_ids):
 
 def _register_python_parts() -> None:
     """Fake kernels and autograd formulas; once, after the CPU library has defined the ops."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
     for name, fake in (("project_fwd", _fake_project_fwd), ("project_bwd", _fake_project_bwd),
                        ("sh_fwd", _fake_sh_fwd), ("sh_bwd", _fake_sh_bwd),
                        ("intersect_tiles", _fake_intersect_tiles), ("rasterize_fwd", _fake_rasterize_fwd),
@@ -168,4 +147,6 @@ def _register_python_parts() -> None:
     torch.library.register_autograd("orster4d::project_fwd", _backward_project, setup_context=_setup_project)
     torch.library.register_autograd("orster4d::sh_fwd", _backward_sh, setup_context=_setup_sh)
     torch.library.register_autograd("orster4d::rasterize_fwd", _backward_rasterize, setup_context=_setup_rasterize)
-    _REGISTERED = True
+
+
+extension, ensure_loaded = kernel_loaders("rasterize", _register_python_parts)
