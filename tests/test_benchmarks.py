@@ -48,7 +48,9 @@ def test_image_criterion_accepts_float32_noise_and_rare_flips(scene, rng_seed):
     ref = _render(scene, torch.float64)
     img = _render(scene, torch.float32)
     on_decision = _decision_pixels(scene)
-    assert on_decision.float().mean() < 0.01
+    # a few per cent at most (150 seeds: max 2.8%, 4% of seeds over 1%): the overwrite below
+    # leaves most of the image to the rounding check
+    assert on_decision.float().mean() < 0.1
     img[0, on_decision] = ref[0, on_decision].float()  # leave the scene's own (real) flips out: rounding alone
     res = rc.image_agreement(img, ref)
     assert res["image_ok"], res
