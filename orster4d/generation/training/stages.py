@@ -58,16 +58,21 @@ def make_noise_scheduler(cfg: dict):
                          beta_start=n["beta_start"], beta_end=n["beta_end"])
 
 
+def checkpoint_stage(path: str, missing: str):
+    """The stage recorded in ``path/state.json``; FileNotFoundError(``missing``) without that file."""
+    state = os.path.join(path, "state.json")
+    if not os.path.isfile(state):
+        raise FileNotFoundError(missing)
+    with open(state) as f:
+        return json.load(f).get("stage")
+
+
 def previous_checkpoint(cfg: dict) -> str:
     """The folder of stage N-1's checkpoint (``cfg['init']`` or ``<out_dir>/stage{N-1}/final``)."""
     stage = cfg["stage"]
     path = cfg.get("init") or os.path.join(cfg["out_dir"], f"stage{stage - 1}", "final")
-    state = os.path.join(path, "state.json")
-    if not os.path.isfile(state):
-        raise FileNotFoundError(f"stage {stage} needs stage {stage - 1}'s checkpoint, not found at {path} "
-                                f"(run --stage {stage - 1} first or set init=<checkpoint folder>)")
-    with open(state) as f:
-        prev = json.load(f).get("stage")
+    prev = checkpoint_stage(path, f"stage {stage} needs stage {stage - 1}'s checkpoint, not found at {path} "
+                                  f"(run --stage {stage - 1} first or set init=<checkpoint folder>)")
     if prev != stage - 1:
         raise ValueError(f"stage {stage}: checkpoint {path} is from stage {prev}, expected stage {stage - 1}")
     return path
@@ -91,12 +96,8 @@ def stage4_checkpoint(cfg: dict) -> Tuple[str, int]:
     if not cfg.get("init"):
         return previous_checkpoint(cfg), 3
     path = cfg["init"]
-    state = os.path.join(path, "state.json")
-    if not os.path.isfile(state):
-        raise FileNotFoundError(f"init={path}: not a training checkpoint (no state.json); stage 4 starts from a "
-                                f"checkpoint of stage 3 (or, named explicitly, stage 2's final or stage 1's)")
-    with open(state) as f:
-        prev = json.load(f).get("stage")
+    prev = checkpoint_stage(path, f"init={path}: not a training checkpoint (no state.json); stage 4 starts from a "
+                                  f"checkpoint of stage 3 (or, named explicitly, stage 2's final or stage 1's)")
     if prev not in STAGE4_INITS:
         raise ValueError(f"stage 4: checkpoint {path} is from stage {prev}, expected stage 3 "
                          f"(or, named explicitly by init=, stage 2's final checkpoint or a stage-1 checkpoint)")
