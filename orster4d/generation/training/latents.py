@@ -71,6 +71,7 @@ def latent_batches(bank: torch.Tensor, local_batch: int, seed: int, start_step: 
     videos the DataLoader of ``make_loader`` (same arguments) would put in its batch ``i``."""
     sampler = iter(ResumableSampler(bank.shape[0], seed, start=start_step * local_batch * world, rank=rank,
                                     world=world))
+    pin = bank.device.type == "cuda"  # a pinned index copies without waiting for the stream
     while True:
-        idx = torch.tensor([next(sampler) for _ in range(local_batch)], dtype=torch.long)
-        yield {"latents": bank[idx.to(bank.device)].to(device, non_blocking=True)}
+        idx = torch.tensor([next(sampler) for _ in range(local_batch)], dtype=torch.long, pin_memory=pin)
+        yield {"latents": bank[idx.to(bank.device, non_blocking=True)].to(device, non_blocking=True)}
