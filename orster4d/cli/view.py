@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
 
-    from orster4d.io.asset import write_procedural_asset
+    from orster4d.data.procedural_asset import write_procedural_asset
     from orster4d.viewer import write_viewer
 
     folder = args.asset

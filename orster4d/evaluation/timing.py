@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     from orster4d.cameras import OrbitTrajectory
     from orster4d.cli.eval import main as eval_main
     from orster4d.data.render import generate_scene
-    from orster4d.io.asset import write_procedural_asset
+    from orster4d.data.procedural_asset import write_procedural_asset
     from orster4d.evaluation.weights import ENV
 
     tmp = None if args.keep else tempfile.TemporaryDirectory()

@@ -6,7 +6,7 @@ import urllib.request
 import pytest
 
 from orster4d.cli.view import main
-from orster4d.io.asset import write_procedural_asset
+from orster4d.data.procedural_asset import write_procedural_asset
 
 
 def test_view_serves_the_viewer(tmp_path):

@@ -8,7 +8,8 @@ import torch
 
 from orster4d.cameras import OrbitTrajectory
 from orster4d.evaluation.asset import gaussians_at, render_asset
-from orster4d.io.asset import AssetError, read_asset, write_procedural_asset
+from orster4d.data.procedural_asset import write_procedural_asset
+from orster4d.io.asset import AssetError, read_asset
 from orster4d.io.ply import read_ply, write_ply
 
 RB = "cpu"

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from orster4d.cameras import OrbitTrajectory, camera_centers
 from orster4d.evaluation.asset import render_asset
-from orster4d.io.asset import read_asset, write_procedural_asset
+from orster4d.data.procedural_asset import write_procedural_asset
+from orster4d.io.asset import read_asset
 from orster4d.evaluation.clip_score import ClipScorer, clip_scores, orbit_cameras
 from orster4d.evaluation.weights import load_clip
 

@@ -8,7 +8,7 @@ import torch
 from orster4d.cameras import OrbitTrajectory
 from orster4d.cli.eval import main
 from orster4d.data import generate_scene
-from orster4d.io.asset import write_procedural_asset
+from orster4d.data.procedural_asset import write_procedural_asset
 from orster4d.io.ply import read_ply, write_ply
 from orster4d.evaluation.weights import ENV
 

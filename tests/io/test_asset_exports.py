@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from orster4d.io.asset import (export_asset, export_supersplat_sequence, read_asset, rgb_to_sh_dc, sh_dc_to_rgb,
-                               write_procedural_asset)
+from orster4d.data.procedural_asset import write_procedural_asset
+from orster4d.io.asset import export_asset, export_supersplat_sequence, read_asset, rgb_to_sh_dc, sh_dc_to_rgb
 from orster4d.io.ply import write_ply
 from orster4d.io.video import mp4_available, read_video_frame_count, write_gif, write_mp4
 

@@ -12,7 +12,8 @@ from PIL import Image
 
 from orster4d.cameras import orbit_viewmats
 from orster4d.cli.view import serve
-from orster4d.io.asset import read_asset, write_procedural_asset
+from orster4d.data.procedural_asset import write_procedural_asset
+from orster4d.io.asset import read_asset
 from orster4d.metrics import psnr
 from orster4d.ops.rasterize import rasterize_gaussians
 from orster4d.ops.rasterize.reference import quat_to_rotmat
