@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from benchmarks.timing import python_version, report_parser, write_json
@@ -29,13 +28,6 @@ from benchmarks.timing import python_version, report_parser, write_json
 
 def _folder_bytes(path: str) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
-def _write_png(image: torch.Tensor, path: str) -> str:
-    from PIL import Image
-
-    Image.fromarray((image.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)).save(path)
-    return path
 
 
 def _generate(args, out: str) -> dict:
@@ -51,6 +43,7 @@ def _generate(args, out: str) -> dict:
 
 
 def run_report(root: str, preset: str, construct_iters, device_name: str) -> dict:
+    from orster4d.data.dataset import write_png
     from orster4d.data.world import heldout_objects
     from orster4d.generation.pipeline import export_checkpoint
     from orster4d.reproduce.protocol import Protocol, ProtocolOptions
@@ -74,7 +67,7 @@ def run_report(root: str, preset: str, construct_iters, device_name: str) -> dic
 
     held = heldout_objects(Path(root) / "world")[0]
     target = true_videos(held["folder"])
-    image = _write_png(target["video"][0], os.path.join(root, "heldout_view0.png"))
+    image = str(write_png(os.path.join(root, "heldout_view0.png"), target["video"][0]))
     it = [str(n) for n in construct_iters]
     runs = {
         "image_to_4d": _generate(["--image", image, "--model", pipe, "--timing", "--construct-iters", *it],

@@ -280,11 +280,18 @@ def load_dataset(folder: Union[str, Path], background: Sequence[float] = (1.0, 1
 
 
 # ---------------------------------------------------------------------- writing
+def write_png(path: Union[str, Path], image: torch.Tensor) -> Path:
+    """Write ``image [H, W, 3 or 4]`` (float, [0, 1]; clamped) as an 8-bit PNG; returns ``path``."""
+    from PIL import Image
+
+    Image.fromarray((image.detach().cpu().clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)).save(path)
+    return Path(path)
+
+
 def write_dataset(folder: Union[str, Path], ds: DynamicDataset, image_dir: str = "images") -> None:
     """Writes ``ds`` as a NeRF-style ``transforms.json`` + PNGs (RGBA when ``ds.alphas`` is set,
     with straight colour recovered from the composited images), its ``metadata`` as top-level
     entries of ``transforms.json``, and ``trajectory.json`` when set."""
-    from PIL import Image
 
     folder = Path(folder)
     (folder / image_dir).mkdir(parents=True, exist_ok=True)
@@ -307,7 +314,7 @@ def write_dataset(folder: Union[str, Path], ds: DynamicDataset, image_dir: str =
             arr = torch.cat([straight, a], -1)
         else:
             arr = rgb
-        Image.fromarray((arr.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)).save(folder / name)
+        write_png(folder / name, arr)
         fr = {"file_path": name, "time": float(ds.times[i]), "transform_matrix": c2w[i].tolist(),
               "view": int(ds.view_ids[i]), "split": ds.splits[i], "reference": bool(ds.reference[i])}
         if not torch.allclose(ds.Ks[i], K0):

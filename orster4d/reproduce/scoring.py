@@ -79,12 +79,11 @@ def _seed(*parts) -> int:
 
 def save_strip(path: Path, generated: torch.Tensor, true: torch.Tensor) -> None:
     """A PNG with the generated frames above the true ones (for figures)."""
-    from PIL import Image
+    from orster4d.data.dataset import write_png
 
     rows = [torch.cat(list(v), dim=1) for v in (generated, true)]
-    img = (torch.cat(rows, dim=0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path)
+    write_png(path, torch.cat(rows, dim=0))
 
 
 @torch.no_grad()
@@ -182,9 +181,8 @@ def generate_heldout(checkpoint: Union[str, Path], heldout: List[dict], seed: in
     Returns:
         ``{"kinds": [...], "objects": {"<name>_<kind>": folder}}`` (folders relative to ``out``).
     """
-    from PIL import Image
-
     from orster4d.cli.generate import build_parser, generate
+    from orster4d.data.dataset import write_png
     from orster4d.generation.pipeline import export_checkpoint, load_pipeline
 
     out = Path(out)
@@ -199,7 +197,7 @@ def generate_heldout(checkpoint: Union[str, Path], heldout: List[dict], seed: in
             if kind == "image":
                 png = out / "conditions" / f"{o['name']}_i0.png"
                 png.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray((truth["video"][0].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)).save(png)
+                write_png(png, truth["video"][0])
                 cond = ["--image", str(png)]
             elif kind == "text":
                 cond = ["--prompt", truth["prompt"]]
