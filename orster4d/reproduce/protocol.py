@@ -384,12 +384,13 @@ class Protocol:
         return result
 
 
-def torchrun_command(config_file: str, nproc: int, resume: bool, progress: bool) -> List[str]:
-    """The ``torchrun`` command line of one training run whose resolved config is ``config_file``."""
+def torchrun_command(cfg: dict, config_file: str, nproc: int, resume: bool, progress: bool) -> List[str]:
+    """The ``torchrun`` command line of the training run ``cfg``, saved resolved as ``config_file``."""
     import sys
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc)}",
-           "-m", "orster4d.cli.train", "--config", config_file]
+           "-m", "orster4d.cli.train", "--stage", str(cfg["stage"]), "--preset", cfg["preset"],
+           "--config", config_file]
     return cmd + (["--resume"] if resume else []) + ([] if progress else ["--no-progress"])
 
 
@@ -407,9 +408,9 @@ def train_distributed(cfg: dict, nproc: int, resume: bool = False, progress: boo
     os.makedirs(cfg["out_dir"], exist_ok=True)
     path = os.path.join(cfg["out_dir"], "torchrun-config.json")
     save_config(cfg, path)
-    cmd = torchrun_command(path, nproc, resume, progress)
+    cmd = torchrun_command(cfg, path, nproc, resume, progress)
     env = dict(os.environ, NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1")
-    proc = subprocess.run(cmd + ["--stage", str(cfg["stage"]), "--preset", cfg["preset"]], env=env)
+    proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"training stage {cfg['stage']} under torchrun failed (status {proc.returncode}): "
                            f"{' '.join(cmd)}")

@@ -11,9 +11,9 @@ pytest.importorskip("diffusers")
 
 
 def test_command_and_option_checks(tmp_path):
-    cmd = torchrun_command("/x/cfg.json", 2, resume=True, progress=False)
+    cmd = torchrun_command({"stage": 3, "preset": "small"}, "/x/cfg.json", 2, resume=True, progress=False)
     assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    assert cmd[5:9] == ["-m", "orster4d.cli.train", "--config", "/x/cfg.json"]
+    assert cmd[5:13] == ["-m", "orster4d.cli.train", "--stage", "3", "--preset", "small", "--config", "/x/cfg.json"]
     assert "--resume" in cmd and "--no-progress" in cmd
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--root", str(tmp_path), "--nproc", "0"])
