@@ -122,3 +122,31 @@ def test_resume_purges_the_events_past_the_checkpoint(ws, tmp_path, monkeypatch)
     assert [v for _, v in ev["loss/total"]] == pytest.approx([r["loss"] for r in lines], rel=1e-6)
     with open(os.path.join(stage_dir, "curves.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_logged_times_cover_every_step_since_the_last_line(ws, tmp_path, monkeypatch):
+    """With a log line every 3 steps, the two unlogged steps count: they are made slow (0.2 s),
+    the logged one is not, so a per-step time read from the logged step alone would be far
+    below the window's mean."""
+    import time
+
+    from orster4d.generation.training.stages import Stage1
+
+    orig = Stage1.forward
+    calls = {"n": 0}
+
+    def paced(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] % 3:
+            time.sleep(0.2)
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(Stage1, "forward", paced)
+    out = str(tmp_path / "win")
+    Trainer(_cfg(ws, out, 6, **{"train.log_every": 3}), progress=False).train()
+    with open(os.path.join(out, "stage1", "log.jsonl")) as f:
+        lines = [json.loads(ln) for ln in f]
+    assert [r["step"] for r in lines] == [3, 6]
+    for r in lines:
+        assert r["step_time_s"] >= 0.4 / 3
+        assert r["samples_per_s"] == pytest.approx(2 / r["step_time_s"])

@@ -136,6 +136,13 @@ def _to_device(batch: dict, device) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
+class _Window:
+    """Wall-clock start, first step and summed data-wait seconds of the steps between log lines."""
+
+    def __init__(self, t0: float, step: int):
+        self.t0, self.step, self.data_s = t0, step, 0.0
+
+
 class _Interrupt:
     """SIGINT handling around the loop: the first Ctrl-C sets ``requested``, the second raises."""
 
@@ -409,6 +416,9 @@ class Trainer:
         self._updating = False
         saved_step = self.resumed_step  # that checkpoint exists already
         step_rng = rng_state(self.gen)  # the RNG states at the last step boundary
+        # Timing window: the steps since the last log line (or checkpoint), timed as one stretch,
+        # since the host runs ahead of the device between its synchronisations.
+        window = _Window(time.perf_counter(), self.step)
         try:
             with _Interrupt() as stop:
                 while self.step < total:
@@ -421,17 +431,19 @@ class Trainer:
                         if stop.requested:  # Ctrl-C also reaches data-loader workers
                             break
                         raise
-                    t_data = time.perf_counter() - t0
+                    window.data_s += time.perf_counter() - t0
                     loss, logs = self.train_step(batch)
                     step_rng = rng_state(self.gen)
                     if bar is not None:
                         bar.update(1)
                     # The host reads losses (and waits for the device) only on logging steps.
                     if self.step % tr["log_every"] == 0 or self.step == total:
-                        self._log_step(loss, logs, t0, t_data, log, tb, bar)
+                        self._log_step(loss, logs, window, log, tb, bar)
+                        window = _Window(time.perf_counter(), self.step)
                     if self.step % tr["ckpt_every"] == 0 and self.step < total:
                         self.save_checkpoint(rng=step_rng)
                         saved_step = self.step
+                        window = _Window(time.perf_counter(), self.step)  # the checkpoint is not a step
             interrupted = stop.requested
         except KeyboardInterrupt:  # a second Ctrl-C, or raised inside a step
             self._close(bar, log, tb)
@@ -466,10 +478,14 @@ class Trainer:
         if self.is_main:
             print(msg, file=sys.stderr)
 
-    def _log_step(self, loss, logs, t0, t_data, log, tb, bar) -> None:
+    def _log_step(self, loss, logs, window: "_Window", log, tb, bar) -> None:
+        """One log line: this step's losses; the mean step and data-wait time and the samples/s of
+        the steps in ``window`` (device synchronised at its end)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
+        steps = max(1, self.step - window.step)
+        elapsed = time.perf_counter() - window.t0
+        dt, t_data = elapsed / steps, window.data_s / steps
         vals = self._mean_over_ranks({"loss": loss.detach(), **logs})
         if not math.isfinite(vals["loss"]):
             raise FloatingPointError(f"stage {self.stage_n} step {self.step}: loss is {vals['loss']}")
