@@ -5,10 +5,14 @@ hash of the run (or world set) that produced the folder, so two runs with the sa
 the same inputs share one folder wherever the protocol root lies. ``key_hash`` is the SHA-256 of
 the key's canonical JSON. A run lives in ``<root>/runs/<kind>-<hash[:16]>/`` with ``key.json``;
 it is *done* once ``done.json`` is there (written last), *interrupted* when it has a checkpoint
-but no ``done.json``.
+but no ``done.json``. Processes of one protocol (``--jobs``) take a run's lock
+(``runs/<kind>-<hash>.lock``, :meth:`Run.locked`) before checking and making it, so a run two of
+them need is made once and then reused by the other.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -49,6 +53,20 @@ def training_key(cfg: dict, inputs: dict) -> dict:
     return {"kind": "train", "config": c, "inputs": dict(sorted(inputs.items()))}
 
 
+@contextlib.contextmanager
+def file_lock(path: Union[str, Path]):
+    """An exclusive ``flock`` on ``path`` (created) for the ``with`` block; waits for other holders.
+    The lock goes with the process, so a killed holder never leaves it taken."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class Run:
     """A cached run folder: ``Run(root, kind, key)``; ``path``, ``hash``, ``done``, ``finish(info)``."""
 
@@ -57,6 +75,13 @@ class Run:
         self.hash = key_hash(key)
         self.kind = kind
         self.path = Path(root) / "runs" / f"{kind}-{self.hash[:16]}"
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold this run's lock (an exclusive ``flock`` on ``runs/<kind>-<hash>.lock``, beside the
+        folder: a fresh ``prepare`` removes the folder); waits while another process holds it."""
+        with file_lock(self.path.with_suffix(".lock")):
+            yield self
 
     @property
     def done(self) -> bool:

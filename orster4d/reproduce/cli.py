@@ -4,7 +4,8 @@ Examples::
 
     orster4d-reproduce --root repro/ --preset tiny --rows ours "w/o Orster" --seeds 0   # CPU smoke run
     orster4d-reproduce --root repro/ --preset small --rows ours "single-channel (Diffusion4D-like)"
-    orster4d-reproduce --root repro/ --preset small --seeds 0 1 2 --scarcity          # every row + curve
+    orster4d-reproduce --root repro/ --preset small --seeds 0 1 2 --scarcity --jobs 5 # every row + curve
+    orster4d-reproduce --root repro/ --preset small --cached-only                     # tables so far
     orster4d-reproduce --list-rows
 
 Runs are cached under ``--root`` by a hash of their config: running again reuses finished runs,
@@ -37,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-strips", action="store_true", help="do not write generated-vs-true frame strips")
     p.add_argument("--nproc", type=positive_int, default=1,
                    help="processes per training run, under torchrun (one per GPU; data.batch_size is the global batch)")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="runs made at once in worker processes sharing the GPU (launch-bound small models "
+                        "finish sooner side by side); logs in <root>/logs/")
+    p.add_argument("--cached-only", action="store_true",
+                   help="train nothing: write the tables from the finished runs (rows missing one say 'not run')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--list-rows", action="store_true", help="print the rows and exit")
     return p
@@ -66,11 +72,12 @@ def main(argv=None) -> int:
     opts = ProtocolOptions(root=args.root, preset=args.preset, rows=args.rows, seeds=args.seeds,
                            world_seed=args.world_seed, scarcity=args.scarcity, device=args.device, clip=args.clip,
                            lpips_weights=args.lpips_weights, i3d=args.i3d, progress=not args.no_progress,
-                           strips=not args.no_strips, nproc=args.nproc)
+                           strips=not args.no_strips, nproc=args.nproc, jobs=args.jobs,
+                           cached_only=args.cached_only)
     try:
         check_options(opts)
         result = run_protocol(opts)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"orster4d-reproduce: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -9,9 +9,9 @@ settings of the evaluation and the schedule of the 4D constructions it scores.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
-from orster4d.generation.training.tiny_assets import TINY_VAE
+from orster4d.generation.training.tiny_assets import TINY_UNET, TINY_VAE
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,10 @@ class ReproPreset:
     ``guidance_scale`` of generation; ``prior_steps``: last denoising steps averaged into the
     prior tokens; ``construct``: :class:`~orster4d.recon.config.ConstructConfig` fields of every
     4D construction (its schedule and sizes; rows add their own); ``scarcity``: 4D-set sizes of
-    the scarcity curve.
+    the scarcity curve; ``stage_overrides``: ``{stage: {key: value}}`` on top of
+    ``train_overrides`` for the stages of the 4D chain (not the teachers); ``asset_kinds``: the
+    condition kinds the 4D assets are built for (None: every kind the model has);
+    ``asset_objects``: how many held-out objects (the first ones) get assets (None: all).
     """
 
     name: str
@@ -44,9 +47,18 @@ class ReproPreset:
     prior_steps: int
     construct: Dict[str, object]
     scarcity: Tuple[int, ...] = field(default_factory=tuple)
+    stage_overrides: Dict[int, Dict[str, object]] = field(default_factory=dict)
+    asset_kinds: Optional[Tuple[str, ...]] = None
+    asset_objects: Optional[int] = None
 
 
 SMALL_VAE = dict(TINY_VAE, block_out_channels=(32, 64, 128, 128), norm_num_groups=32, sample_size=64)
+
+# the small training preset's UNet at half width (32-64-128 channels)
+COMPACT_UNET = dict(TINY_UNET, block_out_channels=(32, 64, 128), norm_num_groups=16,
+                    down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
+                    up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
+                    cross_attention_dim=256, attention_head_dim=32, layers_per_block=1)
 
 PRESETS: Dict[str, ReproPreset] = {
     "tiny": ReproPreset(
@@ -71,14 +83,20 @@ PRESETS: Dict[str, ReproPreset] = {
         construct=dict(coarse_iters=600, fine_iters=300, init_points=2000),
         scarcity=(8, 16, 32)),
     "small": ReproPreset(
+        # sized for two 10-minute GPU calls (Table 1 with three seeds, then w/o Orster and more), the
+        # runs of a protocol spread over processes (--jobs); the UNet is the small training preset's
+        # at half width (6.5M parameters: a shipped float16 pipeline of about 25 MB)
         name="small",
-        world=dict(static3d=2000, video=2000, scarce4d=200, heldout=24, frames=16, size=64, gaussians=2000, views=8),
-        train_preset="small", stage_steps=(1000, 1000, 500, 1000), teacher_steps=2000,
-        train_overrides={"data.frames": 16, "data.resolution": 64},
-        vae=SMALL_VAE, vae_steps=3000, vae_batch=32, vae_lr=2e-4,
-        inference_steps=25, guidance_scale=3.0, prior_steps=3,
+        world=dict(static3d=512, video=512, scarce4d=128, heldout=8, frames=16, size=64, gaussians=2000, views=8),
+        train_preset="small", stage_steps=(250, 250, 40, 200), teacher_steps=400,
+        train_overrides={"data.frames": 16, "data.resolution": 64, "data.num_workers": 3,
+                         "model.unet": COMPACT_UNET, "train.ckpt_every": 100, "train.keep_checkpoints": 1},
+        stage_overrides={3: {"data.batch_size": 32}, 4: {"data.batch_size": 32}},
+        vae=SMALL_VAE, vae_steps=600, vae_batch=32, vae_lr=2e-4,
+        inference_steps=20, guidance_scale=3.0, prior_steps=3,
         construct=dict(coarse_iters=600, fine_iters=300, init_points=2000),
-        scarcity=(50, 100, 200)),
+        asset_kinds=("image",), asset_objects=4,
+        scarcity=(32, 64, 128)),
 }
 
 

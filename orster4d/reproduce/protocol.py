@@ -31,11 +31,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from orster4d.reproduce.cache import Run, key_hash, training_key
+from orster4d.reproduce.cache import Run, file_lock, key_hash, training_key
 from orster4d.reproduce.presets import ReproPreset, get_preset
 from orster4d.reproduce.rows import Row, find_rows, scarcity_rows
 from orster4d.reproduce.scoring import CONDITIONS, METRICS
@@ -59,6 +60,11 @@ class ProtocolOptions:
     progress: bool = True
     strips: bool = True
     nproc: int = 1  # processes per training run (torchrun, one per GPU); 1: in this process
+    jobs: int = 1  # runs made at once, in worker processes sharing the device(s); 1: one after another here
+    cached_only: bool = False  # make nothing: tables from the finished runs, rows missing one are "not run"
+
+
+TEACHER_SETS = {"spatial": "static3d", "temporal": "video"}  # teacher role -> the world set it trains on
 
 
 def _slug(name: str) -> str:
@@ -76,6 +82,8 @@ def check_options(opts: ProtocolOptions):
         raise ValueError(f"--seeds: distinct integers >= 0, got {opts.seeds}")
     if isinstance(opts.nproc, bool) or not isinstance(opts.nproc, int) or opts.nproc < 1:
         raise ValueError(f"--nproc: an integer >= 1, got {opts.nproc!r}")
+    if isinstance(opts.jobs, bool) or not isinstance(opts.jobs, int) or opts.jobs < 1:
+        raise ValueError(f"--jobs: an integer >= 1, got {opts.jobs!r}")
     if opts.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device: expected auto, cpu or cuda, got {opts.device!r}")
     for flag, path in (("--clip", opts.clip), ("--lpips-weights", opts.lpips_weights), ("--i3d", opts.i3d)):
@@ -91,6 +99,10 @@ def check_options(opts: ProtocolOptions):
     return preset, rows
 
 
+class NotCached(Exception):
+    """A run the row needs is not finished (``cached_only``)."""
+
+
 class Protocol:
     """One protocol run (see the module docstring); :meth:`run` returns the reproduction dict."""
 
@@ -101,14 +113,22 @@ class Protocol:
         self.root = Path(opts.root)
         self.events: List[dict] = []
         self.throughput: Dict[str, dict] = {}  # run folder -> {"stage", "samples_per_s"} (median over steps)
+        self.teacher_runs: Optional[Dict[str, tuple]] = None  # see teachers()
 
     # -- shared inputs ----------------------------------------------------------------------------
-    def world(self) -> None:
+    def world(self, build: bool = True) -> None:
+        """Build (or complete) the world; ``build=False``: only name it (a worker process of
+        :meth:`run_parallel`, after the parent built it)."""
         from orster4d.data.world import WorldSpec, build_world
 
         self.spec = WorldSpec(seed=self.opts.world_seed, **self.preset.world)
-        dev = self._device()
-        build_world(self.root / "world", self.spec, device=dev, progress=self.opts.progress)
+        if self.opts.cached_only:
+            from orster4d.data.world import WORLD_FILE
+
+            if not (self.root / "world" / WORLD_FILE).is_file():
+                raise ValueError(f"--cached-only: {self.root / 'world'} holds no world yet")
+        elif build:
+            build_world(self.root / "world", self.spec, device=self._device(), progress=self.opts.progress)
         self.world_hash = key_hash({"kind": "world", "spec": self.spec.to_dict()})
 
     def _device(self) -> str:
@@ -117,6 +137,10 @@ class Protocol:
         if self.opts.device == "cuda" or (self.opts.device == "auto" and torch.cuda.is_available()):
             return "cuda"
         return "cpu"
+
+    def _check_cached(self, run: Run) -> None:
+        if self.opts.cached_only:
+            raise NotCached(run.path.name)
 
     def _note(self, run: Run, action: str) -> None:
         self.events.append({"run": run.path.name, "action": action})
@@ -134,22 +158,25 @@ class Protocol:
                                                                          self.data_id("video")]})
         self.vae_run = run
         self.vae_dir = str(run.path / "vae")
-        if run.done:
-            self._note(run, "reused")
-            return
-        run.prepare(fresh=True)
-        meta = read_world(self.root / "world")
-        folders = [self.root / "world" / e["folder"] for s in ("static3d", "video") for e in meta["sets"][s]]
-        info = train_image_vae(collect_frames(folders), self.vae_dir, p.vae, p.vae_steps, p.vae_batch, p.vae_lr,
-                               device=self._device(), progress=self.opts.progress)
-        from orster4d.generation.training.data import read_video
+        with run.locked():
+            if run.done:
+                self._note(run, "reused")
+                return
+            if self.opts.cached_only:
+                raise ValueError(f"--cached-only: the image VAE ({run.path}) is not trained yet")
+            run.prepare(fresh=True)
+            meta = read_world(self.root / "world")
+            folders = [self.root / "world" / e["folder"] for s in ("static3d", "video") for e in meta["sets"][s]]
+            info = train_image_vae(collect_frames(folders), self.vae_dir, p.vae, p.vae_steps, p.vae_batch, p.vae_lr,
+                                   device=self._device(), progress=self.opts.progress)
+            from orster4d.generation.training.data import read_video
 
-        held = [read_video(o["folder"])["video"] for o in heldout_objects(self.root / "world")]
-        import torch
+            held = [read_video(o["folder"])["video"] for o in heldout_objects(self.root / "world")]
+            import torch
 
-        info["heldout_psnr_db"] = reconstruction_psnr(self.vae_dir, torch.cat(held), device=self._device())
-        run.finish(info)
-        self._note(run, "trained")
+            info["heldout_psnr_db"] = reconstruction_psnr(self.vae_dir, torch.cat(held), device=self._device())
+            run.finish(info)
+            self._note(run, "trained")
 
     def clip(self) -> None:
         if self.opts.clip:
@@ -159,17 +186,22 @@ class Protocol:
 
         run = Run(self.root, "clip", {"kind": "clip", "config": TINY_CLIP, "seed": 0, "trained": False})
         self.clip_dir, self.clip_id = str(run.path / "clip"), run.hash
-        if run.done:
-            self._note(run, "reused")
-            return
-        run.prepare(fresh=True)
-        make_tiny_clip(self.clip_dir, seed=0)
-        run.finish({"note": "randomly initialised tiny CLIP (no pretrained weights)"})
-        self._note(run, "made")
+        with run.locked():
+            if run.done:
+                self._note(run, "reused")
+                return
+            run.prepare(fresh=True)
+            make_tiny_clip(self.clip_dir, seed=0)
+            run.finish({"note": "randomly initialised tiny CLIP (no pretrained weights)"})
+            self._note(run, "made")
 
     # -- training ---------------------------------------------------------------------------------
-    def base_overrides(self, stage: int, steps: int, seed: int, data_root: str) -> Dict[str, object]:
+    def base_overrides(self, stage: int, steps: int, seed: int, data_root: str, chain: bool = True) -> Dict[str, object]:
+        """The preset's ``--set`` items of one training run (``chain``: a stage of the 4D chain, which
+        also takes the preset's ``stage_overrides``; False: a teacher)."""
         o = dict(self.preset.train_overrides)
+        if chain:
+            o.update(self.preset.stage_overrides.get(stage, {}))
         o.update({"train.steps": int(steps), "seed": int(seed), "data.root": data_root, "model.vae_dir": self.vae_dir,
                   "device": self.opts.device})
         return o
@@ -188,42 +220,51 @@ class Protocol:
         cfg = self.stage_config(stage, overrides)
         run = Run(self.root, f"s{stage}", training_key(cfg, inputs))
         final = run.path / f"stage{stage}" / "final"
-        if run.done:
-            self._note(run, "reused")
-            self._rate(run, run.info())
+        with run.locked():
+            if run.done:
+                self._note(run, "reused")
+                self._rate(run, run.info())
+                return run, str(final)
+            self._check_cached(run)
+            resume = StageFolder(str(run.path / f"stage{stage}")).latest_whole_checkpoint()[0] is not None
+            run.prepare(fresh=not resume)
+            cfg["out_dir"] = str(run.path)
+            if self.opts.nproc > 1:
+                train_distributed(cfg, self.opts.nproc, resume=resume, progress=self.opts.progress)
+            else:
+                train_stage(cfg, resume=resume, progress=self.opts.progress)
+            info = {"final": str(final), "stage": stage, "steps": cfg["train"]["steps"],
+                    "samples_per_s": _median_rate(run.path / f"stage{stage}" / "log.jsonl")}
+            run.finish(info)
+            self._rate(run, info)
+            self._note(run, "resumed" if resume else "trained")
             return run, str(final)
-        resume = StageFolder(str(run.path / f"stage{stage}")).latest_whole_checkpoint()[0] is not None
-        run.prepare(fresh=not resume)
-        cfg["out_dir"] = str(run.path)
-        if self.opts.nproc > 1:
-            train_distributed(cfg, self.opts.nproc, resume=resume, progress=self.opts.progress)
-        else:
-            train_stage(cfg, resume=resume, progress=self.opts.progress)
-        info = {"final": str(final), "stage": stage, "steps": cfg["train"]["steps"],
-                "samples_per_s": _median_rate(run.path / f"stage{stage}" / "log.jsonl")}
-        run.finish(info)
-        self._rate(run, info)
-        self._note(run, "resumed" if resume else "trained")
-        return run, str(final)
 
     def _rate(self, run: Run, info: dict) -> None:
         self.throughput[run.path.name] = {"stage": info["stage"], "samples_per_s": info["samples_per_s"]}
 
-    def teachers(self) -> None:
-        out = {}
-        for role, set_name in (("spatial", "static3d"), ("temporal", "video")):
-            o = self.base_overrides(1, self.preset.teacher_steps, 0, str(self.root / "world" / set_name))
-            run, final = self.train(1, o, {"data": self.data_id(set_name), "vae": self.vae_run.hash})
-            out[role] = (run, final)
-        self.teacher_runs = out
+    def teacher(self, role: str) -> tuple:
+        """Train (or reuse) the ``spatial`` (static-3D set) or ``temporal`` (video set) teacher:
+        stage 1 with seed 0; ``(run, final checkpoint folder)``."""
+        set_name = TEACHER_SETS[role]
+        o = self.base_overrides(1, self.preset.teacher_steps, 0, str(self.root / "world" / set_name), chain=False)
+        return self.train(1, o, {"data": self.data_id(set_name), "vae": self.vae_run.hash})
+
+    def teachers(self) -> Dict[str, tuple]:
+        """Both teachers, ``{role: (run, final)}``, trained (or reused) on first use: stage 2 needs
+        them, stage 1 does not, so a worker's stage 1 runs while other workers train them."""
+        if self.teacher_runs is None:
+            self.teacher_runs = {role: self.teacher(role) for role in TEACHER_SETS}
+        return self.teacher_runs
 
     def data_root(self, row: Row) -> str:
         from orster4d.data.world import subset
 
         if row.scarce4d is None:
             return str(self.root / "world" / "scarce4d")
-        return str(subset(self.root / "world", "scarce4d", row.scarce4d,
-                          self.root / "subsets" / f"scarce4d_{row.scarce4d}"))
+        dest = self.root / "subsets" / f"scarce4d_{row.scarce4d}"
+        with file_lock(dest.with_suffix(".lock")):
+            return str(subset(self.root / "world", "scarce4d", row.scarce4d, dest))
 
     def chain(self, row: Row, seed: int) -> Dict[int, tuple]:
         """The stages of ``row`` (1-4 less ``row.skip_stages``) with ``seed``; ``{stage: (run, final)}``.
@@ -240,12 +281,13 @@ class Protocol:
             o = self.base_overrides(stage, steps[stage - 1], seed, data)
             inputs = dict(base_in)
             if stage == 2:
-                parent = runs[1] if row.stage2_init == "stage1" else self.teacher_runs["spatial"]
-                sp, tp = self.teacher_runs["spatial"][1], self.teacher_runs["temporal"][1]
+                teachers = self.teachers()
+                parent = runs[1] if row.stage2_init == "stage1" else teachers["spatial"]
+                sp, tp = teachers["spatial"][1], teachers["temporal"][1]
                 o.update({"teachers.spatial_dir": os.path.join(sp, "model", "unet"),
                           "teachers.temporal_dir": os.path.join(tp, "model", "unet")})
-                inputs.update(teacher_spatial=self.teacher_runs["spatial"][0].hash,
-                              teacher_temporal=self.teacher_runs["temporal"][0].hash)
+                inputs.update(teacher_spatial=teachers["spatial"][0].hash,
+                              teacher_temporal=teachers["temporal"][0].hash)
             elif stage > 2:
                 parent = runs[prev_stage]
                 if prev_stage != stage - 1:
@@ -273,44 +315,55 @@ class Protocol:
                "steps": p.inference_steps, "guidance": p.guidance_scale,
                "weights": [self.opts.lpips_weights, self.opts.i3d, os.environ.get("ORSTER4D_WEIGHTS")]}
         run = Run(self.root, "eval", key)
-        if run.done:
-            self._note(run, "reused")
-            return run.info()["scores"]
-        run.prepare(fresh=True)
-        strips = self.root / "strips" / _slug(row.name) / f"seed{seed}" if self.opts.strips else None
-        scores = score_checkpoint(s4[1], heldout_objects(self.root / "world"), seed, p.inference_steps,
-                                  p.guidance_scale, device=self._device(), lpips_weights=self.opts.lpips_weights,
-                                  i3d=self.opts.i3d, strips=strips)
-        run.finish({"scores": scores})
-        self._note(run, "scored")
-        return scores
+        with run.locked():
+            if run.done:
+                self._note(run, "reused")
+                return run.info()["scores"]
+            self._check_cached(run)
+            run.prepare(fresh=True)
+            strips = self.root / "strips" / _slug(row.name) / f"seed{seed}" if self.opts.strips else None
+            scores = score_checkpoint(s4[1], heldout_objects(self.root / "world"), seed, p.inference_steps,
+                                      p.guidance_scale, device=self._device(), lpips_weights=self.opts.lpips_weights,
+                                      i3d=self.opts.i3d, strips=strips)
+            run.finish({"scores": scores})
+            self._note(run, "scored")
+            return scores
 
     # -- 4D assets --------------------------------------------------------------------------------
     def generated(self, seed: int, s4: tuple) -> tuple:
         """``orster4d-generate --video-only`` outputs of every held-out object and condition for
-        the stage-4 run ``s4`` and ``seed``; ``(run, kinds)``."""
-        from orster4d.data.world import heldout_objects
+        the stage-4 run ``s4`` and ``seed`` (the preset's asset kinds and objects); ``(run, kinds)``."""
         from orster4d.reproduce.scoring import generate_heldout
 
         p = self.preset
         key = {"kind": "gen", "checkpoint": s4[0].hash, "world": self.world_hash, "seed": seed,
-               "steps": p.inference_steps, "guidance": p.guidance_scale, "prior_steps": p.prior_steps}
+               "steps": p.inference_steps, "guidance": p.guidance_scale, "prior_steps": p.prior_steps,
+               "kinds": p.asset_kinds, "objects": p.asset_objects}
         run = Run(self.root, "gen", key)
-        if run.done:
-            self._note(run, "reused")
-            return run, run.info()["kinds"]
-        run.prepare(fresh=True)
-        info = generate_heldout(s4[1], heldout_objects(self.root / "world"), seed, run.path / "gen",
-                                p.inference_steps, p.guidance_scale, p.prior_steps, device=self._device())
-        run.finish(info)
-        self._note(run, "generated")
-        return run, info["kinds"]
+        with run.locked():
+            if run.done:
+                self._note(run, "reused")
+                return run, run.info()["kinds"]
+            self._check_cached(run)
+            run.prepare(fresh=True)
+            info = generate_heldout(s4[1], self.asset_objects(), seed, run.path / "gen", p.inference_steps,
+                                    p.guidance_scale, p.prior_steps, device=self._device(),
+                                    kinds=list(p.asset_kinds) if p.asset_kinds else None)
+            run.finish(info)
+            self._note(run, "generated")
+            return run, info["kinds"]
+
+    def asset_objects(self) -> List[dict]:
+        """The held-out objects that get 4D assets: the first ``preset.asset_objects`` (None: all)."""
+        from orster4d.data.world import heldout_objects
+
+        objs = heldout_objects(self.root / "world")
+        return objs[: self.preset.asset_objects] if self.preset.asset_objects else objs
 
     def assets(self, row: Row, seed: int, s4: tuple) -> tuple:
         """Build and score the 4D assets of ``row`` (its construction settings on the preset's) from
         the videos generated by ``s4`` with ``seed``; ``(scores as score_assets returns them, gen
         run, asset run)``."""
-        from orster4d.data.world import heldout_objects
         from orster4d.reproduce.scoring import lpips_source, score_assets
 
         gen, kinds = self.generated(seed, s4)
@@ -319,23 +372,58 @@ class Protocol:
         key = {"kind": "asset", "gen": gen.hash, "world": self.world_hash, "seed": seed, "construct": settings,
                "weights": [lpips and os.path.abspath(lpips)]}
         run = Run(self.root, "asset", key)
-        if run.done:
-            self._note(run, "reused")
-            return run.info()["scores"], gen, run
-        run.prepare(fresh=True)
-        scores = score_assets(gen.path / "gen", heldout_objects(self.root / "world"), kinds, run.path / "assets",
-                              settings, seed, device=self._device(), lpips_weights=lpips)
-        run.finish({"scores": scores})
-        self._note(run, "constructed")
-        return scores, gen, run
+        with run.locked():
+            if run.done:
+                self._note(run, "reused")
+                return run.info()["scores"], gen, run
+            self._check_cached(run)
+            run.prepare(fresh=True)
+            scores = score_assets(gen.path / "gen", self.asset_objects(), kinds, run.path / "assets",
+                                  settings, seed, device=self._device(), lpips_weights=lpips)
+            run.finish({"scores": scores})
+            self._note(run, "constructed")
+            return scores, gen, run
 
     # -- everything -------------------------------------------------------------------------------
+    def tasks(self) -> List[tuple]:
+        """The independent pieces of work after the shared models, in table order: ``("teacher",
+        role)`` for both teachers, then ``(row name, seed)`` for every row and seed to train and score."""
+        out = []
+        if any(r.expressible for r in self.rows):
+            out += [("teacher", role) for role in TEACHER_SETS]
+        for row in self.rows:
+            if row.expressible:
+                out += [(row.name, s) for s in (self.opts.seeds if row.all_seeds else self.opts.seeds[:1])]
+        return out
+
+    def run_task(self, task: tuple) -> None:
+        """One :meth:`tasks` entry: a teacher, or a row's chain with its scores and assets (all cached)."""
+        if task[0] == "teacher":
+            self.teacher(task[1])
+            return
+        row = next(r for r in self.rows if r.name == task[0])
+        chain = self.chain(row, task[1])
+        if "video" in row.score:
+            self.score(row, task[1], chain[4])
+        if "asset" in row.score:
+            self.assets(row, task[1], chain[4])
+
     def run(self) -> dict:
+        t0 = time.perf_counter()
         self.world()
         self.vae()
         self.clip()
+        tasks = None
+        if self.opts.jobs > 1:
+            from orster4d.reproduce.workers import run_tasks
+
+            tasks = run_tasks(self.opts, self.tasks(), self.root / "logs", progress=self.opts.progress)
+            self.events += [ev for t in tasks for ev in t.get("events", [])]
         if any(r.expressible for r in self.rows):
-            self.teachers()
+            try:
+                self.teachers()
+            except NotCached:  # cached_only: the rows that need them say so
+                pass
         out_rows = []
         for row in self.rows:
             rec = {"name": row.name, "table": row.table, "note": row.note, "overrides": {str(k): v for k, v in
@@ -347,19 +435,30 @@ class Protocol:
                 out_rows.append(rec)
                 continue
             seeds = self.opts.seeds if row.all_seeds else self.opts.seeds[:1]
-            per_seed, per_seed_assets, runs = {}, {}, {}
-            for seed in seeds:
-                chain = self.chain(row, seed)
+            per_seed, per_seed_assets, runs, missing = {}, {}, {}, {}
+            for seed in seeds:  # cached_only: what is not finished is left out and named in ``missing_seeds``
+                try:
+                    chain = self.chain(row, seed)
+                except NotCached as e:
+                    missing[str(seed)] = f"run {e} not finished"
+                    continue
                 runs[str(seed)] = {f"stage{s}": chain[s][0].path.name for s in chain}
-                if "video" in row.score:
-                    per_seed[str(seed)] = self.score(row, seed, chain[4])
-                if "asset" in row.score:
-                    per_seed_assets[str(seed)], gen, asset = self.assets(row, seed, chain[4])
-                    runs[str(seed)].update(gen=gen.path.name, asset=asset.path.name)
-            rec.update(status="done", seeds=list(seeds), runs=runs)
-            if "video" in row.score:
+                try:
+                    if "video" in row.score:
+                        per_seed[str(seed)] = self.score(row, seed, chain[4])
+                    if "asset" in row.score:
+                        per_seed_assets[str(seed)], gen, asset = self.assets(row, seed, chain[4])
+                        runs[str(seed)].update(gen=gen.path.name, asset=asset.path.name)
+                except NotCached as e:
+                    missing[str(seed)] = f"run {e} not finished"
+            if not (per_seed or per_seed_assets):
+                rec.update(status="not run", seeds=[], missing_seeds=missing)
+                out_rows.append(rec)
+                continue
+            rec.update(status="done", seeds=[int(s) for s in runs], runs=runs, missing_seeds=missing)
+            if per_seed:
                 rec.update(per_seed=per_seed, summary=summarise(per_seed))
-            if "asset" in row.score:
+            if per_seed_assets:
                 rec.update(per_seed_assets=per_seed_assets, asset_summary=summarise(per_seed_assets))
             out_rows.append(rec)
         vae_info = self.vae_run.info() or {}
@@ -368,13 +467,14 @@ class Protocol:
                 "spec": self.spec.to_dict(), "root": str(self.root / "world")},
             "image_vae": {"heldout_psnr_db": vae_info.get("heldout_psnr_db"), "run": self.vae_run.path.name},
             "clip": {"dir": self.clip_dir, "pretrained": bool(self.opts.clip)},
-            "teachers": {r: v[0].path.name for r, v in self.teacher_runs.items()} if hasattr(self, "teacher_runs") else {},
+            "teachers": {r: v[0].path.name for r, v in (self.teacher_runs or {}).items()},
             "settings": {"stage_steps": list(self.preset.stage_steps), "teacher_steps": self.preset.teacher_steps,
                          "train_preset": self.preset.train_preset, "train_overrides": self.preset.train_overrides,
                          "inference_steps": self.preset.inference_steps, "guidance_scale": self.preset.guidance_scale,
                          "prior_steps": self.preset.prior_steps, "construct": self.preset.construct},
             "throughput_samples_per_s": self.throughput,  # per training run used (teachers are stage-1 runs)
-            "rows": out_rows, "events": self.events,
+            "rows": out_rows, "events": self.events, "wall_s": time.perf_counter() - t0,
+            "jobs": self.opts.jobs, "tasks": tasks,  # per worker task (--jobs > 1): wall time, events
         }
         from orster4d.reproduce.tables import markdown_tables
 

@@ -168,7 +168,8 @@ def check_construct_settings(settings: Dict, who: str) -> None:
 
 
 def generate_heldout(checkpoint: Union[str, Path], heldout: List[dict], seed: int, out: Union[str, Path],
-                     inference_steps: int, guidance_scale: float, prior_steps: int, device="cpu") -> Dict:
+                     inference_steps: int, guidance_scale: float, prior_steps: int, device="cpu",
+                     kinds: Optional[List[str]] = None) -> Dict:
     """Run ``orster4d-generate --video-only`` for every held-out object and trained condition kind.
 
     Args:
@@ -178,6 +179,8 @@ def generate_heldout(checkpoint: Union[str, Path], heldout: List[dict], seed: in
             as the video scored there.
         out: the folder to write; ``out/<name>_<kind>/`` is one ``orster4d-generate`` output
             (``video/``, ``static/`` when made, ``priors.pt``, ``generation.json``).
+        kinds: the condition kinds to generate (None: every kind the model was trained for); a
+            kind the model lacks is a ValueError.
     Returns:
         ``{"kinds": [...], "objects": {"<name>_<kind>": folder}}`` (folders relative to ``out``).
     """
@@ -188,7 +191,11 @@ def generate_heldout(checkpoint: Union[str, Path], heldout: List[dict], seed: in
     out = Path(out)
     pipe_dir = out / "pipeline"
     export_checkpoint(str(checkpoint), str(pipe_dir), overwrite=True)
-    kinds = [k for k in CONDITIONS if k in load_pipeline(str(pipe_dir)).kinds]
+    trained = load_pipeline(str(pipe_dir)).kinds
+    if kinds is not None and set(kinds) - set(trained):
+        raise ValueError(f"scoring: asked for condition kinds {sorted(set(kinds) - set(trained))} the model was not "
+                         f"trained for (it has {list(trained)})")
+    kinds = [k for k in CONDITIONS if k in trained and (kinds is None or k in kinds)]
     done = {}
     for o in heldout:
         truth = true_videos(o["folder"])

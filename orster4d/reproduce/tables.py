@@ -38,7 +38,9 @@ def _lines(rows, which: str, absent: dict) -> list:
     lines = [f"### {KINDS[which]}", "", head, "|---|---|" + "---|" * (len(CONDITIONS) + int(video))]
     for r in rows:
         if r["status"] != "done":
-            lines.append(f"| {r['name']} | - | not expressible yet: {r['reason']} |" + " |" * (len(CONDITIONS) - 1))
+            why = (f"not expressible yet: {r['reason']}" if r["status"] == "not expressible yet"
+                   else "not run: " + "; ".join(f"seed {k}: {v}" for k, v in r.get("missing_seeds", {}).items()))
+            lines.append(f"| {r['name']} | - | {why} |" + " |" * (len(CONDITIONS) - 1))
             continue
         s = r[which]
         absent.update(s.get("absent", {}))
@@ -47,7 +49,7 @@ def _lines(rows, which: str, absent: dict) -> list:
             m = s.get(kind)
             cells.append(" / ".join(cell(m.get(k), k) for k in ("psnr", "ssim", "lpips")) if m else "not trained")
         fvd = [cell((s.get("image") or {}).get("fvd"), "fvd")] if video else []
-        lines.append(f"| {r['name']} | {len(r['seeds'])} | " + " | ".join(cells + fvd) + " |")
+        lines.append(f"| {r['name']} | {len(r['per_seed' if video else 'per_seed_assets'])} | " + " | ".join(cells + fvd) + " |")
     return lines + [""]
 
 
