@@ -2,6 +2,7 @@
 
 Examples::
 
+    orster4d-generate --demo                             # offline: the shipped small model, a held-out object
     orster4d-generate --prompt "a striped red hopper hopping" --model pipe/ -o out/hopper
     orster4d-generate --image front.png --model pipe/ -o out/img --seed 3 --steps 50 --guidance 4
     orster4d-generate --static-video data/scene/static --model pipe/ -o out/s3d --video-only
@@ -17,6 +18,12 @@ Writes under ``-o OUT`` (dataset folders in the layout ``orster4d-construct`` re
 - ``asset/``: the 4D asset (unless ``--video-only``), fitted with ST-HexPlane on those priors;
 - ``generation.json``: the condition, the settings, what was (not) produced and why, the paths and
   the per-phase timings (seconds).
+
+``--demo`` runs the image condition of the small trained model shipped in the repository
+(``models/std4d-small``, or the folder ``ORSTER4D_DEMO_MODEL`` names) on its held-out object, with
+the model's schedule for the device in use (flags given explicitly still win), into
+``outputs/demo`` by default, and prints the time of each phase; it also copies the condition
+image (and the true orbital frames, when the model has them) to ``OUT/demo/``.
 """
 from __future__ import annotations
 
@@ -33,6 +40,9 @@ import torch
 
 from orster4d.cli.args import HelpFormatter, description, device_name, nonneg_float, nonneg_int, positive_int
 from orster4d.devices import resolve_device
+from orster4d.generation.demo import ENV_VAR, SCHEDULE_KEYS, DemoModelError
+
+DEMO_OUTPUT = "outputs/demo"
 
 
 class GenerateError(ValueError):
@@ -43,12 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="orster4d-generate", description=description(__doc__),
                                 formatter_class=HelpFormatter)
     cond = p.add_mutually_exclusive_group(required=True)
+    cond.add_argument("--demo", action="store_true",
+                      help=f"image -> 4D asset of the shipped demo model's held-out object (offline; model folder: "
+                           f"${ENV_VAR} or models/std4d-small beside the package)")
     cond.add_argument("--prompt", help="text condition")
     cond.add_argument("--image", help="first-view image I0 (PNG/JPEG, RGB or RGBA, the model's size)")
     cond.add_argument("--static-video", help="dataset folder of a static object's orbital video on the "
                                              "model's trajectory (trajectory.json + frames)")
-    p.add_argument("--model", required=True, help="STD4DPipeline folder")
-    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--model", help="STD4DPipeline folder (required, except with --demo)")
+    p.add_argument("-o", "--output", help=f"output folder (required, except with --demo: default {DEMO_OUTPUT})")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the initial noise (the same for every video)")
     p.add_argument("--steps", type=positive_int, default=25, help="denoising steps")
     p.add_argument("--guidance", type=nonneg_float, default=3.0, help="classifier-free guidance scale (1: off)")
@@ -154,8 +167,32 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def generate(args, log=print) -> Dict:
-    """Everything after parsing; returns the summary written to ``generation.json``."""
+def use_demo_model(args, log=print):
+    """Point ``args`` at the demo model (:func:`orster4d.generation.demo.load_demo_model`): its pipeline
+    and condition image, and its schedule for the device in use where a schedule flag is unset (None).
+    Returns the :class:`~orster4d.generation.demo.DemoModel`."""
+    from orster4d.generation.demo import load_demo_model
+
+    try:
+        demo = load_demo_model()
+        device = resolve_device(args.device)
+        schedule = demo.schedule(device)
+    except (DemoModelError, ValueError) as e:
+        raise GenerateError(f"--demo: {e}") from e
+    for key, value in schedule.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.image, args.model = str(demo.image), str(demo.pipeline)
+    log(f"demo: held-out object '{demo.object}' ({demo.prompt}), model {demo.folder}, {device.type} schedule: "
+        f"{args.steps} steps, guidance {args.guidance}, construction {args.construct_iters[0]} + "
+        f"{args.construct_iters[1]} iterations")
+    return demo
+
+
+def generate(args, log=print, demo=None) -> Dict:
+    """Everything after parsing; returns the summary written to ``generation.json``. ``demo``: the
+    :class:`~orster4d.generation.demo.DemoModel` ``args`` was pointed at (:func:`use_demo_model`), recorded
+    in the summary, its condition image (and true frames) copied to ``OUT/demo/``."""
     from orster4d.generation.pipeline import check_pipeline_folder, load_pipeline
 
     out = Path(args.output)
@@ -237,6 +274,12 @@ def generate(args, log=print) -> Dict:
         paths["static"] = out / "static"
         write_dataset(paths["static"], video_dataset(traj, static))
     save_priors(priors, paths["priors"])
+    if demo is not None:
+        paths["demo"] = out / "demo"
+        paths["demo"].mkdir()
+        for src in (demo.image, demo.truth):
+            if src is not None:
+                shutil.copy2(src, paths["demo"] / src.name)
     summary = {
         "condition": {"kind": kind, "prompt": args.prompt, "image": args.image, "static_video": args.static_video},
         "model": str(args.model), "seed": args.seed, "steps": args.steps, "guidance": args.guidance,
@@ -244,6 +287,8 @@ def generate(args, log=print) -> Dict:
         "trajectory": traj.to_dict(), "produced": produced,
         "priors": {k: list(v.shape) for k, v in priors.items()},
     }
+    if demo is not None:
+        summary["demo"] = demo.summary()
 
     # -- construction ---------------------------------------------------------------------------
     if not args.video_only:
@@ -275,11 +320,26 @@ def generate(args, log=print) -> Dict:
 
 def main(argv=None) -> int:
     p = build_parser()
-    args = p.parse_args(argv)
-    if args.construct_iters[0] < 1:
-        p.error(f"argument --construct-iters: COARSE must be >= 1, got {args.construct_iters[0]}")
+    # the schedule flags start unset, so that --demo can tell the ones given from its model's schedule
+    args = p.parse_args(argv, namespace=argparse.Namespace(**{k: None for k in SCHEDULE_KEYS}))
+    if args.demo:
+        if args.model is not None:
+            p.error(f"argument --model: not allowed with --demo (the demo uses its own model; set {ENV_VAR} "
+                    f"to a demo model folder to use another one)")
+        args.output = args.output or DEMO_OUTPUT
+        args.timing = True
+    else:
+        missing = [flag for flag, v in (("--model", args.model), ("-o/--output", args.output)) if v is None]
+        if missing:
+            p.error(f"the following arguments are required: {', '.join(missing)}")
     try:
-        summary = generate(args)
+        demo = use_demo_model(args) if args.demo else None
+        for key in SCHEDULE_KEYS:
+            if getattr(args, key) is None:
+                setattr(args, key, p.get_default(key))
+        if args.construct_iters[0] < 1:
+            p.error(f"argument --construct-iters: COARSE must be >= 1, got {args.construct_iters[0]}")
+        summary = generate(args, demo=demo)
     except GenerateError as e:
         print(f"orster4d-generate: error: {e}", file=sys.stderr)
         return 2
@@ -292,7 +352,9 @@ def main(argv=None) -> int:
         print(f"  {k} video: {why}")
     print(f"  summary  {Path(args.output) / 'generation.json'}")
     if args.timing:
-        print("timings (s): " + json.dumps({k: round(v, 3) for k, v in summary["timings"].items()}))
+        print("timings (s):")
+        for k, v in summary["timings"].items():
+            print(f"  {k:<22} {v:9.3f}")
     return 0
 
 

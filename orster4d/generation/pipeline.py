@@ -305,13 +305,14 @@ def check_pipeline_folder(folder: str) -> dict:
 
 
 def load_pipeline(folder: str, device="cpu", dtype: torch.dtype = torch.float32) -> STD4DPipeline:
-    """Check ``folder`` (:func:`check_pipeline_folder`), then ``STD4DPipeline.from_pretrained`` on ``device``."""
+    """Check ``folder`` (:func:`check_pipeline_folder`), then ``STD4DPipeline.from_pretrained`` on
+    ``device``, every component cast to ``dtype`` whatever dtype its weights were saved in (float16-saved
+    weights load as float32 by default; diffusers keeps the saved dtype on some loading paths)."""
     from orster4d.generation.models.base import diffusers_load_kwargs
 
     check_pipeline_folder(folder)
-    pipe = STD4DPipeline.from_pretrained(folder, **diffusers_load_kwargs())  # float32, as saved
-    pipe = pipe.to(torch.device(device))
-    return pipe if dtype == torch.float32 else pipe.to(dtype)  # a cast that works on every diffusers version
+    pipe = STD4DPipeline.from_pretrained(folder, **diffusers_load_kwargs())
+    return pipe.to(torch.device(device)).to(dtype)  # a cast that works on every diffusers version
 
 
 def _ema_state(checkpoint: str) -> Dict[str, torch.Tensor]:

@@ -76,7 +76,9 @@ class SavedModel(ModelMixin, ConfigMixin):
             name = json.load(f).get("_class_name", cls.__name__)
         if name != cls.__name__:
             raise ValueError(f"{folder}: config.json describes a {name}, expected {cls.__name__}")
-        require_file(os.path.join(folder, WEIGHTS_NAME), what)
+        weights = os.path.join(folder, WEIGHTS_NAME)
+        if not os.path.isfile(weights + ".index.json"):  # else saved in shards (max_shard_size)
+            require_file(weights, what)
         kwargs = {**diffusers_load_kwargs(), **kwargs, "output_loading_info": True}
         model, info = super().from_pretrained(folder, **kwargs)
         bad = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
