@@ -354,10 +354,9 @@ def docs(check: bool, root: Path = ROOT) -> int:
     for page in sorted((root / "docs").glob("*.md")):
         old = page.read_text()
         new = render_docs(old, root, figures)
-        for m in BLOCK.finditer(old):
-            if not (root / m.group(3)).exists():
-                print(f"note: {page.relative_to(root)}: {m.group(3)} is not in the repository (block reads "
-                      f"'not run yet')", file=sys.stderr)
+        for path in dict.fromkeys(m.group(3) for m in BLOCK.finditer(old) if not (root / m.group(3)).exists()):
+            print(f"note: {page.relative_to(root)}: {path} is not in the repository (its blocks read "
+                  f"'not run yet')", file=sys.stderr)
         if new != old:
             stale.append(page)
             if not check:
