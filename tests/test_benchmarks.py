@@ -118,7 +118,7 @@ def test_docs_block_is_rebuilt_from_its_report(tmp_path):
     text = "intro\n<!-- report: rasterize_brief r.json -->\nstale\n<!-- end report -->\nafter\n"
     new = report.render_docs(text, tmp_path)
     assert "stale" not in new and "| 4d | 123.46 |" in new and new.endswith("<!-- end report -->\nafter\n")
-    with pytest.raises(ValueError, match="unknown table kind"):
+    with pytest.raises(ValueError, match="unknown report kind"):
         report.render_docs("<!-- report: nope r.json -->\n<!-- end report -->", tmp_path)
 
 
