@@ -56,7 +56,7 @@ def scarcity_curve(result: dict, size: Tuple[int, int] = CURVE_SIZE):
     draw.text((x0, 12), f"Scarcity curve (preset {result.get('preset')}): image-to-4D PSNR of generated videos",
               fill=(0, 0, 0), font=font)
     draw.text(((x0 + x1) // 2 - 80, h - 30), "4D training objects (n)", fill=(0, 0, 0), font=font)
-    draw.text((6, (y0 + y1) // 2), "PSNR (dB)", fill=(0, 0, 0), font=font)
+    draw.text((6, y0 - 14), "PSNR (dB)", fill=(0, 0, 0), font=font)
     pts = scarcity_points(result)
     allp = [p for v in pts.values() for p in v]
     if not allp:

@@ -137,8 +137,10 @@ def settings_table(result: dict) -> str:
                  ("sampling", f"{s.get('inference_steps')} denoising steps, guidance {s.get('guidance_scale')}; "
                               f"prior tokens from the last {s.get('prior_steps')} steps"),
                  ("4D construction", _kv(s.get("construct", {})))]
-    rows.append(("seeds", f"{', '.join(map(str, result.get('seeds', [])))} (Table 1 rows and w/o Orster; the "
-                          f"other rows the first)"))
+    from orster4d.reproduce.rows import ROWS
+
+    every = ", ".join(r.name for r in ROWS if r.all_seeds)
+    rows.append(("seeds", f"{', '.join(map(str, result.get('seeds', [])))} for {every}; the first for the other rows"))
     clip = result.get("clip", {})
     rows.append(("CLIP", "pretrained open_clip" if clip.get("pretrained") else
                  "random tiny CLIP (no pretrained weights)"))
