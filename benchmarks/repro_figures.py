@@ -72,9 +72,11 @@ def scarcity_curve(result: dict, size: Tuple[int, int] = CURVE_SIZE):
     lo_x, hi_x, lo_y, hi_y = lo_x - pad_x, hi_x + pad_x, lo_y - pad_y, hi_y + pad_y
     px = lambda x: x0 + (x - lo_x) / (hi_x - lo_x) * (x1 - x0)  # noqa: E731
     py = lambda y: y1 - (y - lo_y) / (hi_y - lo_y) * (y1 - y0)  # noqa: E731
-    for t in _ticks(lo_y, hi_y):
+    ticks = _ticks(lo_y, hi_y)
+    decimals = max(0, -math.floor(math.log10(ticks[1] - ticks[0]))) if len(ticks) > 1 else 2
+    for t in ticks:
         draw.line([(x0, py(t)), (x1, py(t))], fill=(225, 225, 225))
-        label = f"{t:.3g}"
+        label = f"{t:.{decimals}f}"
         draw.text((x0 - 6 * len(label) - 6, py(t) - 6), label, fill=(0, 0, 0), font=font)
     for n in sorted(set(xs)):
         draw.line([(px(n), y1), (px(n), y1 + 4)], fill=(0, 0, 0))
@@ -90,9 +92,9 @@ def scarcity_curve(result: dict, size: Tuple[int, int] = CURVE_SIZE):
                 draw.line([(x - 4, top), (x + 4, top)], fill=colour)
                 draw.line([(x - 4, bot), (x + 4, bot)], fill=colour)
             draw.ellipse((px(n) - 3, py(m) - 3, px(n) + 3, py(m) + 3), fill=colour)
-        ly = y0 + 8 + 16 * i
-        draw.line([(x0 + 10, ly + 6), (x0 + 30, ly + 6)], fill=colour, width=2)
-        draw.text((x0 + 36, ly), series, fill=(0, 0, 0), font=font)
+        lx = x0 + 90 + 110 * i  # the legend, on the line of the y label, above the axes
+        draw.line([(lx, y0 - 8), (lx + 20, y0 - 8)], fill=colour, width=2)
+        draw.text((lx + 26, y0 - 14), series, fill=(0, 0, 0), font=font)
     draw.text((x0, h - 16), "error bars: 95% interval over seeds (points with one seed have none)",
               fill=(110, 110, 110), font=font)
     return img
