@@ -298,7 +298,8 @@ def repro_settings(rep: dict) -> str:
 
 
 TABLES = {"repro_table1": repro_table1, "repro_ablations": repro_ablations, "repro_scarcity": repro_scarcity,
-          "repro_settings": repro_settings, "relayout": relayout, "rasterize": rasterize, "rasterize_brief": rasterize_brief, "hexplane": hexplane, "attention": attention,
+          "repro_settings": repro_settings, "relayout": relayout, "rasterize": rasterize,
+          "rasterize_brief": rasterize_brief, "hexplane": hexplane, "attention": attention,
           "construct": construct, "train": train, "train_sweep": train_sweep, "generate": generate, "memory": memory,
           "evaltime": evaltime}
 

@@ -104,11 +104,15 @@ def test_flex_runner_in_chunks_matches_eager(monkeypatch, mode, rng_seed):
 
 
 def test_docs_tables_match_committed_reports():
+    figures = {}
     for page in sorted((ROOT / "docs").glob("*.md")):
         text = page.read_text()
-        assert report.render_docs(text, ROOT) == text, f"{page.name}: a generated table is stale " \
-                                                      "(python -m benchmarks.report docs)"
+        assert report.render_docs(text, ROOT, figures) == text, f"{page.name}: a generated table is stale " \
+                                                               "(python -m benchmarks.report docs)"
+    for png, img in figures.items():
+        assert report._same_image(png, img), f"{png.name}: a generated figure is stale (python -m benchmarks.report docs)"
     assert "<!-- report: rasterize " in (ROOT / "docs" / "performance.md").read_text()
+    assert "<!-- report: repro_table1 " in (ROOT / "docs" / "experiments.md").read_text()
 
 
 def test_docs_block_is_rebuilt_from_its_report(tmp_path):
