@@ -3,14 +3,19 @@
     python -m benchmarks.report merge FOLDER --gpu NAME --out FILE   # one JSON from a gpu_check.sh folder
     python -m benchmarks.report table KIND REPORT                    # a markdown table on stdout
     python -m benchmarks.report docs [--check]                       # regenerate the tables in docs/*.md
-    python -m benchmarks.report plot KIND REPORT PNG                 # a plot (needs matplotlib)
+    python -m benchmarks.report plot KIND REPORT PNG                 # a plot
+    python -m benchmarks.report figure --strips DIR --out PNG        # reproduction: generated vs true videos
     python -m benchmarks.report compare A B [--tol 0.05]             # timings of two reports, side by side
 
 Table kinds: rasterize (every case against gsplat), rasterize_brief (entry point vs kernels only),
-hexplane, attention, construct, train. A generated block in a docs page sits between
-``<!-- report: KIND PATH -->`` and ``<!-- end report -->`` (PATH relative to the repository
-root); ``docs`` rewrites what is in between, ``docs --check`` only says whether it would.
-Numbers in the docs are never typed by hand.
+hexplane, attention, construct, train, and for ``reproduction.json`` (``orster4d-reproduce``)
+repro_table1, repro_ablations, repro_scarcity, repro_settings. A generated block in a docs page
+sits between ``<!-- report: KIND PATH -->`` and ``<!-- end report -->`` (PATH relative to the
+repository root); ``docs`` rewrites what is in between, ``docs --check`` only says whether it
+would. A block whose PATH is not in the repository reads "not run yet". Figure kinds
+(:data:`FIGURES`: repro_scarcity_plot from a ``reproduction.json``, repro_strips from a folder
+of strips) put an image link in the block and ``docs`` (re)draws the PNG it names under
+``docs/figures/``. Numbers in the docs are never typed by hand.
 """
 from __future__ import annotations
 
@@ -239,7 +244,62 @@ def relayout(rep: dict) -> str:
     return _table(["timing (ms)", "new", "old", "old / new"], body)
 
 
-TABLES = {"relayout": relayout, "rasterize": rasterize, "rasterize_brief": rasterize_brief, "hexplane": hexplane, "attention": attention,
+# -- the reproduction (orster4d-reproduce's reproduction.json); the formatting is orster4d.reproduce.tables
+def _repro_block(rep: dict, parts) -> str:
+    """``parts``: ``(caption, which, names)``; each a caption, a score table, its absent metrics."""
+    from orster4d.reproduce import tables as T
+
+    out = []
+    for caption, which, names in parts:
+        absent = T.absent_lines(T.absent_metrics(rep, names, which))
+        out.append(f"**{caption}**\n\n" + T.score_table(rep, names, which) + ("\n\n" + "\n".join(absent) if absent
+                                                                               else ""))
+    return "\n\n".join(out)
+
+
+_REPRO_WHAT = {"summary": "generated vs true orbital videos of the held-out objects",
+               "asset_summary": "4D assets built from the generated videos vs the multi-view ground truth "
+                                "(held-out views and times)"}
+
+
+def repro_table1(rep: dict) -> str:
+    """Table 1 rows (ours, single-channel, stage 1 only) per condition, on videos then on assets."""
+    from orster4d.reproduce.tables import table_names
+
+    return _repro_block(rep, [(f"Table 1, {_REPRO_WHAT[w]}", w, table_names(rep, 1, w))
+                              for w in ("summary", "asset_summary")])
+
+
+def repro_ablations(rep: dict) -> str:
+    """Tables 2 and 3: each table's rows (after ours, the reference) on videos and on assets."""
+    from orster4d.reproduce.tables import table_names
+
+    parts = []
+    for t in (2, 3):
+        for w in ("summary", "asset_summary"):
+            names = table_names(rep, t, w)
+            if names:
+                parts.append((f"Table {t}, {_REPRO_WHAT[w]}", w, ["ours"] + names))
+    return _repro_block(rep, parts)
+
+
+def repro_scarcity(rep: dict) -> str:
+    """Ours and the single-channel baseline at each 4D-set size of the scarcity curve."""
+    from orster4d.reproduce.tables import table_names
+
+    return _repro_block(rep, [(f"Scarcity curve, {_REPRO_WHAT['summary']}", "summary", table_names(rep, 4, "summary"))])
+
+
+def repro_settings(rep: dict) -> str:
+    """World, steps, seeds, VAE held-out PSNR, training throughput per stage, wall time."""
+    from orster4d.reproduce.tables import settings_table
+
+    return settings_table(rep)
+
+
+TABLES = {"repro_table1": repro_table1, "repro_ablations": repro_ablations, "repro_scarcity": repro_scarcity,
+          "repro_settings": repro_settings, "relayout": relayout, "rasterize": rasterize,
+          "rasterize_brief": rasterize_brief, "hexplane": hexplane, "attention": attention,
           "construct": construct, "train": train, "train_sweep": train_sweep, "generate": generate, "memory": memory,
           "evaltime": evaltime}
 
@@ -254,20 +314,60 @@ def table(kind: str, path: Path) -> str:
 BLOCK = re.compile(r"(<!-- report: (\S+) (\S+) -->\n)(.*?)(<!-- end report -->)", re.S)
 
 
-def render_docs(text: str, root: Path = ROOT) -> str:
-    """``text`` with every generated block's body rebuilt from its report."""
-    return BLOCK.sub(lambda m: m.group(1) + table(m.group(2), root / m.group(3)) + "\n" + m.group(5), text)
+def _not_run(path: str) -> str:
+    return f"*Not run yet: `{path}` is not in the repository.*"
+
+
+def _block(kind: str, path: str, root: Path, figures: dict) -> str:
+    """The body of one generated block; a figure kind adds ``{png path: image}`` to ``figures``."""
+    if kind not in TABLES and kind not in FIGURES:
+        raise ValueError(f"unknown report kind {kind!r}; known: {sorted(TABLES) + sorted(FIGURES)}")
+    src = root / path
+    if not src.exists():
+        return _not_run(path)
+    if kind in TABLES:
+        return table(kind, src)
+    suffix, draw, alt = FIGURES[kind]
+    name = f"{src.stem}_{suffix}.png"
+    figures[root / "docs" / "figures" / name] = draw(src)
+    return f"![{alt}](figures/{name})"
+
+
+def render_docs(text: str, root: Path = ROOT, figures: dict | None = None) -> str:
+    """``text`` with every generated block's body rebuilt from its report (or folder of strips);
+    the figures its figure blocks name go into ``figures`` (``{png path: PIL image}``) when given."""
+    figures = {} if figures is None else figures
+    return BLOCK.sub(lambda m: m.group(1) + _block(m.group(2), m.group(3), root, figures) + "\n" + m.group(5), text)
+
+
+def _same_image(png: Path, img) -> bool:
+    """Whether ``png`` holds exactly the pixels of ``img`` (PNG bytes may differ across zlib versions)."""
+    from PIL import Image
+
+    if not png.is_file():
+        return False
+    with Image.open(png) as old:
+        return old.size == img.size and old.convert("RGB").tobytes() == img.convert("RGB").tobytes()
 
 
 def docs(check: bool, root: Path = ROOT) -> int:
-    stale = []
+    stale, figures = [], {}
     for page in sorted((root / "docs").glob("*.md")):
         old = page.read_text()
-        new = render_docs(old, root)
+        new = render_docs(old, root, figures)
+        for path in dict.fromkeys(m.group(3) for m in BLOCK.finditer(old) if not (root / m.group(3)).exists()):
+            print(f"note: {page.relative_to(root)}: {path} is not in the repository (its blocks read "
+                  f"'not run yet')", file=sys.stderr)
         if new != old:
             stale.append(page)
             if not check:
                 page.write_text(new)
+    for png, img in sorted(figures.items()):
+        if not _same_image(png, img):
+            stale.append(png)
+            if not check:
+                png.parent.mkdir(parents=True, exist_ok=True)
+                img.save(png, format="PNG")
     verb = "would change" if check else "rewrote"
     for page in stale:
         print(f"{verb} {page.relative_to(root)}")
@@ -357,7 +457,34 @@ def plot_attention(rep: dict, png: Path) -> None:
     fig.savefig(png, dpi=110)
 
 
-PLOTS = {"rasterize": plot_rasterize, "hexplane": plot_hexplane, "attention": plot_attention}
+def plot_repro_scarcity(rep: dict, png: Path) -> None:
+    """The scarcity curve of a ``reproduction.json`` (Pillow; :mod:`benchmarks.repro_figures`)."""
+    from benchmarks.repro_figures import scarcity_curve
+
+    scarcity_curve(rep).save(png, format="PNG")
+
+
+PLOTS = {"rasterize": plot_rasterize, "hexplane": plot_hexplane, "attention": plot_attention,
+         "repro_scarcity": plot_repro_scarcity}
+
+
+def _scarcity_figure(src: Path):
+    from benchmarks.repro_figures import scarcity_curve
+
+    return scarcity_curve(json.loads(src.read_text()))
+
+
+def _strips_figure(src: Path):
+    from benchmarks.repro_figures import strips_figure
+
+    return strips_figure(src)
+
+
+# kind -> (suffix of docs/figures/<source stem>_<suffix>.png, draw(source path) -> PIL image, alt text)
+FIGURES = {"repro_scarcity_plot": ("scarcity", _scarcity_figure,
+                                   "Scarcity curve: image-to-4D PSNR against the number of 4D training objects"),
+           "repro_strips": ("strips", _strips_figure,
+                            "Generated (ours, single-channel) and true orbital videos of held-out objects")}
 
 
 # ------------------------------------------------------------------ compare
@@ -405,10 +532,18 @@ def main(argv=None) -> int:
     t.add_argument("report", type=Path)
     d = sub.add_parser("docs", help="regenerate the report tables in docs/*.md")
     d.add_argument("--check", action="store_true", help="change nothing; exit 1 if a table is stale")
-    g = sub.add_parser("plot", help="draw a report's plot (needs matplotlib)")
+    g = sub.add_parser("plot", help="draw a report's plot (the benchmark plots need matplotlib)")
     g.add_argument("kind", choices=sorted(PLOTS))
     g.add_argument("report", type=Path)
     g.add_argument("png", type=Path)
+    f = sub.add_parser("figure", help="reproduction: generated vs true orbital videos from a folder of strips")
+    f.add_argument("--strips", type=Path, required=True,
+                   help="a strips folder (<root>/strips of orster4d-reproduce: <row>/seed<s>/<object>_<kind>.png)")
+    f.add_argument("--out", type=Path, required=True, help="PNG to write")
+    f.add_argument("--kind", default="image", help="condition kind of the strips: image, text or static3d")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--objects", nargs="+", help="held-out object names (default: the first --max-objects)")
+    f.add_argument("--max-objects", type=int, default=3)
     c = sub.add_parser("compare", help="timings of two reports (e.g. two checkouts on one GPU), B / A")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
@@ -426,6 +561,13 @@ def main(argv=None) -> int:
         args.png.parent.mkdir(parents=True, exist_ok=True)
         PLOTS[args.kind](json.loads(args.report.read_text()), args.png)
         print(f"wrote {args.png}")
+    elif args.cmd == "figure":
+        from benchmarks.repro_figures import strips_figure
+
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        strips_figure(args.strips, kind=args.kind, seed=args.seed, objects=args.objects,
+                      max_objects=args.max_objects).save(args.out, format="PNG")
+        print(f"wrote {args.out}")
     else:
         rows, off = compare(json.loads(args.a.read_text()), json.loads(args.b.read_text()), args.tol)
         for path, x, y, ratio, flag in rows:

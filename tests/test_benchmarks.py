@@ -104,11 +104,15 @@ def test_flex_runner_in_chunks_matches_eager(monkeypatch, mode, rng_seed):
 
 
 def test_docs_tables_match_committed_reports():
+    figures = {}
     for page in sorted((ROOT / "docs").glob("*.md")):
         text = page.read_text()
-        assert report.render_docs(text, ROOT) == text, f"{page.name}: a generated table is stale " \
-                                                      "(python -m benchmarks.report docs)"
+        assert report.render_docs(text, ROOT, figures) == text, f"{page.name}: a generated table is stale " \
+                                                               "(python -m benchmarks.report docs)"
+    for png, img in figures.items():
+        assert report._same_image(png, img), f"{png.name}: a generated figure is stale (python -m benchmarks.report docs)"
     assert "<!-- report: rasterize " in (ROOT / "docs" / "performance.md").read_text()
+    assert "<!-- report: repro_table1 " in (ROOT / "docs" / "experiments.md").read_text()
 
 
 def test_docs_block_is_rebuilt_from_its_report(tmp_path):
@@ -118,7 +122,7 @@ def test_docs_block_is_rebuilt_from_its_report(tmp_path):
     text = "intro\n<!-- report: rasterize_brief r.json -->\nstale\n<!-- end report -->\nafter\n"
     new = report.render_docs(text, tmp_path)
     assert "stale" not in new and "| 4d | 123.46 |" in new and new.endswith("<!-- end report -->\nafter\n")
-    with pytest.raises(ValueError, match="unknown table kind"):
+    with pytest.raises(ValueError, match="unknown report kind"):
         report.render_docs("<!-- report: nope r.json -->\n<!-- end report -->", tmp_path)
 
 

@@ -473,7 +473,7 @@ class Protocol:
                          "inference_steps": self.preset.inference_steps, "guidance_scale": self.preset.guidance_scale,
                          "prior_steps": self.preset.prior_steps, "construct": self.preset.construct},
             "throughput_samples_per_s": self.throughput,  # per training run used (teachers are stage-1 runs)
-            "rows": out_rows, "events": self.events, "wall_s": time.perf_counter() - t0,
+            "rows": out_rows, "events": self.events, "wall_s": None if self.opts.cached_only else time.perf_counter() - t0,
             "jobs": self.opts.jobs, "tasks": tasks,  # per worker task (--jobs > 1): wall time, events
         }
         from orster4d.reproduce.tables import markdown_tables
