@@ -94,7 +94,7 @@ def score_table(result: dict, names: Sequence[str], which: str,
                 seeds, cells = str(len(r["seeds"])), ["not scored"] + [""] * (len(metrics) - 1)
             else:
                 m = r[which].get(kind)
-                seeds = str(len(r[PER_SEED[which]]))
+                seeds = str(len(r.get(PER_SEED[which]) or r["seeds"]))
                 cells = [cell(m.get(k), k) for k in metrics] if m else \
                     ["not trained" if which == "summary" else "no assets built"] + [""] * (len(metrics) - 1)
             lines.append(f"| {name} | {seeds} | {CONDITIONS[kind]} | " + " | ".join(cells) + " |")

@@ -18,7 +18,8 @@ KINDS = ("image", "text", "static3d")
 
 
 def _opts(root, **kw):
-    return P.ProtocolOptions(root=str(root), preset="tiny", rows=ROW_NAMES, seeds=[0], progress=False, **kw)
+    return P.ProtocolOptions(**{"root": str(root), "preset": "tiny", "rows": ROW_NAMES, "seeds": [0], "progress": False,
+                                **kw})
 
 
 @pytest.fixture(scope="module")
@@ -390,3 +391,59 @@ def test_mean_and_interval_match_scipy(rng_seed):
         tol = 1e-3 if n <= 30 else 0.05 * (hi - lo)  # table to 3 decimals; normal quantile beyond 30
         assert ci["n"] == n and ci["low"] == pytest.approx(lo, abs=tol) and ci["high"] == pytest.approx(hi, abs=tol)
     assert mean_ci([1.0, None, float("nan")])["n"] == 1 and mean_ci([])["mean"] is None
+
+
+def test_cached_only_writes_tables_without_making_anything(done, tmp_path):
+    root, res = done
+    before = sorted(p.name for p in (root / "runs").iterdir() if p.is_dir())
+    out = P.run_protocol(_opts(root, rows=["ours", "w/o disentangling"], cached_only=True))
+    assert {e["action"] for e in out["events"]} == {"reused"}
+    assert sorted(p.name for p in (root / "runs").iterdir() if p.is_dir()) == before
+    assert _row(out, "ours")["per_seed"] == _row(res, "ours")["per_seed"]
+    missing = _row(out, "w/o disentangling")
+    assert missing["status"] == "not run" and "not finished" in missing["missing_seeds"]["0"]
+    assert "not run" in (root / "reproduction.md").read_text()
+    with pytest.raises(ValueError, match="holds no world"):
+        P.run_protocol(_opts(tmp_path / "empty", cached_only=True))
+
+
+def test_jobs_run_tasks_in_workers_that_share_the_cache(done):
+    root, res = done
+    s4 = _row(res, "ours")["runs"]["0"]["stage4"]
+    (root / "runs" / s4 / "done.json").unlink()  # a worker must resume it; everything else is reused
+    out = P.run_protocol(_opts(root, rows=["ours"], jobs=2))
+    assert [t["task"] for t in out["tasks"]] == [["teacher", "spatial"], ["teacher", "temporal"], ["ours", 0]]
+    assert all(t["returncode"] == 0 and os.path.isfile(t["log"]) for t in out["tasks"])
+    worker = {(e["run"], e["action"]) for t in out["tasks"] for e in t["events"]}
+    assert (s4, "resumed") in worker and (root / "runs" / s4 / "done.json").is_file()
+    assert _row(out, "ours")["per_seed"] == _row(res, "ours")["per_seed"]  # the scores are cached, not redone
+
+
+def test_a_failed_worker_task_names_its_log(done):
+    from orster4d.reproduce.workers import run_tasks
+
+    root, _ = done
+    with pytest.raises(RuntimeError, match=r"no_such_row_seed0 \(status 1, log .*no_such_row_seed0\.log\)"):
+        run_tasks(_opts(root, jobs=1), [("no such row", 0)], root / "logs", progress=False)
+
+
+def test_run_lock_waits_for_the_holder(tmp_path):
+    import threading
+    import time
+
+    from orster4d.reproduce.cache import Run
+
+    run = Run(tmp_path, "x", {"k": 1})
+    order = []
+
+    def second():
+        with run.locked():
+            order.append("second")
+
+    with run.locked():
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.3)
+        order.append("first")
+    t.join(5)
+    assert order == ["first", "second"]
