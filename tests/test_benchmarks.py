@@ -117,16 +117,35 @@ def test_flex_batch_chunk(rng_seed):
         attn.flex_batch_chunk(4, 100, 50)
 
 
+def test_flex_pack_count_and_packing_round_trip(rng_seed):
+    assert attn.flex_pack_count(8 * 64 * 64, 16, 128) == 8  # temporal_16: 128 queries per packed sequence
+    assert attn.flex_pack_count(8 * 64 * 64, 24, 128) == 16  # temporal_24: 384, three whole blocks
+    assert attn.flex_pack_count(3, 24, 128) == 3  # never more than the batch
+    with pytest.raises(ValueError, match="query length"):
+        attn.flex_pack_count(4, 0, 128)
+    x = torch.randn(12, 3, 5, 7, generator=torch.Generator().manual_seed(rng_seed))
+    packed = attn._pack(x, 4)
+    assert packed.shape == (3, 3, 20, 7)
+    torch.testing.assert_close(packed[1, 2, 5:10], x[5, 2])  # batch 4 * 1 + 1, head 2: the second slot
+    assert torch.equal(attn._unpack(packed, 4), x)
+
+
 @pytest.mark.parametrize("mode", ["pairwise", "density"])
-def test_flex_runner_in_chunks_matches_eager(monkeypatch, mode, rng_seed):
-    """The uncompiled Flex path, cut into batch chunks and forced off its decoding kernel (short
-    queries), computes the same attention as the eager formula."""
-    case = attn.Case("tiny", B=6, H=2, Nq=5, Nk=7, D=16, Dk=4)
+def test_flex_runner_packed_and_in_chunks_matches_eager(monkeypatch, mode, rng_seed):
+    """The uncompiled Flex path on short sequences, packed under a block-diagonal mask (the batch
+    padded to a multiple of the pack count), cut into batch chunks and forced off its decoding
+    kernel, computes the same attention as the eager formula."""
+    case = attn.Case("tiny", B=40, H=2, Nq=5, Nk=7, D=16, Dk=4)
     inp, params = attn.make_inputs(case, mode, torch.float32, device="cpu", requires_grad=False, seed=rng_seed)
-    monkeypatch.setattr(attn, "FLEX_GRID_LIMIT", 4)  # 6 x 2 > 4: three calls of 2 x 2
+    monkeypatch.setattr(attn, "FLEX_BLOCK", 16)  # 16 sequences per pack: 40 padded to 48, 3 packs of 80 queries
+    monkeypatch.setattr(attn, "FLEX_GRID_LIMIT", 4)  # 3 x 2 > 4: three calls of 1 x 2
+    calls = []
+    real = attn._pack
+    monkeypatch.setattr(attn, "_pack", lambda x, P: calls.append(P) or real(x, P))
     with torch.no_grad():
         out = attn.run_flex(inp, params, mode, compiled=False)
         ref = attn.run_eager(inp, params, mode)
+    assert calls and set(calls) == {16}
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
 
