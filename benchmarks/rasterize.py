@@ -56,7 +56,12 @@ GRAD_RTOL = 1e-3
 # transposed axis, a 0.5 px shift, a wrong low-pass) changes most covered pixels by far more.
 IMAGE_ATOL = 1e-3  # max abs error (any channel) over the pixels off every decision
 IMAGE_MEAN_ABS = 1e-5  # mean abs error over those pixels and channels (catches small biases)
-IMAGE_DECISION_FRACTION = 1e-3  # decision pixels allowed, as a share of all pixels
+# Decision pixels allowed, as a share of all pixels: float64 on the CPU finds 0.3% at 25k@400 and
+# 0.7% at 100k@800 (about 0.2% from the 1/255 skip and the stop, the rest from depth ties); the
+# bound keeps a mask that leaves out much of the image from passing.
+IMAGE_DECISION_FRACTION = 2e-2
+# Depth ties whose swap changes a pixel by at most T_i a_i a_j <= this are not decision pixels.
+DECISION_TIE_WEIGHT = IMAGE_ATOL / 10
 
 
 def image_agreement(img: torch.Tensor, ref: torch.Tensor, decision: torch.Tensor,
@@ -110,7 +115,7 @@ def decision_pixels(s: "Scene") -> torch.Tensor:
     offsets, ids = ops.intersect_tiles(means2d.float().contiguous(), radii.contiguous(), depths.float().contiguous(),
                                        TILE_SIZE, tw, th)
     flags = reference.near_decision_pixels(means2d, conics, o, depths, radii, s.width, s.height,
-                                           tiles=(offsets, ids, TILE_SIZE))
+                                           tie_weight=DECISION_TIE_WEIGHT, tiles=(offsets, ids, TILE_SIZE))
     return flags.reshape(*lead, vm.shape[1], s.height, s.width)
 
 

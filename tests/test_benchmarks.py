@@ -99,7 +99,8 @@ def test_decision_pixels_of_a_benchmark_scene_match_the_dense_search(rng_seed):
     tiled = rc.decision_pixels(scene)
     d = [x.double() for x in (m, q, s * 8, o)]
     radii, means2d, depths, conics = reference.project(*d[:3], scene.viewmats.double(), scene.Ks.double(), res, res)
-    dense = reference.near_decision_pixels(means2d, conics, d[3], depths, radii, res, res)
+    dense = reference.near_decision_pixels(means2d, conics, d[3], depths, radii, res, res,
+                                           tie_weight=rc.DECISION_TIE_WEIGHT)
     assert tiled.shape == (2, 1, res, res)
     assert torch.equal(tiled, dense)
 

@@ -227,13 +227,15 @@ def _splats_at_pixels(means2d, conics, colors, opacities, depths, radii, width: 
 
 @torch.no_grad()
 def near_decision_pixels(means2d, conics, opacities, depths, radii, width: int, height: int,
-                         rel: float = 1e-4, depth_rel: float = 1e-6, tiles=None):
+                         rel: float = 1e-4, depth_rel: float = 1e-6, tie_weight: float = 0.0, tiles=None):
     """Pixels where float32 rounding may flip one of the compositing decisions (shapes as :func:`composite`).
 
     A pixel is flagged when some visible splat that compositing reaches (not behind the stop) has an
     alpha within ``rel`` (relative) of the 1/255 skip, its transmittance after a splat lies within ``rel`` of the stop, or two splats it keeps have
     depths within ``depth_rel`` of each other (their order may swap). The image is
     discontinuous there, so a float32 kernel and a float64 reference can differ by a whole splat.
+    Swapping adjacent splats i, j changes the pixel by ``T_i a_i a_j (c_i - c_j)``; ties with
+    ``T_i a_i a_j <= tie_weight`` (too faint to matter at a given error bound) are not flagged.
 
     ``tiles``: None (dense: every splat at every pixel, ``O(B C H W N)`` memory, small scenes only),
     or ``(isect_offsets, flatten_ids, tile_size)`` from ``intersect_tiles`` called *without* conics
@@ -247,7 +249,7 @@ def near_decision_pixels(means2d, conics, opacities, depths, radii, width: int, 
     """
     if tiles is not None:
         return _near_decision_tiled(means2d, conics, opacities, depths, width, height, *tiles, rel=rel,
-                                    depth_rel=depth_rel)
+                                    depth_rel=depth_rel, tie_weight=tie_weight)
     B, C, N = radii.shape
     _, dep, alpha, kept, _ = _splats_at_pixels(means2d, conics, None, opacities, depths, radii, width, height)
     n_vis = (radii > 0).sum(-1, keepdim=True)  # depth order puts the culled ones last
@@ -259,7 +261,7 @@ def near_decision_pixels(means2d, conics, opacities, depths, radii, width: int, 
     flagged = (near_skip | near_stop).any(-1)  # B,C,P
     tie = vis[..., 1:] & ((dep[..., 1:] - dep[..., :-1]).abs() <= depth_rel * dep[..., :-1].abs())  # B,C,N-1
     both = kept & reached
-    flagged |= (tie.unsqueeze(2) & both[..., 1:] & both[..., :-1]).any(-1)  # neighbours in depth order
+    flagged |= (tie.unsqueeze(2) & _swap_matters(both, alpha, t_after, tie_weight)).any(-1)  # depth neighbours
     return flagged.reshape(B, C, height, width)
 
 
@@ -271,8 +273,16 @@ def _reached(kept: torch.Tensor, t_after: torch.Tensor) -> torch.Tensor:
     return (torch.cumsum(crossing, dim=-1) - crossing) == 0
 
 
+def _swap_matters(both: torch.Tensor, alpha: torch.Tensor, t_after: torch.Tensor, tie_weight: float) -> torch.Tensor:
+    """``[..., N-1]``: neighbours i, i+1 (last dim, depth order) both composited, with
+    ``T_i a_i a_{i+1} > tie_weight`` (``T_i`` the transmittance in front of i)."""
+    t_before = torch.cat([torch.ones_like(t_after[..., :1]), t_after[..., :-2]], dim=-1)
+    weight = t_before * alpha[..., :-1] * alpha[..., 1:]
+    return both[..., 1:] & both[..., :-1] & (weight > tie_weight)
+
+
 def _near_decision_tiled(means2d, conics, opacities, depths, width: int, height: int, isect_offsets, flatten_ids,
-                         tile_size: int, rel: float, depth_rel: float, budget: int = 1 << 24):
+                         tile_size: int, rel: float, depth_rel: float, tie_weight: float, budget: int = 1 << 24):
     """:func:`near_decision_pixels` over tile runs; ``budget`` bounds the splat-pixel pairs per chunk."""
     B, C, N = depths.shape
     dev, dt = means2d.device, means2d.dtype
@@ -316,7 +326,7 @@ def _near_decision_tiled(means2d, conics, opacities, depths, width: int, height:
         d = dep[g]
         tie = valid[:, 1:] & ((d[:, 1:] - d[:, :-1]).abs() <= depth_rel * d[:, :-1].abs())  # G,L-1
         both = kept & reached
-        near |= (tie.unsqueeze(1) & both[..., 1:] & both[..., :-1]).any(-1)
+        near |= (tie.unsqueeze(1) & _swap_matters(both, alpha, t_after, tie_weight)).any(-1)
         flagged[bc.unsqueeze(1).expand_as(ys), ys, xs] = near
         i = j
     return flagged[:, :height, :width].reshape(B, C, height, width)
