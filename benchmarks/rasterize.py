@@ -48,36 +48,75 @@ DISTANCE = 4.0
 GRAD_RTOL = 1e-3
 
 # Image criterion of the comparison with gsplat (see image_agreement). Both libraries take every
-# compositing decision (skip below alpha 1/255, stop at transmittance 1e-4) on float32 values
-# computed in a different order, so among ~10^9 splat-pixel evaluations a few land on the other
-# side of a threshold: such a pixel gains or loses one faint splat, a change of at most
-# alpha * T <= 1/255 ~ 3.9e-3. Everywhere else the images agree to ~1e-7. A convention error
-# (a flipped axis, a 0.5 px shift, a wrong low-pass) changes most covered pixels by far more.
-IMAGE_ATOL = 1e-3  # a pixel (max over channels) differing by more is an outlier
-IMAGE_OUTLIER_FRACTION = 1e-5  # outliers allowed: ceil(fraction * pixels), at least one
-IMAGE_MAX_ABS = 1e-2  # no pixel may differ by more than about two faint splats
-IMAGE_MEAN_ABS = 1e-5  # mean abs error over every pixel and channel
+# compositing decision (skip below alpha 1/255, stop at transmittance 1e-4, depth order) on float32
+# values computed in a different order, so at a pixel where a splat sits within rounding of such a
+# decision one library may composite a splat the other leaves out. Those pixels are found in
+# float64 (orster4d.ops.rasterize.reference.near_decision_pixels, see decision_pixels) and left out
+# of the error bounds; everywhere else the images agree to ~1e-7. A convention error (a flipped or
+# transposed axis, a 0.5 px shift, a wrong low-pass) changes most covered pixels by far more.
+IMAGE_ATOL = 1e-3  # max abs error (any channel) over the pixels off every decision
+IMAGE_MEAN_ABS = 1e-5  # mean abs error over those pixels and channels (catches small biases)
+# Decision pixels allowed, as a share of all pixels: float64 on the CPU finds 0.3% at 25k@400 and
+# 0.7% at 100k@800 (about 0.2% from the 1/255 skip and the stop, the rest from depth ties); the
+# bound keeps a mask that leaves out much of the image from passing.
+IMAGE_DECISION_FRACTION = 2e-2
+# Depth ties whose swap changes a pixel by at most T_i a_i a_j <= this are not decision pixels.
+DECISION_TIE_WEIGHT = IMAGE_ATOL / 10
 
 
-def image_agreement(img: torch.Tensor, ref: torch.Tensor) -> dict:
-    """Whether two renders ``[..., H, W, 3]`` of one scene differ only by float32 decision flips.
+def image_agreement(img: torch.Tensor, ref: torch.Tensor, decision: torch.Tensor,
+                    max_decision_fraction: float = IMAGE_DECISION_FRACTION) -> dict:
+    """Whether two renders ``[..., H, W, 3]`` of one scene differ only where a decision may flip.
 
-    Passes when at most ``ceil(IMAGE_OUTLIER_FRACTION * pixels)`` pixels differ by more than
-    IMAGE_ATOL (max over channels), none by more than IMAGE_MAX_ABS, and the mean abs error is at
-    most IMAGE_MEAN_ABS. Returns those numbers and ``image_ok``.
+    ``decision`` ``[..., H, W]`` bool marks the pixels near a compositing decision. Passes when the
+    max abs error over the other pixels is below IMAGE_ATOL, their mean abs error at most
+    IMAGE_MEAN_ABS, and at most ``max_decision_fraction`` of the pixels are decision pixels.
+    Returns those numbers (the decision pixels' count and max error too) and ``image_ok``.
     """
     if img.shape != ref.shape or img.shape[-1] != 3:
         raise ValueError(f"images must share a shape [..., H, W, 3], got {tuple(img.shape)} and {tuple(ref.shape)}")
-    err = (img.detach().double() - ref.detach().double()).abs()
-    pixels = err[..., 0].numel()
-    over = int((err.amax(-1) > IMAGE_ATOL).sum().item())
-    allowed = max(1, math.ceil(IMAGE_OUTLIER_FRACTION * pixels))
-    out = {"image_max_abs_err": err.max().item(), "image_mean_abs_err": err.mean().item(),
-           "image_pixels_over_atol": over, "image_pixels": pixels, "image_outliers_allowed": allowed,
-           "image_atol": IMAGE_ATOL, "image_max_abs": IMAGE_MAX_ABS, "image_mean_abs": IMAGE_MEAN_ABS}
-    out["image_ok"] = (over <= allowed and out["image_max_abs_err"] <= IMAGE_MAX_ABS
-                       and out["image_mean_abs_err"] <= IMAGE_MEAN_ABS)
+    if decision.shape != img.shape[:-1] or decision.dtype != torch.bool:
+        raise ValueError(f"decision must be a bool mask of shape {tuple(img.shape[:-1])}, got "
+                         f"{decision.dtype} {tuple(decision.shape)}")
+    err = (img.detach().double() - ref.detach().double()).abs().amax(-1)  # per pixel, max over channels
+    mean_err = (img.detach().double() - ref.detach().double()).abs().mean(-1)
+    off = ~decision.to(err.device)
+    pixels, n_decision = err.numel(), int((~off).sum().item())
+    zero = err.new_zeros(())
+    out = {"image_max_abs_err": err.max().item(),
+           "image_max_abs_err_off_decision": (err[off].max() if off.any() else zero).item(),
+           "image_mean_abs_err_off_decision": (mean_err[off].mean() if off.any() else zero).item(),
+           "image_max_abs_err_on_decision": (err[~off].max() if n_decision else zero).item(),
+           "image_pixels": pixels, "image_decision_pixels": n_decision,
+           "image_decision_fraction": n_decision / max(pixels, 1), "image_atol": IMAGE_ATOL,
+           "image_mean_abs": IMAGE_MEAN_ABS, "image_max_decision_fraction": max_decision_fraction}
+    out["image_ok"] = (out["image_max_abs_err_off_decision"] < IMAGE_ATOL
+                       and out["image_mean_abs_err_off_decision"] <= IMAGE_MEAN_ABS
+                       and out["image_decision_fraction"] <= max_decision_fraction)
     return out
+
+
+@torch.no_grad()
+def decision_pixels(s: "Scene") -> torch.Tensor:
+    """``[..., C, H, W]`` bool: the pixels of the scene near a compositing decision, found in float64
+    over the tile runs of ``intersect_tiles`` (3.33-sigma boxes), so that it scales to millions of
+    splats (:func:`orster4d.ops.rasterize.reference.near_decision_pixels`)."""
+    from orster4d.ops.rasterize import reference
+    from orster4d.ops.rasterize._autograd import TILE_SIZE, extension
+
+    lead = s.means.shape[:-2]
+    m, q, sc = (x.double().reshape(-1, *x.shape[-2:]) for x in (s.means, s.quats, s.scales))
+    o = s.opacities.double().reshape(-1, s.opacities.shape[-1])
+    vm = s.viewmats.double().reshape(-1, *s.viewmats.shape[-3:])
+    K = s.Ks.double().reshape(-1, *s.Ks.shape[-3:])
+    radii, means2d, depths, conics = reference.project(m, q, sc, vm, K, s.width, s.height)
+    ops = extension("cuda" if m.is_cuda else "cpu")
+    tw, th = math.ceil(s.width / TILE_SIZE), math.ceil(s.height / TILE_SIZE)
+    offsets, ids = ops.intersect_tiles(means2d.float().contiguous(), radii.contiguous(), depths.float().contiguous(),
+                                       TILE_SIZE, tw, th)
+    flags = reference.near_decision_pixels(means2d, conics, o, depths, radii, s.width, s.height,
+                                           tie_weight=DECISION_TIE_WEIGHT, tiles=(offsets, ids, TILE_SIZE))
+    return flags.reshape(*lead, vm.shape[1], s.height, s.width)
 
 
 def camera(res: int, azimuth_deg: float = 0.0, device="cuda"):
@@ -232,7 +271,7 @@ def compare_with_gsplat(s: Scene) -> dict:
     sc = s.clamp_opacity(0.99)
     a_s, b_s = sc.with_grad(), sc.with_grad()
     img_a, img_b = render_ours(a_s), render_gsplat(b_s)
-    out.update(image_agreement(img_a, img_b))
+    out.update(image_agreement(img_a, img_b, decision_pixels(sc)))
     gen = torch.Generator(img_a.device).manual_seed(2)
     v = torch.rand(img_a.shape, device=img_a.device, generator=gen)
     img_a.backward(v)
@@ -323,10 +362,11 @@ def test_correctness_vs_gsplat(benchmark, case):
     res = compare_with_gsplat(_scene(case))
     benchmark.extra_info.update(res)
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
-    assert res["image_ok"], (f"images differ beyond float32 decision flips: {res['image_pixels_over_atol']} pixels "
-                             f"over {IMAGE_ATOL} (allowed {res['image_outliers_allowed']}), max "
-                             f"{res['image_max_abs_err']:.3g} (bound {IMAGE_MAX_ABS}), mean "
-                             f"{res['image_mean_abs_err']:.3g} (bound {IMAGE_MEAN_ABS})")
+    assert res["image_ok"], (f"images differ beyond float32 decision flips: max "
+                             f"{res['image_max_abs_err_off_decision']:.3g} off decision pixels (bound {IMAGE_ATOL}), "
+                             f"mean {res['image_mean_abs_err_off_decision']:.3g} (bound {IMAGE_MEAN_ABS}), "
+                             f"{res['image_decision_pixels']} decision pixels of {res['image_pixels']} "
+                             f"(share {res['image_decision_fraction']:.3g}, bound {IMAGE_DECISION_FRACTION})")
     assert res["grads_ok"], f"gradient relative L2 errors {res['grad_rel_l2_err']} > {GRAD_RTOL}"
 
 

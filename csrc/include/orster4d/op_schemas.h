@@ -34,11 +34,11 @@ inline void define_rasterize_ops(torch::Library& m) {
   m.def(
       "rasterize_fwd(Tensor means2d, Tensor conics, Tensor colors, Tensor opacities, Tensor depths, "
       "Tensor? backgrounds, int width, int height, int tile_size, Tensor isect_offsets, Tensor flatten_ids) "
-      "-> (Tensor render, Tensor render_depth, Tensor alpha, Tensor last_ids)");
+      "-> (Tensor render, Tensor render_depth, Tensor alpha, Tensor last_ids, Tensor transmittance)");
   m.def(
       "rasterize_bwd(Tensor means2d, Tensor conics, Tensor colors, Tensor opacities, Tensor depths, "
       "Tensor? backgrounds, int width, int height, int tile_size, Tensor isect_offsets, Tensor flatten_ids, "
-      "Tensor render, Tensor render_depth, Tensor alpha, Tensor last_ids, Tensor v_render, "
+      "Tensor render, Tensor render_depth, Tensor transmittance, Tensor last_ids, Tensor v_render, "
       "Tensor? v_render_depth=None, Tensor? v_alpha=None) -> (Tensor v_means2d, Tensor v_conics, "
       "Tensor v_colors, Tensor v_opacities, Tensor v_depths, Tensor v_backgrounds)");
 }

@@ -51,7 +51,8 @@ std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
     const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors, const at::Tensor& opacities,
     const at::Tensor& depths, const std::optional<at::Tensor>& backgrounds, int64_t width, int64_t height,
     int64_t tile_size, const at::Tensor& isect_offsets, const at::Tensor& flatten_ids, const at::Tensor& render,
-    const at::Tensor& render_depth, const at::Tensor& alpha, const at::Tensor& last_ids, const at::Tensor& v_render,
+    const at::Tensor& render_depth, const at::Tensor& transmittance, const at::Tensor& last_ids,
+    const at::Tensor& v_render,
     const std::optional<at::Tensor>& v_render_depth, const std::optional<at::Tensor>& v_alpha);
 
 }  // namespace orster4d

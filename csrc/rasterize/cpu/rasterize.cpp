@@ -173,10 +173,12 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::T
   at::Tensor render_depth = at::empty({B, C, height, width, 1}, opt);
   at::Tensor alpha = at::empty({B, C, height, width, 1}, opt);
   at::Tensor last_ids = at::empty({B, C, height, width}, opt.dtype(at::kInt));
+  at::Tensor transmittance = at::empty({B, C, height, width}, opt);
   float* orgb = render.data_ptr<float>();
   float* odep = render_depth.data_ptr<float>();
   float* oalp = alpha.data_ptr<float>();
   int32_t* olast = last_ids.data_ptr<int32_t>();
+  float* otrans = transmittance.data_ptr<float>();
 #pragma omp parallel for schedule(dynamic)
   for (int64_t bin = 0; bin < BC * n_tiles; ++bin) {
     const int64_t bc = bin / n_tiles, tile = bin % n_tiles;
@@ -209,22 +211,24 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::T
         orgb[3 * pix + 2] = bch + T * bg.z;
         odep[pix] = dsum;
         oalp[pix] = 1.f - T;
+        otrans[pix] = T;  // kept: 1 - alpha loses T's digits when T is small (nearly opaque pixels)
         olast[pix] = int32_t(last);
       }
     }
   }
-  return {render, render_depth, alpha, last_ids};
+  return {render, render_depth, alpha, last_ids, transmittance};
 }
 
 std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
     const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors, const at::Tensor& opacities,
     const at::Tensor& depths, const std::optional<at::Tensor>& backgrounds, int64_t width, int64_t height,
     int64_t tile_size, const at::Tensor& isect_offsets, const at::Tensor& flatten_ids, const at::Tensor& render,
-    const at::Tensor& render_depth, const at::Tensor& alpha, const at::Tensor& last_ids, const at::Tensor& v_render,
-    const std::optional<at::Tensor>& v_render_depth, const std::optional<at::Tensor>& v_alpha) {
+    const at::Tensor& render_depth, const at::Tensor& transmittance, const at::Tensor& last_ids,
+    const at::Tensor& v_render, const std::optional<at::Tensor>& v_render_depth,
+    const std::optional<at::Tensor>& v_alpha) {
   const RasterInputs in = check_raster_inputs(means2d, conics, colors, opacities, depths, backgrounds, isect_offsets,
                                               flatten_ids, width, height, tile_size);
-  ORSTER4D_CHECK_CPU_F32(alpha);
+  ORSTER4D_CHECK_CPU_F32(transmittance);
   ORSTER4D_CHECK_CPU_I32(last_ids);
   ORSTER4D_CHECK_CPU_F32(v_render);
   if (v_render_depth.has_value()) { ORSTER4D_CHECK_CPU_F32(v_render_depth.value()); }
@@ -234,10 +238,12 @@ std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
   const int64_t B = depths.size(0), C = depths.size(1), BC = B * C;
   const int64_t tile_h = isect_offsets.size(1), tile_w = isect_offsets.size(2), n_tiles = tile_w * tile_h;
   const int64_t HW = height * width;
+  TORCH_CHECK(transmittance.numel() == BC * HW && last_ids.numel() == BC * HW,
+              "transmittance and last_ids must be [B, C, H, W] (rasterize_fwd's outputs)");
   at::Tensor v_means2d = at::zeros_like(means2d), v_conics = at::zeros_like(conics);
   at::Tensor v_colors = at::zeros_like(colors), v_opacities = at::zeros_like(opacities);
   at::Tensor v_depths = at::zeros_like(depths);
-  const float* palpha = alpha.data_ptr<float>();
+  const float* ptrans = transmittance.data_ptr<float>();
   const int32_t* plast = last_ids.data_ptr<int32_t>();
   const float* gr = v_render.data_ptr<float>();
   const float* gdep = v_render_depth.has_value() ? v_render_depth->data_ptr<float>() : nullptr;
@@ -257,7 +263,7 @@ std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
       for (int x = px.x0; x < px.x1; ++x) {
         const int64_t pix = bc * HW + int64_t(y) * width + x;
         const float cx = float(x) + 0.5f, cy = float(y) + 0.5f;
-        const float T_final = 1.f - palpha[pix];
+        const float T_final = ptrans[pix];
         const Vec3<float> v_rgb = {gr[3 * pix], gr[3 * pix + 1], gr[3 * pix + 2]};
         const float v_d = gdep ? gdep[pix] : 0.f;
         const float v_a = galp ? galp[pix] : 0.f;
@@ -307,14 +313,14 @@ std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
   }
   std::optional<at::Tensor> v_backgrounds;
   if (backgrounds.has_value()) {
-    // d render / d background = T_final = 1 - alpha per pixel
+    // d render / d background = T_final per pixel
     v_backgrounds = at::empty({B, C, 3}, means2d.options());
     float* obg = v_backgrounds->data_ptr<float>();
 #pragma omp parallel for schedule(static)
     for (int64_t bc = 0; bc < BC; ++bc) {
       double s0 = 0, s1 = 0, s2 = 0;
       for (int64_t i = bc * HW; i < (bc + 1) * HW; ++i) {
-        const double t = 1.0 - palpha[i];
+        const double t = ptrans[i];
         s0 += t * gr[3 * i];
         s1 += t * gr[3 * i + 1];
         s2 += t * gr[3 * i + 2];

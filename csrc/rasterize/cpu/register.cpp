@@ -15,10 +15,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors, const at::Tensor& opacities,
     const at::Tensor& depths, const std::optional<at::Tensor>& backgrounds, int64_t width, int64_t height,
     int64_t tile_size, const at::Tensor& isect_offsets, const at::Tensor& flatten_ids, const at::Tensor& render,
-    const at::Tensor& render_depth, const at::Tensor& alpha, const at::Tensor& last_ids, const at::Tensor& v_render,
+    const at::Tensor& render_depth, const at::Tensor& transmittance, const at::Tensor& last_ids,
+    const at::Tensor& v_render,
     const std::optional<at::Tensor>& v_render_depth, const std::optional<at::Tensor>& v_alpha) {
   auto r = rasterize_bwd_cpu(means2d, conics, colors, opacities, depths, backgrounds, width, height, tile_size,
-                             isect_offsets, flatten_ids, render, render_depth, alpha, last_ids, v_render,
+                             isect_offsets, flatten_ids, render, render_depth, transmittance, last_ids, v_render,
                              v_render_depth, v_alpha);
   return {*r[0], *r[1], *r[2], *r[3], *r[4], like_or_empty(as_tensor(r[5]), means2d)};
 }
@@ -35,6 +36,6 @@ TORCH_LIBRARY_IMPL(orster4d, CPU, m) {
   m.impl("sh_fwd", &orster4d::sh_fwd_cpu);
   m.impl("sh_bwd", &Tupled<&orster4d::sh_bwd_cpu, 2>::call);
   m.impl("intersect_tiles", &Tupled<&orster4d::intersect_tiles_cpu, 2>::call);
-  m.impl("rasterize_fwd", &Tupled<&orster4d::rasterize_fwd_cpu, 4>::call);
+  m.impl("rasterize_fwd", &Tupled<&orster4d::rasterize_fwd_cpu, 5>::call);
   m.impl("rasterize_bwd", &orster4d::rasterize_bwd);
 }

@@ -1,6 +1,7 @@
 // Tile rasterization, backward: same grid as the forward; every pixel walks its tile's run
 // back to front from the last splat it composited (last_ids), rebuilding the transmittance
-// from T_final.  Per-splat gradients are summed over the warp with shuffles before one
+// from T_final, which the forward stored (not 1 - alpha: that loses T_final's digits when it is
+// small, on nearly opaque pixels).  Per-splat gradients are summed over the warp with shuffles before one
 // lane adds them into the per-splat outputs with atomics.
 #include "orster4d/composite_math.h"
 #include "orster4d/cuda_utils.cuh"
@@ -13,7 +14,7 @@ __global__ void rasterize_bwd_kernel(
     const float* __restrict__ means2d, const float* __restrict__ conics, const float* __restrict__ colors,
     const float* __restrict__ opacities, const float* __restrict__ depths, const float* __restrict__ backgrounds,
     const int32_t* __restrict__ offsets, const int32_t* __restrict__ flatten_ids,
-    const float* __restrict__ render_alpha, const int32_t* __restrict__ last_ids, const float* __restrict__ v_render,
+    const float* __restrict__ transmittance, const int32_t* __restrict__ last_ids, const float* __restrict__ v_render,
     const float* __restrict__ v_render_depth, const float* __restrict__ v_alpha, float* __restrict__ v_means2d,
     float* __restrict__ v_conics, float* __restrict__ v_colors, float* __restrict__ v_opacities,
     float* __restrict__ v_depths, float* __restrict__ v_backgrounds) {
@@ -38,7 +39,7 @@ __global__ void rasterize_bwd_kernel(
   const int n_batches = (range_end - range_start + bsize - 1) / bsize;
 
   const int64_t pix = (bc * height + min(i, height - 1)) * int64_t(width) + min(j, width - 1);
-  const float T_final = inside ? 1.f - render_alpha[pix] : 1.f;
+  const float T_final = inside ? transmittance[pix] : 1.f;
   float T = T_final;
   const int32_t bin_final = inside ? last_ids[pix] : -1;
   const Vec3<float> vr = inside ? Vec3<float>{v_render[3 * pix], v_render[3 * pix + 1], v_render[3 * pix + 2]}
@@ -150,7 +151,7 @@ std::vector<at::Tensor> rasterize_bwd_cuda(
     const at::Tensor& means2d, const at::Tensor& conics, const at::Tensor& colors, const at::Tensor& opacities,
     const at::Tensor& depths, const c10::optional<at::Tensor>& backgrounds, int64_t width, int64_t height,
     int64_t tile_size, const at::Tensor& isect_offsets, const at::Tensor& flatten_ids, const at::Tensor& render,
-    const at::Tensor& render_depth, const at::Tensor& render_alpha, const at::Tensor& last_ids,
+    const at::Tensor& render_depth, const at::Tensor& transmittance, const at::Tensor& last_ids,
     const at::Tensor& v_render, const c10::optional<at::Tensor>& v_render_depth,
     const c10::optional<at::Tensor>& v_alpha) {
   ORSTER4D_CHECK_INPUT_F32(means2d);
@@ -160,7 +161,7 @@ std::vector<at::Tensor> rasterize_bwd_cuda(
   ORSTER4D_CHECK_INPUT_F32(depths);
   ORSTER4D_CHECK_INPUT_I32(isect_offsets);
   ORSTER4D_CHECK_INPUT_I32(flatten_ids);
-  ORSTER4D_CHECK_INPUT_F32(render_alpha);
+  ORSTER4D_CHECK_INPUT_F32(transmittance);
   ORSTER4D_CHECK_INPUT_I32(last_ids);
   ORSTER4D_CHECK_INPUT_F32(v_render);
   if (backgrounds.has_value()) { ORSTER4D_CHECK_INPUT_F32(backgrounds.value()); }
@@ -173,6 +174,8 @@ std::vector<at::Tensor> rasterize_bwd_cuda(
   const c10::cuda::CUDAGuard guard(means2d.device());
   const int64_t B = colors.size(0), C = colors.size(1), N = colors.size(2), BC = B * C;
   const int64_t tile_h = isect_offsets.size(1), tile_w = isect_offsets.size(2);
+  TORCH_CHECK(transmittance.numel() == BC * height * width && last_ids.numel() == BC * height * width,
+              "transmittance and last_ids must be [B, C, H, W] (rasterize_fwd's outputs)");
   at::Tensor v_means2d = at::zeros_like(means2d), v_conics = at::zeros_like(conics);
   at::Tensor v_colors = at::zeros_like(colors), v_opacities = at::zeros_like(opacities);
   at::Tensor v_depths = at::zeros_like(depths);
@@ -186,7 +189,7 @@ std::vector<at::Tensor> rasterize_bwd_cuda(
         C, N, BC, int(width), int(height), int(tile_size), int(tile_w), int(tile_h), flatten_ids.numel(),
         means2d.data_ptr<float>(), conics.data_ptr<float>(), colors.data_ptr<float>(), opacities.data_ptr<float>(),
         depths.data_ptr<float>(), backgrounds.has_value() ? backgrounds->data_ptr<float>() : nullptr,
-        isect_offsets.data_ptr<int32_t>(), flatten_ids.data_ptr<int32_t>(), render_alpha.data_ptr<float>(),
+        isect_offsets.data_ptr<int32_t>(), flatten_ids.data_ptr<int32_t>(), transmittance.data_ptr<float>(),
         last_ids.data_ptr<int32_t>(), v_render.data_ptr<float>(),
         v_render_depth.has_value() ? v_render_depth->data_ptr<float>() : nullptr,
         v_alpha.has_value() ? v_alpha->data_ptr<float>() : nullptr, v_means2d.data_ptr<float>(),

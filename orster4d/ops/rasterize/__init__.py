@@ -131,8 +131,8 @@ def rasterize_gaussians(means, quats, scales, opacities, colors, viewmats, Ks, w
         offsets, flatten_ids = ops.intersect_tiles(means2d.detach(), radii, depths.detach(), TILE_SIZE, tile_w,
                                                    tile_h, conics.detach(), o.detach())
         offsets = chk.after_finite_check(offsets)  # the intersection synchronised already
-        render, render_depth, alpha, _ = ops.rasterize_fwd(means2d, conics, rgb_c, o, depths, bg, width, height,
-                                                           TILE_SIZE, offsets, flatten_ids)
+        render, render_depth, alpha, _, _ = ops.rasterize_fwd(means2d, conics, rgb_c, o, depths, bg, width, height,
+                                                              TILE_SIZE, offsets, flatten_ids)
     depth = render_depth / torch.clamp(alpha, min=1e-10)
     img = (*batch, C, height, width)
     return RenderOutput(

@@ -13,7 +13,9 @@ op name dispatches on the tensors' device. This module adds, once the libraries 
   * ``project_fwd``   means, quats, scales -> radii, means2d, depths, conics (radii carry no gradient)
   * ``sh_fwd``        dirs, coeffs -> colors
   * ``rasterize_fwd`` means2d, conics, colors, opacities, depths, backgrounds -> render, render_depth,
-    alpha, last_ids (last_ids carry no gradient)
+    alpha, last_ids, transmittance (last_ids and transmittance carry no gradient: the transmittance
+    ``T_final = 1 - alpha`` per pixel ``[B, C, H, W]`` is kept for the backward, which would lose
+    its digits rebuilding it from alpha on nearly opaque pixels)
 
   ``intersect_tiles`` returns integer tensors only and is called on detached inputs.
 
@@ -75,11 +77,12 @@ def _fake_rasterize_fwd(means2d, conics, colors, opacities, depths, backgrounds,
                         isect_offsets, flatten_ids):
     B, C = means2d.shape[0], means2d.shape[1]
     return (means2d.new_empty((B, C, height, width, 3)), means2d.new_empty((B, C, height, width, 1)),
-            means2d.new_empty((B, C, height, width, 1)), means2d.new_empty((B, C, height, width), dtype=torch.int32))
+            means2d.new_empty((B, C, height, width, 1)), means2d.new_empty((B, C, height, width), dtype=torch.int32),
+            means2d.new_empty((B, C, height, width)))
 
 
 def _fake_rasterize_bwd(means2d, conics, colors, opacities, depths, backgrounds, width, height, tile_size,
-                        isect_offsets, flatten_ids, render, render_depth, alpha, last_ids, v_render,
+                        isect_offsets, flatten_ids, render, render_depth, transmittance, last_ids, v_render,
                         v_render_depth=None, v_alpha=None):
     v_bg = means2d.new_empty((0,)) if backgrounds is None else torch.empty_like(backgrounds)
     return (torch.empty_like(means2d), torch.empty_like(conics), torch.empty_like(colors),
@@ -119,19 +122,21 @@ def _backward_sh(ctx, v_colors):
 def _setup_rasterize(ctx, inputs, output):
     (means2d, conics, colors, opacities, depths, backgrounds, width, height, tile_size, offsets,
      flatten_ids) = inputs
-    render, render_depth, alpha, last_ids = output
+    render, render_depth, _alpha, last_ids, transmittance = output
+    ctx.mark_non_differentiable(last_ids, transmittance)
     ctx.save_for_backward(means2d, conics, colors, opacities, depths, backgrounds, offsets, flatten_ids, render,
-                          render_depth, alpha, last_ids)
+                          render_depth, transmittance, last_ids)
     ctx.meta = (width, height, tile_size)
 
 
-def _backward_rasterize(ctx, v_render, v_render_depth, v_alpha, v_last_ids):
-    (means2d, conics, colors, opacities, depths, backgrounds, offsets, flatten_ids, render, render_depth, alpha,
-     last_ids) = ctx.saved_tensors
+def _backward_rasterize(ctx, v_render, v_render_depth, v_alpha, v_last_ids, v_transmittance):
+    (means2d, conics, colors, opacities, depths, backgrounds, offsets, flatten_ids, render, render_depth,
+     transmittance, last_ids) = ctx.saved_tensors
     width, height, tile_size = ctx.meta
     v_means2d, v_conics, v_colors, v_opacities, v_depths, v_bg = torch.ops.orster4d.rasterize_bwd(
         means2d, conics, colors, opacities, depths, backgrounds, width, height, tile_size, offsets, flatten_ids,
-        render, render_depth, alpha, last_ids, _grad(v_render, render), _maybe(v_render_depth), _maybe(v_alpha))
+        render, render_depth, transmittance, last_ids, _grad(v_render, render), _maybe(v_render_depth),
+        _maybe(v_alpha))
     if backgrounds is None or not ctx.needs_input_grad[5]:
         v_bg = None
     return v_means2d, v_conics, v_colors, v_opacities, v_depths, v_bg, None, None, None, None, None

@@ -227,25 +227,106 @@ def _splats_at_pixels(means2d, conics, colors, opacities, depths, radii, width: 
 
 @torch.no_grad()
 def near_decision_pixels(means2d, conics, opacities, depths, radii, width: int, height: int,
-                         rel: float = 1e-4, depth_rel: float = 1e-6):
+                         rel: float = 1e-4, depth_rel: float = 1e-6, tie_weight: float = 0.0, tiles=None):
     """Pixels where float32 rounding may flip one of the compositing decisions (shapes as :func:`composite`).
 
-    A pixel is flagged when some visible splat's alpha lies within ``rel`` (relative) of the 1/255
-    skip, its transmittance after a splat lies within ``rel`` of the stop, or two splats it keeps have
+    A pixel is flagged when some visible splat that compositing reaches (not behind the stop) has an
+    alpha within ``rel`` (relative) of the 1/255 skip, its transmittance after a splat lies within ``rel`` of the stop, or two splats it keeps have
     depths within ``depth_rel`` of each other (their order may swap). The image is
     discontinuous there, so a float32 kernel and a float64 reference can differ by a whole splat.
+    Swapping adjacent splats i, j changes the pixel by ``T_i a_i a_j (c_i - c_j)``; ties with
+    ``T_i a_i a_j <= tie_weight`` (too faint to matter at a given error bound) are not flagged.
+
+    ``tiles``: None (dense: every splat at every pixel, ``O(B C H W N)`` memory, small scenes only),
+    or ``(isect_offsets, flatten_ids, tile_size)`` from ``intersect_tiles`` called *without* conics
+    and opacities (3.33-sigma boxes, which hold every pixel whose alpha is near 1/255): then each
+    pixel looks only at its tile's depth-sorted run, in chunks of bounded memory, for scenes of
+    millions of splats. Two splats adjacent in a tile's run but not in the whole depth order are
+    also checked for a tie, so the tiled result may flag a few more pixels, never fewer.
 
     Returns:
         ``[B, C, H, W]`` bool.
     """
+    if tiles is not None:
+        return _near_decision_tiled(means2d, conics, opacities, depths, width, height, *tiles, rel=rel,
+                                    depth_rel=depth_rel, tie_weight=tie_weight)
     B, C, N = radii.shape
     _, dep, alpha, kept, _ = _splats_at_pixels(means2d, conics, None, opacities, depths, radii, width, height)
     n_vis = (radii > 0).sum(-1, keepdim=True)  # depth order puts the culled ones last
     vis = torch.arange(N, device=radii.device) < n_vis  # B,C,N
-    near_skip = vis.unsqueeze(2) & ((alpha / ALPHA_MIN - 1).abs() < rel)
     t_after = torch.cumprod(1 - torch.where(kept, alpha, torch.zeros_like(alpha)), dim=-1)
+    reached = _reached(kept, t_after)
+    near_skip = vis.unsqueeze(2) & reached & ((alpha / ALPHA_MIN - 1).abs() < rel)
     near_stop = kept & ((t_after / TRANSMITTANCE_MIN - 1).abs() < rel)
     flagged = (near_skip | near_stop).any(-1)  # B,C,P
     tie = vis[..., 1:] & ((dep[..., 1:] - dep[..., :-1]).abs() <= depth_rel * dep[..., :-1].abs())  # B,C,N-1
-    flagged |= (tie.unsqueeze(2) & kept[..., 1:] & kept[..., :-1]).any(-1)  # neighbours in depth order
+    both = kept & reached
+    flagged |= (tie.unsqueeze(2) & _swap_matters(both, alpha, t_after, tie_weight)).any(-1)  # depth neighbours
     return flagged.reshape(B, C, height, width)
+
+
+def _reached(kept: torch.Tensor, t_after: torch.Tensor) -> torch.Tensor:
+    """``[..., N]`` splats (in depth order, last dim) that compositing reaches: up to and including the
+    first kept one whose transmittance after it is at or below the stop. Behind that one a splat's
+    decisions change nothing, unless the stop itself is near (flagged on its own)."""
+    crossing = (kept & (t_after <= TRANSMITTANCE_MIN)).int()
+    return (torch.cumsum(crossing, dim=-1) - crossing) == 0
+
+
+def _swap_matters(both: torch.Tensor, alpha: torch.Tensor, t_after: torch.Tensor, tie_weight: float) -> torch.Tensor:
+    """``[..., N-1]``: neighbours i, i+1 (last dim, depth order) both composited, with
+    ``T_i a_i a_{i+1} > tie_weight`` (``T_i`` the transmittance in front of i)."""
+    t_before = torch.cat([torch.ones_like(t_after[..., :1]), t_after[..., :-2]], dim=-1)
+    weight = t_before * alpha[..., :-1] * alpha[..., 1:]
+    return both[..., 1:] & both[..., :-1] & (weight > tie_weight)
+
+
+def _near_decision_tiled(means2d, conics, opacities, depths, width: int, height: int, isect_offsets, flatten_ids,
+                         tile_size: int, rel: float, depth_rel: float, tie_weight: float, budget: int = 1 << 24):
+    """:func:`near_decision_pixels` over tile runs; ``budget`` bounds the splat-pixel pairs per chunk."""
+    B, C, N = depths.shape
+    dev, dt = means2d.device, means2d.dtype
+    BC, tile_h, tile_w = isect_offsets.shape
+    n_bins, n_isect = isect_offsets.numel(), flatten_ids.numel()
+    starts = isect_offsets.reshape(-1).long()
+    ends = torch.cat([starts[1:], starts.new_tensor([n_isect])])
+    lengths = (ends - starts).cpu()
+    m, con, dep = means2d.reshape(-1, 2), conics.reshape(-1, 3), depths.reshape(-1)
+    P = tile_size * tile_size
+    py, px = (v.reshape(-1) for v in torch.meshgrid(torch.arange(tile_size, device=dev),
+                                                    torch.arange(tile_size, device=dev), indexing="ij"))
+    flagged = torch.zeros(BC, tile_h * tile_size, tile_w * tile_size, dtype=torch.bool, device=dev)
+    order = torch.argsort(lengths)  # chunks of bins with similar run lengths
+    sorted_len = lengths[order]
+    i = int((sorted_len == 0).sum())
+    while i < n_bins:
+        # the longest run of a chunk (its last) sets the padding: count * longest <= budget / P
+        fits = torch.arange(1, n_bins - i + 1) * sorted_len[i:] <= budget // P  # a prefix: both grow
+        j = i + max(1, int(fits.sum()))
+        L = int(sorted_len[j - 1])
+        bins = order[i:j].to(dev)
+        k = torch.arange(L, device=dev)
+        valid = k < (ends[bins] - starts[bins]).unsqueeze(1)  # G,L
+        g = flatten_ids[(starts[bins].unsqueeze(1) + k).clamp(max=max(n_isect - 1, 0))].long()
+        o = opacities.reshape(-1)[(g // (C * N)) * N + g % N]
+        bc, tile = bins // (tile_h * tile_w), bins % (tile_h * tile_w)
+        ys = (tile // tile_w).unsqueeze(1) * tile_size + py  # G,P
+        xs = (tile % tile_w).unsqueeze(1) * tile_size + px
+        dx = m[g, 0].unsqueeze(1) - (xs.to(dt) + 0.5).unsqueeze(2)  # G,P,L
+        dy = m[g, 1].unsqueeze(1) - (ys.to(dt) + 0.5).unsqueeze(2)
+        a, b, c = (con[g, q].unsqueeze(1) for q in range(3))
+        sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
+        alpha = torch.clamp(o.unsqueeze(1) * torch.exp(-sigma), max=ALPHA_MAX)
+        v = valid.unsqueeze(1)
+        kept = v & (sigma >= 0) & (alpha >= ALPHA_MIN)
+        t_after = torch.cumprod(1 - torch.where(kept, alpha, torch.zeros_like(alpha)), dim=-1)
+        reached = _reached(kept, t_after)
+        near = (v & reached & ((alpha / ALPHA_MIN - 1).abs() < rel)).any(-1)
+        near |= (kept & ((t_after / TRANSMITTANCE_MIN - 1).abs() < rel)).any(-1)
+        d = dep[g]
+        tie = valid[:, 1:] & ((d[:, 1:] - d[:, :-1]).abs() <= depth_rel * d[:, :-1].abs())  # G,L-1
+        both = kept & reached
+        near |= (tie.unsqueeze(1) & _swap_matters(both, alpha, t_after, tie_weight)).any(-1)
+        flagged[bc.unsqueeze(1).expand_as(ys), ys, xs] = near
+        i = j
+    return flagged[:, :height, :width].reshape(B, C, height, width)
