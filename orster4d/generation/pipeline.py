@@ -310,9 +310,16 @@ def load_pipeline(folder: str, device="cpu", dtype: torch.dtype = torch.float32)
     weights load as float32 by default; diffusers keeps the saved dtype on some loading paths)."""
     from orster4d.generation.models.base import diffusers_load_kwargs
 
+    from diffusers.utils import logging as diffusers_logging
+
     check_pipeline_folder(folder)
     pipe = STD4DPipeline.from_pretrained(folder, **diffusers_load_kwargs())
-    return pipe.to(torch.device(device)).to(dtype)  # a cast that works on every diffusers version
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # no "modules to keep in float32: []" notice per component
+    try:
+        return pipe.to(torch.device(device)).to(dtype)  # a cast that works on every diffusers version
+    finally:
+        diffusers_logging.set_verbosity(level)
 
 
 def _ema_state(checkpoint: str) -> Dict[str, torch.Tensor]:

@@ -34,7 +34,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 from orster4d.reproduce.cache import Run, file_lock, key_hash, training_key
 from orster4d.reproduce.presets import ReproPreset, get_preset

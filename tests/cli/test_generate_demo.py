@@ -159,3 +159,24 @@ def test_writer_shards_large_components_and_refuses_larger_tensors(tmp_path):
                          SCHEDULES)
     with pytest.raises(FileExistsError, match="overwrite"):
         write_demo_model(tmp_path / "s3d", out, image, "obj", "an object", SCHEDULES)
+
+
+def test_the_shipped_demo_model_is_complete_and_samples():
+    """models/std4d-small: demo.json checks out, every weight file is under 16 MiB, float16 on disk,
+    and the pipeline loads as float32 and makes a finite video of the model's size from the image."""
+    from orster4d.generation.demo import MAX_FILE_BYTES
+
+    folder = default_demo_folder()
+    demo = load_demo_model(folder)
+    sizes = weight_files(folder / "pipeline")
+    assert sizes and max(sizes.values()) < MAX_FILE_BYTES
+    with safe_open(str(folder / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16
+    pipe = load_pipeline(str(folder / "pipeline"))
+    assert all(p.dtype == torch.float32 for p in pipe.unet.parameters())
+    image = torch.from_numpy(np.asarray(Image.open(demo.image).convert("RGB")).copy()).float() / 255
+    pipe.set_progress_bar_config(disable=True)
+    video = pipe(image=image, num_inference_steps=2, guidance_scale=1.0,
+                 generator=torch.Generator().manual_seed(0)).video
+    t = pipe.trajectory
+    assert tuple(video.shape) == (t.num_frames, t.height, t.width, 3) and torch.isfinite(video).all()
