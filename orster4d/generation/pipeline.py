@@ -313,7 +313,13 @@ def load_pipeline(folder: str, device="cpu", dtype: torch.dtype = torch.float32)
     from diffusers.utils import logging as diffusers_logging
 
     check_pipeline_folder(folder)
-    pipe = STD4DPipeline.from_pretrained(folder, **diffusers_load_kwargs())
+    bar = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()  # loading takes a second: no "Loading pipeline components" bar
+    try:
+        pipe = STD4DPipeline.from_pretrained(folder, **diffusers_load_kwargs())
+    finally:
+        if bar:
+            diffusers_logging.enable_progress_bar()
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()  # no "modules to keep in float32: []" notice per component
     try:

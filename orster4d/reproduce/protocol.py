@@ -76,6 +76,8 @@ def check_options(opts: ProtocolOptions):
     preset = get_preset(opts.preset)
     extra = scarcity_rows(preset.scarcity) if opts.scarcity else []
     rows = find_rows(opts.rows, extra) if opts.rows else find_rows(None, extra)
+    if opts.rows and opts.scarcity:  # --rows X --scarcity: X and the curve's rows
+        rows += [r for r in extra if r not in rows]
     seeds = list(opts.seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) \
             or len(set(seeds)) != len(seeds):

@@ -447,3 +447,11 @@ def test_run_lock_waits_for_the_holder(tmp_path):
         order.append("first")
     t.join(5)
     assert order == ["first", "second"]
+
+
+def test_scarcity_adds_the_curve_rows_to_named_rows(tmp_path):
+    _, rows = P.check_options(_opts(tmp_path, rows=["ours"], scarcity=True))
+    names = [r.name for r in rows]
+    assert names[0] == "ours" and names[1:] == [r.name for r in scarcity_rows(P.get_preset("tiny").scarcity)]
+    _, rows = P.check_options(_opts(tmp_path, rows=["ours"]))
+    assert [r.name for r in rows] == ["ours"]
