@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=positive_int, default=1,
                    help="processes per training run, under torchrun (one per GPU; data.batch_size is the global batch)")
     p.add_argument("--jobs", type=positive_int, default=1,
-                   help="runs made at once in worker processes sharing the GPU (launch-bound small models "
-                        "finish sooner side by side); logs in <root>/logs/")
+                   help="runs made at once in worker processes sharing the GPU (small models are launch-bound, so "
+                        "runs side by side should keep it busier; not measured side by side); logs in <root>/logs/")
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: write the tables from the finished runs (rows missing one say 'not run')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

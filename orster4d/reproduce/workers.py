@@ -1,7 +1,7 @@
 """Protocol tasks in worker processes (``orster4d-reproduce --jobs N``).
 
 At the sizes of the reproduction a training step is launch-bound: the GPU idles while the host
-issues kernels, so several runs at once on one GPU finish sooner than one after another. After the
+issues kernels, so several runs at once on one GPU should finish sooner than one after another. After the
 shared models (world, image VAE, CLIP), :func:`run_tasks` starts up to ``jobs`` worker processes,
 each running one :meth:`~orster4d.reproduce.protocol.Protocol.tasks` entry (a teacher, or one row
 and seed: its chain, scores and assets) and exiting. Workers share the run cache: a run two tasks
