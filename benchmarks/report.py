@@ -328,8 +328,11 @@ def _block(kind: str, path: str, root: Path, figures: dict) -> str:
     if kind in TABLES:
         return table(kind, src)
     suffix, draw, alt = FIGURES[kind]
+    img = draw(src)
+    if img is None:  # nothing to draw: no empty figure in the docs
+        return f"*Not run yet: `{path}` holds nothing for this figure.*"
     name = f"{src.stem}_{suffix}.png"
-    figures[root / "docs" / "figures" / name] = draw(src)
+    figures[root / "docs" / "figures" / name] = img
     return f"![{alt}](figures/{name})"
 
 
@@ -469,9 +472,11 @@ PLOTS = {"rasterize": plot_rasterize, "hexplane": plot_hexplane, "attention": pl
 
 
 def _scarcity_figure(src: Path):
-    from benchmarks.repro_figures import scarcity_curve
+    """The scarcity curve of a ``reproduction.json``, or None when it has no scarcity rows run."""
+    from benchmarks.repro_figures import scarcity_curve, scarcity_points
 
-    return scarcity_curve(json.loads(src.read_text()))
+    result = json.loads(src.read_text())
+    return scarcity_curve(result) if any(scarcity_points(result).values()) else None
 
 
 def _strips_figure(src: Path):

@@ -172,3 +172,15 @@ def test_docs_blocks_render_not_run_then_tables_and_figures(result, tmp_path, ca
     assert report.docs(check=True, root=tmp_path) == 1  # a stale figure is stale
     with pytest.raises(ValueError, match="unknown report kind"):
         report.render_docs("<!-- report: repro_nope r/repro.json -->\n<!-- end report -->", tmp_path)
+
+
+def test_a_report_without_scarcity_rows_gets_no_empty_curve_in_the_docs(result, tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "r").mkdir()
+    result = dict(result, rows=[r for r in result["rows"] if r["table"] != 4])
+    (tmp_path / "r" / "repro.json").write_text(json.dumps(result))
+    page = tmp_path / "docs" / "p.md"
+    page.write_text("<!-- report: repro_scarcity_plot r/repro.json -->\n<!-- end report -->\n")
+    assert report.docs(check=False, root=tmp_path) == 0
+    assert "holds nothing for this figure" in page.read_text()
+    assert not (tmp_path / "docs" / "figures").exists() or not any((tmp_path / "docs" / "figures").iterdir())
