@@ -9,8 +9,7 @@ The kernels compute softmax attention over *augmented* scores, in base-2 units:
 log2(e), ``+inf`` on padded keys) are prepared by :mod:`orster4d.ops.attention`; see ``docs/kernels.md``
 for how ``-1/2 Qf(s_i - s_j, u_i - u_j)`` expands into this form. Every tensor is contiguous and
 flattened over (batch, head): ``q [BH, Nq, D]``, ``k [BH, Nk, D]``, ``v [BH, Nk, DV]``,
-``pf [BH, Nq, DF]`` (float32, natural units: scaled by log2(e) and rounded to the dtype of
-``kf`` once per query tile), ``kf [BH / KF_HDIV,
+``pf [BH, Nq, DF]`` (float32, natural units: scaled by log2(e) once per query tile), ``kf [BH / KF_HDIV,
 Nk, DF]`` (``KF_HDIV = H`` when every head shares the key features), ``bias [BH, Nk]`` (float32),
 ``lse``/``delta [BH, Nq]`` (float32). Grids are one-dimensional (``tiles per head x heads``) so
 that hundreds of thousands of heads fit.
@@ -20,6 +19,11 @@ Two tilings share the code:
 - ``PACKED = True`` (short sequences, the temporal regime): one program owns ``G`` consecutive
   batch-heads whose ``G * N`` rows fit in one tile; a block-diagonal mask keeps the heads apart,
   so a tile is filled with useful rows instead of mostly padding.
+
+The kernel-feature dots (``pf kf^T`` in the scores, ``dS kf`` and ``dS^T pf`` in the backward) run
+in float32 (TF32 on tensor cores for 16-bit inputs, over the ``DF`` feature columns only): the
+Gaussian kernel's scalars take their gradient as a sum of these dots over every query of every
+head, with terms of both signs, and rounding ``pf`` or ``dS`` to bf16 first lost too much of it.
 
 The file reads top to bottom: helpers (tile rows, loads, scores), forward, backward preprocess,
 backward (dK/dV, then dQ).
@@ -97,13 +101,13 @@ def _load_keys(K, V, KF, BIAS, bh, n, N, valid, KF_HDIV,
 
 
 @triton.jit
-def _load_query_feats(PF, q, like, bh, n, N, valid,
+def _load_query_feats(PF, q, bh, n, N, valid,
                       DF: tl.constexpr, HAS_FEAT: tl.constexpr, EVEN: tl.constexpr):
-    """A query tile's ``pf [BM, DF]`` times log2(e), rounded to the dtype of ``like``
-    (``q`` stands in without features)."""
+    """A query tile's ``pf [BM, DF]`` times log2(e), in float32 (``q`` stands in without
+    features)."""
     pf = q
     if HAS_FEAT:
-        pf = (_load(PF, bh, n, N, valid, DF, EVEN) * 1.4426950408889634).to(like.dtype)
+        pf = _load(PF, bh, n, N, valid, DF, EVEN) * 1.4426950408889634
     return pf
 
 
@@ -125,7 +129,7 @@ def _scores(q, k, pf, kf, bias, qk_scale,
     """Base-2 augmented score tile ``[BM, BN]`` from a query tile and a key tile."""
     s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
     if HAS_FEAT:
-        s += tl.dot(pf.to(kf.dtype), tl.trans(kf), input_precision=PREC)
+        s += tl.dot(pf, tl.trans(kf.to(tl.float32)), input_precision=PREC)
     if HAS_BIAS:
         s -= bias[None, :]
     return s
@@ -146,7 +150,7 @@ def attn_fwd(Q, K, V, PF, KF, BIAS, O, LSE,
 
     q_bh, q_n, q_valid, q_grp = _tile_rows(pid_m, pid_bh, Nq, G, BH, BLOCK_M, PACKED)
     q = _load(Q, q_bh, q_n, Nq, q_valid, D, EVEN)
-    pf = _load_query_feats(PF, q, q, q_bh, q_n, Nq, q_valid, DF, HAS_FEAT, EVEN)
+    pf = _load_query_feats(PF, q, q_bh, q_n, Nq, q_valid, DF, HAS_FEAT, EVEN)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -235,11 +239,11 @@ def attn_bwd_dkdv(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA,
     for ib in range(0, n_blocks):
         q_bh, q_n, q_valid, q_grp = _tile_rows(ib, pid_bh, Nq, G, BH, BLOCK_M, PACKED)
         q, do, lse, delta = _load_grad_rows(Q, DO, LSE, DELTA, q_bh, q_n, Nq, q_valid, D, DV, EVEN)
-        pf = _load_query_feats(PF, q, kf, q_bh, q_n, Nq, q_valid, DF, HAS_FEAT, EVEN)
+        pf = _load_query_feats(PF, q, q_bh, q_n, Nq, q_valid, DF, HAS_FEAT, EVEN)
         # transposed tiles [BN, BM]: keys along rows, as this program accumulates per key
         sT = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale
         if HAS_FEAT:
-            sT += tl.dot(kf, tl.trans(pf), input_precision=PREC)
+            sT += tl.dot(kf.to(tl.float32), tl.trans(pf), input_precision=PREC)
         if HAS_BIAS:
             sT -= bias[:, None]
         lse_safe = tl.where(lse == float("-inf"), float("inf"), lse)
@@ -253,7 +257,7 @@ def attn_bwd_dkdv(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA,
         dsT = pT * (dpT - delta[None, :])
         dk += tl.dot(dsT.to(q.dtype), q, input_precision=PREC)
         if HAS_FEAT:
-            dkf += tl.dot(dsT.to(pf.dtype), pf, input_precision=PREC)
+            dkf += tl.dot(dsT, pf, input_precision=PREC)
         if HAS_BIAS:
             dbias += tl.sum(dsT, 1)
         if PACKED:
@@ -261,7 +265,7 @@ def attn_bwd_dkdv(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA,
             dq = tl.dot(ds.to(k.dtype), k, input_precision=PREC) * scale
             _store(DQ, dq, q_bh, q_n, Nq, q_valid, D, False)
             if HAS_FEAT:
-                dpf = tl.dot(ds.to(kf.dtype), kf, input_precision=PREC)
+                dpf = tl.dot(ds, kf.to(tl.float32), input_precision=PREC)
                 _store(DPF, dpf, q_bh, q_n, Nq, q_valid, DF, False)
 
     _store(DK, dk * scale, k_bh, k_n, Nk, k_valid, D, EVEN)
@@ -287,7 +291,7 @@ def attn_bwd_dq(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA, DQ, DPF,
     q_bh, q_n, q_valid, q_grp = _tile_rows(pid_m, pid_bh, Nq, 1, BH, BLOCK_M, False)
     q, do, lse, delta = _load_grad_rows(Q, DO, LSE, DELTA, q_bh, q_n, Nq, q_valid, D, DV, EVEN)
     lse_safe = tl.where(lse == float("-inf"), float("inf"), lse)
-    pf = _load_query_feats(PF, q, q, q_bh, q_n, Nq, q_valid, DF, HAS_FEAT, EVEN)
+    pf = _load_query_feats(PF, q, q_bh, q_n, Nq, q_valid, DF, HAS_FEAT, EVEN)
 
     dq = tl.zeros([BLOCK_M, D], dtype=tl.float32)
     dpf = tl.zeros([BLOCK_M, DF], dtype=tl.float32)
@@ -303,7 +307,7 @@ def attn_bwd_dq(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA, DQ, DPF,
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
         if HAS_FEAT:
-            dpf += tl.dot(ds.to(kf.dtype), kf, input_precision=PREC)
+            dpf += tl.dot(ds, kf.to(tl.float32), input_precision=PREC)
 
     _store(DQ, dq * scale, q_bh, q_n, Nq, q_valid, D, EVEN)
     if HAS_FEAT:

@@ -2,7 +2,7 @@
 # One call on a GPU machine: build the CUDA kernels, run the CUDA tests, run every
 # benchmark report, and merge them into one JSON report named after the GPU.
 #
-#   bash scripts/gpu_check.sh [OUTDIR] [PARTS]     (PARTS: comma list of build,tests,rasterize,hexplane,attention,construct,train,generate,memory,evaltime)
+#   bash scripts/gpu_check.sh [OUTDIR] [PARTS]     (PARTS: comma list of build,tests,flake,benchonly,rasterize,hexplane,attention,construct,train,generate,memory,evaltime)
 #
 # Wheels for packages the machine lacks (pytest, pytest-benchmark, gsplat, ...) are
 # installed from .whl/ when that folder exists. Reports land in OUTDIR (default
@@ -18,6 +18,9 @@
 # minute each. Split
 # the parts over two calls when needed, e.g. PARTS=build,tests,rasterize,hexplane then
 # PARTS=build,attention,construct (the build is cached within one machine's life).
+# flake: the bf16 attention test with many heads, FLAKE_RUNS times (default 16), fresh inputs each run
+# (one pytest process per run; a failure is counted, not fatal). benchonly: `pytest benchmarks/
+# --benchmark-only`, the command the README gives users (pass/fail and pytest-benchmark's JSON).
 # Extra arguments per part: RASTERIZE_ARGS (e.g. "--sizes 100k@800,1M@800 --no-4d"), HEXPLANE_ARGS,
 # ATTENTION_ARGS, CONSTRUCT_ARGS (e.g. "--families hopper walker --set max_sh_degree=0"), TRAIN_ARGS.
 #
@@ -80,6 +83,12 @@ report_part() {  # report_part <part> <default args>: ours, then the other tree'
 }
 if has build; then run_part build python3 -m orster4d.build --cuda; ab_part build; fi
 has tests && run_part tests python3 -m pytest tests -m cuda -q -ra -p no:cacheprovider --durations=8
+has flake && run_part flake bash -c 'fails=0; for i in $(seq ${FLAKE_RUNS:-16}); do
+  python3 -m pytest tests/ops/test_attention.py -q -p no:cacheprovider -k "many_heads_and_long_rows and bfloat16" \
+    > /tmp/flake_$i.log 2>&1 || { fails=$((fails + 1)); grep -E "Mismatch|Greatest|seed|Error" /tmp/flake_$i.log | head -8; }
+done; echo "bf16 many-heads test: $fails of ${FLAKE_RUNS:-16} runs failed"; [ $fails = 0 ]'
+has benchonly && run_part benchonly python3 -m pytest benchmarks/ --benchmark-only -q -ra -p no:cacheprovider \
+  --benchmark-json "$OUTDIR/benchonly.json"
 has rasterize && report_part rasterize ""
 has hexplane && report_part hexplane ""
 has attention && report_part attention "--budget-s 240"

@@ -1,0 +1,148 @@
+"""Merge reproduction reports written on different machines for the same protocol.
+
+A machine's run cache lives as long as the machine; a later session on a fresh one retrains the
+shared models (the world, the image VAE, the teachers) and the rows it was asked for. Because every
+run is named by the hash of its configuration, two reports of the same preset, world and settings
+name the same runs for the same (row, seed), and their per-seed scores can be pooled:
+
+    python -m orster4d.reproduce.merge OLD.json NEW.json --out MERGED.json
+
+For each row and seed, the scores of whichever report finished it are kept (NEW's when both did);
+the row's summary (mean and 95% interval over seeds) is recomputed from the pooled seeds. Reports
+whose preset, world, settings or shared runs differ are refused, as is a (row, seed) whose chain of
+runs differs between the two (a different configuration under the same name).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Dict, List
+
+from orster4d.reproduce.protocol import summarise
+
+#: top-level fields that must agree for two reports to describe the same protocol
+SAME = ("preset", "settings")
+#: per-row fields copied from the row description (identical in both reports when the names match)
+_ROW_DESC = ("name", "table", "note", "overrides", "stage2_init", "stages", "score", "construct", "scarce4d")
+
+
+def _check_same(a: dict, b: dict) -> None:
+    for key in SAME:
+        if a.get(key) != b.get(key):
+            raise ValueError(f"the reports differ in {key!r}: {a.get(key)!r} vs {b.get(key)!r}")
+    if a["world"]["spec"] != b["world"]["spec"]:
+        raise ValueError("the reports were made on different worlds (world.spec differs)")
+    for key in ("teachers", "image_vae"):
+        ra = a[key] if key == "teachers" else {"run": a[key].get("run")}
+        rb = b[key] if key == "teachers" else {"run": b[key].get("run")}
+        for k in set(ra) & set(rb):
+            if ra[k] and rb[k] and ra[k] != rb[k]:
+                raise ValueError(f"the reports' {key} runs differ ({k}: {ra[k]} vs {rb[k]}): "
+                                 "different configurations, not the same protocol")
+
+
+def _merge_row(old: dict, new: dict) -> dict:
+    if old.get("status") == "not expressible yet" or new.get("status") == "not expressible yet":
+        return new
+    for k in ("overrides", "stages", "construct", "scarce4d", "stage2_init"):
+        if old.get(k) != new.get(k):
+            raise ValueError(f"row {old['name']!r}: {k} differs between the reports "
+                             f"({old.get(k)!r} vs {new.get(k)!r})")
+    runs: Dict[str, dict] = {}
+    scores: Dict[str, Dict[str, dict]] = {"per_seed": {}, "per_seed_assets": {}}
+    for src in (old, new):  # new last: its scores win where both finished a seed
+        for seed, chain in (src.get("runs") or {}).items():
+            if seed in runs:
+                a = {k: v for k, v in runs[seed].items() if k.startswith("stage")}
+                b = {k: v for k, v in chain.items() if k.startswith("stage")}
+                if a != b:
+                    raise ValueError(f"row {old['name']!r}, seed {seed}: the reports trained different runs "
+                                     f"({a} vs {b})")
+                runs[seed] = {**runs[seed], **chain}
+            else:
+                runs[seed] = dict(chain)
+        for field in scores:
+            scores[field].update(src.get(field) or {})
+    missing = {}
+    for src in (old, new):
+        missing.update(src.get("missing_seeds") or {})
+    out = {k: new.get(k, old.get(k)) for k in _ROW_DESC}
+    wanted = sorted(set(missing) | set(runs), key=int)
+    def complete(seed: str) -> bool:
+        return (("video" not in out["score"] or seed in scores["per_seed"])
+                and ("asset" not in out["score"] or seed in scores["per_seed_assets"]))
+
+    missing = {s: m for s, m in missing.items() if not complete(s)}  # a seed one report finished is not missing
+    if not (scores["per_seed"] or scores["per_seed_assets"]):
+        out.update(status="not run", seeds=[], missing_seeds=missing)
+        return out
+    done = [s for s in wanted if s in scores["per_seed"] or s in scores["per_seed_assets"]]
+    out.update(status="done", seeds=[int(s) for s in done], runs={s: runs[s] for s in done if s in runs},
+               missing_seeds=missing)
+    if scores["per_seed"]:
+        ps = dict(sorted(scores["per_seed"].items(), key=lambda kv: int(kv[0])))
+        out.update(per_seed=ps, summary=summarise(ps))
+    if scores["per_seed_assets"]:
+        pa = dict(sorted(scores["per_seed_assets"].items(), key=lambda kv: int(kv[0])))
+        out.update(per_seed_assets=pa, asset_summary=summarise(pa))
+    return out
+
+
+def merge_reports(old: dict, new: dict) -> dict:
+    """One report holding every (row, seed) either report finished (module docstring)."""
+    _check_same(old, new)
+    names: List[str] = [r["name"] for r in old["rows"]] + [r["name"] for r in new["rows"]
+                                                            if r["name"] not in {x["name"] for x in old["rows"]}]
+    by_old = {r["name"]: r for r in old["rows"]}
+    by_new = {r["name"]: r for r in new["rows"]}
+    rows = []
+    for n in names:
+        if n in by_old and n in by_new:
+            rows.append(_merge_row(by_old[n], by_new[n]))
+        else:
+            rows.append(by_new.get(n) or by_old[n])
+    out = dict(old)
+    out.update(rows=rows,
+               seeds=sorted(set(old.get("seeds", [])) | set(new.get("seeds", []))),
+               throughput_samples_per_s={**(old.get("throughput_samples_per_s") or {}),
+                                         **(new.get("throughput_samples_per_s") or {})},
+               events=list(old.get("events") or []) + list(new.get("events") or []),
+               image_vae=new.get("image_vae") or old.get("image_vae"),
+               teachers={**(old.get("teachers") or {}), **(new.get("teachers") or {})},
+               merged_from=[_origin(old), _origin(new)])
+    for k in ("wall_s", "jobs", "tasks", "calls", "gpu", "device", "note"):
+        out.pop(k, None)
+    return out
+
+
+def _origin(r: dict) -> dict:
+    """What a merged report keeps of each source: its machine, time and calls."""
+    if r.get("merged_from"):
+        return {"merged_from": r["merged_from"]}
+    return {k: r.get(k) for k in ("gpu", "device", "wall_s", "jobs", "calls", "note") if r.get(k) is not None}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m orster4d.reproduce.merge", description=__doc__.split("\n\n")[0])
+    ap.add_argument("old", help="the earlier reproduction report (JSON)")
+    ap.add_argument("new", help="the later one; its scores win where both finished a seed")
+    ap.add_argument("--out", required=True, help="where to write the merged report (JSON)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a top-level string field to add (e.g. gpu=NVIDIA H200)")
+    args = ap.parse_args(argv)
+    old, new = (json.loads(Path(p).read_text()) for p in (args.old, args.new))
+    out = merge_reports(old, new)
+    for kv in args.set:
+        if "=" not in kv:
+            ap.error(f"--set expects KEY=VALUE, got {kv!r}")
+        k, v = kv.split("=", 1)
+        out[k] = v
+    Path(args.out).write_text(json.dumps(out, indent=1))
+    done = sum(r.get("status") == "done" for r in out["rows"])
+    print(f"{args.out}: {len(out['rows'])} rows, {done} with scores")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
