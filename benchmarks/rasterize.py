@@ -56,22 +56,25 @@ GRAD_RTOL = 1e-3
 # transposed axis, a 0.5 px shift, a wrong low-pass) changes most covered pixels by far more.
 IMAGE_ATOL = 1e-3  # max abs error (any channel) over the pixels off every decision
 IMAGE_MEAN_ABS = 1e-5  # mean abs error over those pixels and channels (catches small biases)
-# Decision pixels allowed, as a share of all pixels: float64 on the CPU finds 0.3% at 25k@400 and
-# 0.7% at 100k@800 (about 0.2% from the 1/255 skip and the stop, the rest from depth ties); the
-# bound keeps a mask that leaves out much of the image from passing.
-IMAGE_DECISION_FRACTION = 2e-2
+# Pixels excused, as a share of all pixels: a decision pixel whose error exceeds IMAGE_ATOL is
+# excused, and at most this share may be. (Decision pixels themselves are many in dense scenes:
+# measured on an H200, 0.6% at 100k@800, 5.7% at 1M@800 and 1M@1600, 13% at 3M@1600, mostly
+# depth ties, while nearly all of them agree with gsplat to 1e-5 anyway.) The bound keeps a mask
+# that excuses much of the image from passing.
+IMAGE_EXCUSED_FRACTION = 2e-2
 # Depth ties whose swap changes a pixel by at most T_i a_i a_j <= this are not decision pixels.
 DECISION_TIE_WEIGHT = IMAGE_ATOL / 10
 
 
 def image_agreement(img: torch.Tensor, ref: torch.Tensor, decision: torch.Tensor,
-                    max_decision_fraction: float = IMAGE_DECISION_FRACTION) -> dict:
+                    max_excused_fraction: float = IMAGE_EXCUSED_FRACTION) -> dict:
     """Whether two renders ``[..., H, W, 3]`` of one scene differ only where a decision may flip.
 
     ``decision`` ``[..., H, W]`` bool marks the pixels near a compositing decision. Passes when the
     max abs error over the other pixels is below IMAGE_ATOL, their mean abs error at most
-    IMAGE_MEAN_ABS, and at most ``max_decision_fraction`` of the pixels are decision pixels.
-    Returns those numbers (the decision pixels' count and max error too) and ``image_ok``.
+    IMAGE_MEAN_ABS, and at most ``max_excused_fraction`` of the pixels are *excused*: decision
+    pixels whose error is IMAGE_ATOL or more. Returns those numbers (the decision pixels' count and
+    max error too) and ``image_ok``.
     """
     if img.shape != ref.shape or img.shape[-1] != 3:
         raise ValueError(f"images must share a shape [..., H, W, 3], got {tuple(img.shape)} and {tuple(ref.shape)}")
@@ -82,17 +85,19 @@ def image_agreement(img: torch.Tensor, ref: torch.Tensor, decision: torch.Tensor
     mean_err = (img.detach().double() - ref.detach().double()).abs().mean(-1)
     off = ~decision.to(err.device)
     pixels, n_decision = err.numel(), int((~off).sum().item())
+    n_excused = int(((~off) & (err >= IMAGE_ATOL)).sum().item())
     zero = err.new_zeros(())
     out = {"image_max_abs_err": err.max().item(),
            "image_max_abs_err_off_decision": (err[off].max() if off.any() else zero).item(),
            "image_mean_abs_err_off_decision": (mean_err[off].mean() if off.any() else zero).item(),
            "image_max_abs_err_on_decision": (err[~off].max() if n_decision else zero).item(),
            "image_pixels": pixels, "image_decision_pixels": n_decision,
-           "image_decision_fraction": n_decision / max(pixels, 1), "image_atol": IMAGE_ATOL,
-           "image_mean_abs": IMAGE_MEAN_ABS, "image_max_decision_fraction": max_decision_fraction}
+           "image_decision_fraction": n_decision / max(pixels, 1), "image_excused_pixels": n_excused,
+           "image_excused_fraction": n_excused / max(pixels, 1), "image_atol": IMAGE_ATOL,
+           "image_mean_abs": IMAGE_MEAN_ABS, "image_max_excused_fraction": max_excused_fraction}
     out["image_ok"] = (out["image_max_abs_err_off_decision"] < IMAGE_ATOL
                        and out["image_mean_abs_err_off_decision"] <= IMAGE_MEAN_ABS
-                       and out["image_decision_fraction"] <= max_decision_fraction)
+                       and out["image_excused_fraction"] <= max_excused_fraction)
     return out
 
 
@@ -365,8 +370,9 @@ def test_correctness_vs_gsplat(benchmark, case):
     assert res["image_ok"], (f"images differ beyond float32 decision flips: max "
                              f"{res['image_max_abs_err_off_decision']:.3g} off decision pixels (bound {IMAGE_ATOL}), "
                              f"mean {res['image_mean_abs_err_off_decision']:.3g} (bound {IMAGE_MEAN_ABS}), "
-                             f"{res['image_decision_pixels']} decision pixels of {res['image_pixels']} "
-                             f"(share {res['image_decision_fraction']:.3g}, bound {IMAGE_DECISION_FRACTION})")
+                             f"{res['image_excused_pixels']} decision pixels beyond it of {res['image_pixels']} "
+                             f"(share {res['image_excused_fraction']:.3g}, bound {IMAGE_EXCUSED_FRACTION}; "
+                             f"{res['image_decision_pixels']} decision pixels in all)")
     assert res["grads_ok"], f"gradient relative L2 errors {res['grad_rel_l2_err']} > {GRAD_RTOL}"
 
 

@@ -8,6 +8,8 @@
 #
 # Environment: PRESET (default small), SEEDS (default "0 1 2"), SCARCITY=1 (add the curve's rows),
 # REPRO_ROOT (default build/repro: inside the tree, so a warm machine keeps it between calls).
+# A device call that runs past its limit loses the machine, and with it the run cache: keep BUDGET_S
+# at least 150 s under the call's limit, less the build (~90 s fresh), for the tables and the packing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:?OUTDIR}; shift
@@ -29,7 +31,8 @@ scarcity=(); [ "${SCARCITY:-0}" = 1 ] && scarcity=(--scarcity)
 timeout -s INT "$BUDGET_S" python3 -m orster4d.reproduce.cli --root "$ROOT" --preset "$PRESET" --seeds $SEEDS \
   --jobs "$JOBS" --no-progress "${scarcity[@]}" --rows "$@" > "$OUTDIR/reproduce.log" 2>&1
 echo "reproduce: rc=$? after $(( $(date +%s) - t0 )) s"; tail -5 "$OUTDIR/reproduce.log"
-python3 -m orster4d.reproduce.cli --root "$ROOT" --preset "$PRESET" --seeds $SEEDS --cached-only --no-progress \
+pkill -f orster4d.reproduce.workers 2>/dev/null  # a worker the interrupt left behind
+timeout 120 python3 -m orster4d.reproduce.cli --root "$ROOT" --preset "$PRESET" --seeds $SEEDS --cached-only --no-progress \
   "${scarcity[@]}" --rows "$@" > "$OUTDIR/tables.log" 2>&1 || tail -20 "$OUTDIR/tables.log"
 nvidia-smi --query-gpu=name,memory.used,utilization.gpu --format=csv >> "$OUTDIR/reproduce.log" 2>&1
 # results: the JSON, the tables, the worker logs' tails, the seed-0 image-condition strips

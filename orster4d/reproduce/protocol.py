@@ -28,6 +28,7 @@ them) rendered at the held-out views and times of the multi-view ground truth.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -140,6 +141,11 @@ class Protocol:
             return "cuda"
         return "cpu"
 
+    def _locked(self, run: Run):
+        """``run.locked()``, except with ``cached_only``, which writes nothing and so takes no lock:
+        it reads ``done.json`` (written atomically) and never waits on a worker still holding one."""
+        return contextlib.nullcontext(run) if self.opts.cached_only else run.locked()
+
     def _check_cached(self, run: Run) -> None:
         if self.opts.cached_only:
             raise NotCached(run.path.name)
@@ -160,7 +166,7 @@ class Protocol:
                                                                          self.data_id("video")]})
         self.vae_run = run
         self.vae_dir = str(run.path / "vae")
-        with run.locked():
+        with self._locked(run):
             if run.done:
                 self._note(run, "reused")
                 return
@@ -188,7 +194,7 @@ class Protocol:
 
         run = Run(self.root, "clip", {"kind": "clip", "config": TINY_CLIP, "seed": 0, "trained": False})
         self.clip_dir, self.clip_id = str(run.path / "clip"), run.hash
-        with run.locked():
+        with self._locked(run):
             if run.done:
                 self._note(run, "reused")
                 return
@@ -222,7 +228,7 @@ class Protocol:
         cfg = self.stage_config(stage, overrides)
         run = Run(self.root, f"s{stage}", training_key(cfg, inputs))
         final = run.path / f"stage{stage}" / "final"
-        with run.locked():
+        with self._locked(run):
             if run.done:
                 self._note(run, "reused")
                 self._rate(run, run.info())
@@ -317,7 +323,7 @@ class Protocol:
                "steps": p.inference_steps, "guidance": p.guidance_scale,
                "weights": [self.opts.lpips_weights, self.opts.i3d, os.environ.get("ORSTER4D_WEIGHTS")]}
         run = Run(self.root, "eval", key)
-        with run.locked():
+        with self._locked(run):
             if run.done:
                 self._note(run, "reused")
                 return run.info()["scores"]
@@ -342,7 +348,7 @@ class Protocol:
                "steps": p.inference_steps, "guidance": p.guidance_scale, "prior_steps": p.prior_steps,
                "kinds": p.asset_kinds, "objects": p.asset_objects}
         run = Run(self.root, "gen", key)
-        with run.locked():
+        with self._locked(run):
             if run.done:
                 self._note(run, "reused")
                 return run, run.info()["kinds"]
@@ -374,7 +380,7 @@ class Protocol:
         key = {"kind": "asset", "gen": gen.hash, "world": self.world_hash, "seed": seed, "construct": settings,
                "weights": [lpips and os.path.abspath(lpips)]}
         run = Run(self.root, "asset", key)
-        with run.locked():
+        with self._locked(run):
             if run.done:
                 self._note(run, "reused")
                 return run.info()["scores"], gen, run

@@ -261,7 +261,7 @@ def test_scale_default_is_inverse_sqrt_d(rng_seed):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bfloat16", "float32"])
 def test_cuda_many_heads_and_long_rows(rng_seed, dtype):
     """More batch-heads than a CUDA grid's y/z limit (packed temporal tiling), and a row count that
     fills whole tiles (unmasked path), against the float64 eager path."""

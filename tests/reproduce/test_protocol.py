@@ -1,14 +1,16 @@
 """The reproduction protocol at the tiny preset: end to end, cached, resumable; the switches do
 what they claim; statistics and tables."""
+import contextlib
 import json
 import math
 import os
+import threading
 
 import pytest
 import torch
 
 from orster4d.reproduce import protocol as P
-from orster4d.reproduce.cache import key_hash, training_key
+from orster4d.reproduce.cache import file_lock, key_hash, training_key
 from orster4d.reproduce.rows import ROWS, Row, find_rows, scarcity_rows
 from orster4d.reproduce.stats import mean_ci
 
@@ -396,7 +398,16 @@ def test_mean_and_interval_match_scipy(rng_seed):
 def test_cached_only_writes_tables_without_making_anything(done, tmp_path):
     root, res = done
     before = sorted(p.name for p in (root / "runs").iterdir() if p.is_dir())
-    out = P.run_protocol(_opts(root, rows=["ours", "w/o disentangling"], cached_only=True))
+    result = {}
+    with contextlib.ExitStack() as held:  # a worker still holding locks (being stopped) must not block it
+        for lock in (root / "runs").glob("*.lock"):
+            held.enter_context(file_lock(lock))
+        t = threading.Thread(target=lambda: result.update(
+            out=P.run_protocol(_opts(root, rows=["ours", "w/o disentangling"], cached_only=True))), daemon=True)
+        t.start()
+        t.join(300)
+        assert not t.is_alive(), "--cached-only waited on a run lock"
+    out = result["out"]
     assert {e["action"] for e in out["events"]} == {"reused"}
     assert sorted(p.name for p in (root / "runs").iterdir() if p.is_dir()) == before
     assert _row(out, "ours")["per_seed"] == _row(res, "ours")["per_seed"]
