@@ -15,7 +15,16 @@ The report renders, for each object, a procedural scene (16 frames, 512x512, mul
 truth with views and timestamps held out), runs ``construct`` with the default schedule (6,000
 coarse + 3,000 fine iterations) once with the fused HexPlane and once with the ``grid_sample``
 path (the plain 4DGS field, no priors), and records wall time and PSNR / SSIM / LPIPS on the
-held-out frames.
+held-out frames (also by kind: novel view, novel time).
+
+``--priors-model DIR`` (a demo model folder such as ``models/std4d-small``, or an STD4DPipeline
+folder) adds ST-HexPlane runs: the model is run once per scene on the scene's first orbital frame
+(resized to the model's size) with ``orster4d-generate --video-only``, and its prior tokens
+(``priors.pt``) drive the construction, once per ``--prior-sides`` entry (``both``, or one side
+only, e.g. ``spatial`` to see what the temporal tokens add on novel-time frames). Those runs are
+reported as ``<backend>+priors[<sides>]``. ``--input orbital`` fits the single orbital video (one
+view per time, the case of a generated video) instead of the multi-view set, and scores on the
+multi-view set's held-out views and times.
 """
 import json
 import sys
@@ -109,6 +118,15 @@ def main(argv=None) -> int:
                    help="override a ConstructConfig field (JSON value), e.g. --set max_sh_degree=1")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                    help="cpu: small ablations only (the default schedule at 512 px takes hours there)")
+    p.add_argument("--input", choices=("multiview", "orbital"), default="multiview",
+                   help="what the construction fits: the multi-view set, or the single orbital video (one view "
+                        "per time); both are scored on the multi-view set's held-out views and times")
+    p.add_argument("--priors-model", help="a demo model folder (demo.json + pipeline/) or an STD4DPipeline folder: "
+                   "adds ST-HexPlane runs on its prior tokens for each scene (module docstring)")
+    p.add_argument("--prior-sides", nargs="+", default=["both"], choices=("both", "spatial", "temporal"),
+                   help="with --priors-model: one run per entry (both token sets, or one side only)")
+    p.add_argument("--gen-steps", type=int, help="denoising steps of the priors' generation (default: the demo "
+                   "model's schedule for the device, else 20)")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("benchmarks.construct: needs a CUDA device; torch sees none (or pass --device cpu)")
@@ -132,20 +150,33 @@ def main(argv=None) -> int:
     report = {"gpu": torch.cuda.get_device_name() if cuda else None, "device": device_name,
               "torch": torch.__version__, "python": python_version(),
               "frames": args.frames, "size": args.size, "views": args.views, "coarse_iters": args.coarse_iters,
-              "fine_iters": args.fine_iters, "overrides": overrides, "objects": {}}
+              "fine_iters": args.fine_iters, "overrides": overrides, "input": args.input,
+              "priors_model": args.priors_model, "objects": {}}
     for fam in families:
         scene = work / f"{fam}-scene"
         t0 = time.time()
         if not (scene / "scene.json").is_file():
             generate_scene(scene, fam, args.seed, args.frames, args.size, args.size, args.views, device=args.device)
         entry = {"scene_seconds": time.time() - t0}
-        for backend in args.backends:
+        runs = [(b, b, {}) for b in args.backends]
+        if args.priors_model:
+            t0 = time.time()
+            priors = scene_priors(scene, args.priors_model, work / f"{fam}-priors", args.device, args.seed,
+                                  args.gen_steps)
+            entry["priors_seconds"] = time.time() - t0
+            for sides in args.prior_sides:
+                use = ["spatial", "temporal"] if sides == "both" else [sides]
+                runs.append((f"{args.backends[0]}+priors[{sides}]", args.backends[0],
+                             {"priors": str(priors), "prior_sides": use}))
+        for backend, hexplane, extra in runs:
             tag = "-".join(f"{k}{v}" for k, v in overrides.items()).replace(" ", "")
-            cfg = ConstructConfig(**{**dict(input=str(scene / "multiview"), static=str(scene / "static"),
-                                            output=str(work / f"{fam}-{backend}{'-' + tag if tag else ''}"),
+            name = backend.replace("+", "-").replace("[", "-").replace("]", "")
+            cfg = ConstructConfig(**{**dict(input=str(scene / args.input), static=str(scene / "static"),
+                                            eval_data=str(scene / "multiview") if args.input != "multiview" else None,
+                                            output=str(work / f"{fam}-{args.input}-{name}{'-' + tag if tag else ''}"),
                                             coarse_iters=args.coarse_iters, fine_iters=args.fine_iters,
-                                            hexplane_backend=backend, progress=False, seed=args.seed,
-                                            checkpoint_every=0, device=args.device), **overrides})
+                                            hexplane_backend=hexplane, progress=False, seed=args.seed,
+                                            checkpoint_every=0, device=args.device), **extra, **overrides})
             sync()
             t0 = time.time()
             m = construct(cfg, overwrite=True)
@@ -158,12 +189,13 @@ def main(argv=None) -> int:
             }
             kinds = " ".join(f"{k} {v['psnr']:.2f}" for k, v in m["heldout"].get("psnr_by_kind", {}).items()
                              if v["psnr"] is not None)
-            print(f"{fam:9s} {backend:12s} {overrides or ''} {entry[backend]['wall_seconds']:7.1f} s  "
+            print(f"{fam:9s} {backend:22s} {overrides or ''} {entry[backend]['wall_seconds']:7.1f} s  "
                   f"held-out PSNR {m['heldout']['psnr']:.2f} ({kinds})  SSIM {m['heldout']['ssim']:.3f}  "
                   f"train PSNR {m['train']['psnr']:.2f}  N={m['num_gaussians']}", flush=True)
             report["objects"][fam] = entry
             write_json(args.json, report)  # partial results survive a time-out
-    for backend in args.backends:
+    names = list(dict.fromkeys(k for e in report["objects"].values() for k, v in e.items() if isinstance(v, dict)))
+    for backend in names:
         vals = [e[backend]["heldout"]["psnr"] for e in report["objects"].values() if backend in e]
         secs = [e[backend]["wall_seconds"] for e in report["objects"].values() if backend in e]
         if vals:
@@ -172,6 +204,39 @@ def main(argv=None) -> int:
     write_json(args.json, report)
     print(json.dumps({k: v for k, v in report.items() if k.startswith("mean_")}, indent=2))
     return 0
+
+
+def scene_priors(scene: Path, model: str, out: Path, device: str, seed: int, steps=None) -> Path:
+    """Prior tokens of ``model`` for ``scene``: its first orbital frame, resized (area) to the model's
+    size, is the image condition of ``orster4d-generate --video-only``; returns ``out/priors.pt``."""
+    import torch.nn.functional as F
+
+    from orster4d.cli.generate import build_parser, generate
+    from orster4d.data.dataset import load_dataset, write_png
+    from orster4d.generation.pipeline import load_pipeline
+
+    model = Path(model)
+    guidance, schedule = 3.0, None
+    if (model / "demo.json").is_file():
+        from orster4d.generation.demo import load_demo_model
+
+        demo = load_demo_model(model)
+        schedule, pipe_dir = demo.schedule(device), demo.pipeline
+        guidance = schedule["guidance"]
+    else:
+        pipe_dir = model
+    steps = steps or (schedule["steps"] if schedule else 20)
+    traj = load_pipeline(str(pipe_dir)).trajectory
+    frame = load_dataset(scene / "orbital").images[0].float()  # [H, W, 3] in [0, 1]
+    small = F.interpolate(frame.permute(2, 0, 1)[None], size=(traj.height, traj.width), mode="area")[0]
+    png = out / "condition.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    write_png(png, small.permute(1, 2, 0).clamp(0, 1))
+    argv = ["--image", str(png), "--model", str(pipe_dir), "-o", str(out / "gen"), "--seed", str(seed),
+            "--steps", str(steps), "--guidance", str(guidance), "--device", device, "--video-only",
+            "--overwrite", "--no-progress"]
+    generate(build_parser().parse_args(argv), log=lambda line: None)
+    return out / "gen" / "priors.pt"
 
 
 if __name__ == "__main__":

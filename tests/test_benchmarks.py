@@ -195,3 +195,22 @@ def test_merge_and_compare(tmp_path, rng_seed):
     flagged = [r for r in rows if r[4]]
     assert flagged[0][0] == "cases/c1/ours_fwd_ms" and math.isclose(flagged[0][3], 1.08)
     assert report.compare(a, a, 0.05)[1] == 0
+
+
+def test_construct_report_runs_on_the_demo_models_prior_tokens(tmp_path):
+    """benchmarks.construct --priors-model: the shipped model's prior tokens of the scene drive an
+    ST-HexPlane run beside the plain one, fitted here to the single orbital video (CPU, tiny)."""
+    from benchmarks import construct as bc
+    from orster4d.generation.demo import default_demo_folder
+
+    out = tmp_path / "r.json"
+    assert bc.main(["--json", str(out), "--device", "cpu", "--families", "hopper", "--backends", "fused",
+                    "--size", "32", "--frames", "4", "--views", "2", "--coarse-iters", "4", "--fine-iters", "2",
+                    "--priors-model", str(default_demo_folder()), "--gen-steps", "1", "--input", "orbital",
+                    "--workdir", str(tmp_path / "w")]) == 0
+    rep = json.loads(out.read_text())
+    entry = rep["objects"]["hopper"]
+    assert rep["input"] == "orbital" and {"fused", "fused+priors[both]"} <= set(entry)
+    priors = torch.load(tmp_path / "w" / "hopper-priors" / "gen" / "priors.pt")
+    assert set(priors) == {"spatial", "temporal"} and priors["spatial"].dim() == 2
+    assert all(math.isfinite(entry[k]["heldout"]["psnr"]) for k in ("fused", "fused+priors[both]"))
