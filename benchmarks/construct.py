@@ -213,7 +213,8 @@ def scene_priors(scene: Path, model: str, out: Path, device: str, seed: int, ste
 
     from orster4d.cli.generate import build_parser, generate
     from orster4d.data.dataset import load_dataset, write_png
-    from orster4d.generation.pipeline import load_pipeline
+    from orster4d.cameras import OrbitTrajectory
+    from orster4d.generation.pipeline import check_pipeline_folder
 
     model = Path(model)
     guidance, schedule = 3.0, None
@@ -226,7 +227,7 @@ def scene_priors(scene: Path, model: str, out: Path, device: str, seed: int, ste
     else:
         pipe_dir = model
     steps = steps or (schedule["steps"] if schedule else 20)
-    traj = load_pipeline(str(pipe_dir)).trajectory
+    traj = OrbitTrajectory.from_dict(dict(check_pipeline_folder(str(pipe_dir))["trajectory"]))  # the weights load once, in generate
     frame = load_dataset(scene / "orbital").images[0].float()  # [H, W, 3] in [0, 1]
     small = F.interpolate(frame.permute(2, 0, 1)[None], size=(traj.height, traj.width), mode="area")[0]
     png = out / "condition.png"

@@ -86,8 +86,8 @@ report_part() {  # report_part <part> <default args>: ours, then the other tree'
 }
 if has build; then run_part build python3 -m orster4d.build --cuda; ab_part build; fi
 has tests && run_part tests python3 -m pytest tests -m cuda -q -ra -p no:cacheprovider --durations=8
-export FLAKE_DIR="$OUTDIR/flake"; mkdir -p "$FLAKE_DIR"
-has flake && run_part flake bash -c 'fails=0; for i in $(seq ${FLAKE_RUNS:-16}); do
+export FLAKE_DIR="$OUTDIR/flake"
+has flake && mkdir -p "$FLAKE_DIR" && run_part flake bash -c 'fails=0; for i in $(seq ${FLAKE_RUNS:-16}); do
   python3 -m pytest tests/ops/test_attention.py -q -p no:cacheprovider -k "many_heads_and_long_rows and bfloat16" \
     > "$FLAKE_DIR/flake_$i.log" 2>&1; rc=$?
   [ $rc = 5 ] && { echo "the selection matched no test"; exit 2; }

@@ -33,13 +33,12 @@ def _check_same(a: dict, b: dict) -> None:
             raise ValueError(f"the reports differ in {key!r}: {a.get(key)!r} vs {b.get(key)!r}")
     if a["world"]["spec"] != b["world"]["spec"]:
         raise ValueError("the reports were made on different worlds (world.spec differs)")
-    for key in ("teachers", "image_vae"):
-        ra = a[key] if key == "teachers" else {"run": a[key].get("run")}
-        rb = b[key] if key == "teachers" else {"run": b[key].get("run")}
-        for k in set(ra) & set(rb):
-            if ra[k] and rb[k] and ra[k] != rb[k]:
-                raise ValueError(f"the reports' {key} runs differ ({k}: {ra[k]} vs {rb[k]}): "
-                                 "different configurations, not the same protocol")
+    shared_a = {**(a.get("teachers") or {}), "image_vae": (a.get("image_vae") or {}).get("run")}
+    shared_b = {**(b.get("teachers") or {}), "image_vae": (b.get("image_vae") or {}).get("run")}
+    for k in set(shared_a) & set(shared_b):  # a run one report has not made yet is no conflict
+        if shared_a[k] and shared_b[k] and shared_a[k] != shared_b[k]:
+            raise ValueError(f"the reports' shared runs differ ({k}: {shared_a[k]} vs {shared_b[k]}): "
+                             "different configurations, not the same protocol")
 
 
 def _merge_row(old: dict, new: dict) -> dict:

@@ -54,7 +54,8 @@ def test_pools_seeds_and_rows_and_recomputes_the_summary():
 def test_refuses_reports_of_different_protocols():
     a = _report([_row("ours", [0])])
     for change in ({"preset": "tiny"}, {"teachers": {"spatial": "s1-zzz", "temporal": "s1-b"}},
-                   {"world": {"spec": {"seed": 1}, "root": "/x"}}, {"settings": {"stage_steps": [9]}}):
+                   {"world": {"spec": {"seed": 1}, "root": "/x"}}, {"settings": {"stage_steps": [9]}},
+                   {"image_vae": {"run": "vae-2"}}):
         b = copy.deepcopy(a)
         b.update(change)
         with pytest.raises(ValueError):
