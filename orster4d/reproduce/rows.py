@@ -80,9 +80,8 @@ class Row:
         return dict(self.overrides.get(stage, {}))
 
 
-_NO_ORSTER_NOTE = ("orster.weight=0: L_orster does not reach the student (its gradient is exactly that of "
-                   "L_ldm + beta KL), but stage 2 still loads and runs the teachers; a switch that skips "
-                   "them is missing (it would save compute, not change the model)")
+_NO_ORSTER_NOTE = ("orster.weight=0: no Orster transfer in stage 2 (its loss is L_ldm + beta KL); the teachers are "
+                   "neither loaded nor run")
 _BOTH = ("video", "asset")
 _ASSET = ("asset",)
 _OURS_VIDEO = "the diffusion model and generated videos are ours (shared runs); only the construction differs: "

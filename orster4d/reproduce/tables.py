@@ -124,6 +124,14 @@ def _seconds(s: float) -> str:
     return f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.1f} s"
 
 
+def _origins(result: dict) -> list:
+    """The source reports of a merged report (``merged_from``, flattened), [] for a plain one."""
+    out = []
+    for o in result.get("merged_from") or []:
+        out.extend(_origins(o) if "merged_from" in o else [o])
+    return out
+
+
 def settings_table(result: dict) -> str:
     """A ``Setting | Value`` markdown table: preset, world, training steps, sampling, construction,
     seeds, CLIP, image VAE held-out PSNR, training throughput per stage (median over the training
@@ -161,8 +169,13 @@ def settings_table(result: dict) -> str:
         med = v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
         rows.append((f"training throughput, stage {stage}",
                      f"{med:.1f} samples/s (median of {len(v)} run{'s' * (len(v) > 1)}; {v[0]:.1f}-{v[-1]:.1f})"))
-    wall = result.get("wall_s")
-    rows.append(("wall time", "not recorded" if wall is None else _seconds(float(wall))))
+    wall, sources = result.get("wall_s"), _origins(result)
+    if wall is None and sources and all(o.get("wall_s") is not None for o in sources):
+        wall = sum(float(o["wall_s"]) for o in sources)  # a merged report: the sessions' protocol time
+        label = f"wall time ({len(sources)} sessions)"
+    else:
+        label = "wall time"
+    rows.append((label, "not recorded" if wall is None else _seconds(float(wall))))
     if result.get("device"):
         rows.append(("device", str(result["device"])))
     return "\n".join(["| Setting | Value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])

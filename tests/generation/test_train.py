@@ -310,8 +310,8 @@ def test_stages_do_not_change_the_config_they_are_given(ws, tmp_path, stage1_don
     assert tr.cfg["model"]["unet"] == dict(tr.stage.unet_config)  # the trainer's own resolved copy
 
 
-@pytest.mark.parametrize("case", ["stage1", "stage2", "stage2-lambda1", "stage2-nokernel", "stage3", "stage4-image",
-                                  "stage4-mixed"])
+@pytest.mark.parametrize("case", ["stage1", "stage2", "stage2-lambda1", "stage2-nokernel", "stage2-noorster", "stage3",
+                                  "stage4-image", "stage4-mixed"])
 def test_find_unused_parameters_is_set_exactly_where_needed(ws, tmp_path, stage1_done, stage3_done, case):
     """A stage that tells DDP not to look for unused parameters gives every trainable parameter a
     gradient in a step; the options that leave some without one say so."""
@@ -319,6 +319,7 @@ def test_find_unused_parameters_is_set_exactly_where_needed(ws, tmp_path, stage1
     stage, extra = {"stage1": (1, {}), "stage2": (2, init),
                     "stage2-lambda1": (2, dict(init, **{"orster.lambda_o": 1.0})),
                     "stage2-nokernel": (2, dict(init, **{"orster.options": {"use_kernel": False}})),
+                    "stage2-noorster": (2, dict(init, **{"orster.weight": 0.0})),
                     "stage3": (3, {"init": os.path.join(stage3_done, "stage2", "final")}),
                     "stage4-image": (4, {"init": os.path.join(stage3_done, "stage3", "final"),
                                          "cond.kind": "image"}),
@@ -333,6 +334,30 @@ def test_find_unused_parameters_is_set_exactly_where_needed(ws, tmp_path, stage1
     else:
         assert no_grad == []
     assert tr.stage.find_unused_parameters == (case in ("stage2-lambda1", "stage2-nokernel"))
+
+
+def test_stage2_without_orster_never_touches_the_teachers(ws, tmp_path, stage1_done, monkeypatch):
+    """orster.weight=0: the teachers are not loaded (their folders may be missing) nor run, the loss is
+    L_ldm + KL terms, and the checkpoints hold no orster/ model; with the transfer on, a missing
+    teacher folder is still an error."""
+    import orster4d.generation.training.stages as S
+
+    calls = []
+    monkeypatch.setattr(S, "load_teachers", lambda *a, **k: calls.append(a) or {})
+    extra = {"init": os.path.join(stage1_done, "stage1", "final"), "orster.weight": 0.0,
+             "teachers.spatial_dir": str(tmp_path / "missing_s"), "teachers.temporal_dir": str(tmp_path / "missing_t")}
+    out = str(tmp_path / "r")
+    tr = Trainer(_cfg(ws, out, 2, steps=2, **extra), progress=False)
+    assert calls == [] and tr.stage.frozen.teachers == {} and tr.stage.orster is None and not tr.stage.transfer
+    loss, logs = tr.stage(_fixed_batch(ws), torch.Generator().manual_seed(0))
+    assert set(logs) == {"ldm", "kl"}
+    assert float(loss.detach()) >= float(logs["ldm"])  # L_ldm plus the non-negative KL terms, no transfer term
+    final = tr.train()
+    assert not os.path.exists(os.path.join(final, "model", "orster"))
+    assert os.path.isdir(os.path.join(final, "model", "merged_unet"))
+    monkeypatch.undo()
+    with pytest.raises((FileNotFoundError, ValueError), match="missing_s|teacher"):
+        Trainer(_cfg(ws, str(tmp_path / "r2"), 2, **dict(extra, **{"orster.weight": 1.0})), progress=False)
 
 
 def test_ema_update_is_one_fused_operation(monkeypatch, rng_seed):

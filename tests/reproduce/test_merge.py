@@ -73,3 +73,14 @@ def test_cli_writes_the_merged_report(tmp_path):
     assert main([str(pa), str(pb), "--out", str(po), "--set", "gpu=NVIDIA H200"]) == 0
     out = json.loads(po.read_text())
     assert out["gpu"] == "NVIDIA H200" and out["rows"][0]["seeds"] == [0, 1]
+
+
+def test_settings_table_of_a_merged_report_sums_the_sessions_wall_time():
+    from orster4d.reproduce.tables import settings_table
+
+    a = _report([_row("ours", [0])], wall_s=600.0)
+    b = _report([_row("ours", [1])], wall_s=300.0)
+    twice = merge_reports(merge_reports(a, b), _report([_row("ours", [2])], wall_s=60.0))
+    assert "| wall time (3 sessions) | 16.0 min |" in settings_table(twice)
+    b.pop("wall_s")
+    assert "| wall time | not recorded |" in settings_table(merge_reports(a, b))

@@ -15,7 +15,7 @@ Checkpoint model folders (``<ckpt>/model/``); every model in them is a diffusers
 ``trajectory.json`` (the orbital trajectory of the training videos, ``training_trajectory``):
 - stage 1: ``unet/`` (``UNet3DConditionModel``);
 - stage 2: ``std4d/`` (``STD4DUNet``, the two-channel model), ``orster/`` (``OrsterTransferLoss``:
-  the kernels and projections with their config), and at the end ``merged_unet/``: the unified
+  the kernels and projections with their config; absent when ``orster.weight`` is 0), and at the end ``merged_unet/``: the unified
   4D-UNet (spatial sub-blocks of the spatial channel, temporal sub-blocks of the temporal channel)
   as a ``UNet3DConditionModel``;
 - stages 3-4: ``merged_unet/``, the unified 4D-UNet they train (so what generation samples is
@@ -276,36 +276,50 @@ class _STD4DStage(StageBase):
 
 
 class Stage2(_STD4DStage):
-    """Orster transfer: ``L_ldm + w * (L_orster + kernel NLL) + beta * KL (+ ortho)``, frozen teachers."""
+    """Orster transfer: ``L_ldm + w * (L_orster + kernel NLL) + beta * KL (+ ortho)``, frozen teachers.
+
+    With ``orster.weight`` at 0 the transfer is off: the loss is ``L_ldm + beta * KL (+ ortho)``,
+    the teachers are neither loaded nor run (``teachers.*_dir`` are not read) and no ``orster/``
+    model is saved; ``self.transfer`` says which."""
 
     latent_only = True
 
     def __init__(self, cfg, device, data=None):
         super().__init__(cfg, device, data)
         prev = previous_checkpoint(cfg)
-        tc = cfg["teachers"]
-        for key in ("spatial_dir", "temporal_dir"):
-            if not tc[key]:
-                raise ValueError(f"teachers.{key}: stage 2 needs the {key.split('_')[0]} teacher's diffusers folder")
-        self.frozen.teachers = load_teachers(tc["spatial_dir"], tc["temporal_dir"], tc["map"], device=device)
-        self.init_std4d(prev)
+        tc, o = cfg["teachers"], cfg["orster"]
         tmap = validate_teacher_map(tc["map"])
-        t_ch = [promised_shape(dict(self.frozen.teachers[e["teacher"]].unet.config), e["block"], 1, 1, 8, 8)[1]
-                for e in tmap]
-        s_ch = [promised_shape(self.unet_config, e["student"], 1, 1, 8, 8)[1] for e in tmap]
-        o = cfg["orster"]
-        self.orster = OrsterTransferLoss(tmap, t_ch, s_ch, lambda_o=o["lambda_o"], options=dict(o["options"])).to(device)
-        # Without the kernel the projections get no gradient; with lambda_o at 0 or 1 one of the
-        # two terms (and its student adapter) is not computed. Otherwise every parameter is used.
-        opts = dict(o["options"])
-        self.find_unused_parameters = (not opts.get("use_kernel", True)) or float(o["lambda_o"]) in (0.0, 1.0)
+        self.transfer = float(o["weight"]) != 0.0
+        self.orster = None
+        if self.transfer:
+            for key in ("spatial_dir", "temporal_dir"):
+                if not tc[key]:
+                    raise ValueError(f"teachers.{key}: stage 2 needs the {key.split('_')[0]} teacher's diffusers "
+                                     f"folder (or orster.weight=0, which trains without the transfer)")
+            self.frozen.teachers = load_teachers(tc["spatial_dir"], tc["temporal_dir"], tc["map"], device=device)
+        else:
+            self.frozen.teachers = {}
+            self.notices.append("orster.weight=0: no Orster transfer; the teachers are not loaded or run")
+        self.init_std4d(prev)
+        if self.transfer:
+            t_ch = [promised_shape(dict(self.frozen.teachers[e["teacher"]].unet.config), e["block"], 1, 1, 8, 8)[1]
+                    for e in tmap]
+            s_ch = [promised_shape(self.unet_config, e["student"], 1, 1, 8, 8)[1] for e in tmap]
+            self.orster = OrsterTransferLoss(tmap, t_ch, s_ch, lambda_o=o["lambda_o"],
+                                             options=dict(o["options"])).to(device)
+            # Without the kernel the projections get no gradient; with lambda_o at 0 or 1 one of the
+            # two terms (and its student adapter) is not computed. Otherwise every parameter is used.
+            opts = dict(o["options"])
+            self.find_unused_parameters = (not opts.get("use_kernel", True)) or float(o["lambda_o"]) in (0.0, 1.0)
 
     def forward(self, batch, gen):
         z0 = self.latents(batch)
         zt, t, eps = self.noised(z0, gen)
         ctx = null_context(z0.shape[0], self.context_dim(), z0.device)
-        out = self.std4d(zt, t, ctx, generator=gen, capture=True)
+        out = self.std4d(zt, t, ctx, generator=gen, capture=self.transfer)
         ldm = F.mse_loss(out["eps"].float(), eps)
+        if not self.transfer:
+            return ldm + self.kl_terms(out), {"ldm": ldm.detach(), "kl": out["kl"].detach()}
         teach = {r: te(zt, t) for r, te in self.frozen.teachers.items()}
         student = {"spatial": out["spatial_features"], "temporal": out["temporal_features"]}
         with torch.autocast(z0.device.type, enabled=False):  # kernel fit and targets in float32
@@ -316,11 +330,13 @@ class Stage2(_STD4DStage):
 
     def save_model(self, folder, final=False):
         super().save_model(folder, final)
-        self.orster.save_pretrained(os.path.join(folder, "orster"))
+        if self.orster is not None:
+            self.orster.save_pretrained(os.path.join(folder, "orster"))
 
     def load_model(self, folder):
         super().load_model(folder)
-        self.orster.load_state_dict(OrsterTransferLoss.from_pretrained(os.path.join(folder, "orster")).state_dict())
+        if self.orster is not None:
+            self.orster.load_state_dict(OrsterTransferLoss.from_pretrained(os.path.join(folder, "orster")).state_dict())
 
 
 def load_unified_unet(checkpoint: str, folder: str = "merged_unet"):
