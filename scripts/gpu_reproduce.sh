@@ -7,7 +7,9 @@
 #   BUDGET_S=420 JOBS=5 bash scripts/gpu_reproduce.sh OUTDIR ROW [ROW ...]
 #
 # Environment: PRESET (default small), SEEDS (default "0 1 2"), SCARCITY=1 (add the curve's rows),
-# REPRO_ROOT (default build/repro: inside the tree, so a warm machine keeps it between calls).
+# REPRO_ROOT (default build/repro: inside the tree, so a warm machine keeps it between calls),
+# START_BY (seconds: no new row/seed task starts after it, `--start-by`; for the session's last call,
+# whose unfinished tasks no later call would resume).
 # A device call that runs past its limit loses the machine, and with it the run cache: keep BUDGET_S
 # at least 150 s under the call's limit, less the build (~90 s fresh), for the tables and the packing.
 set -uo pipefail
@@ -28,8 +30,9 @@ t0=$(date +%s)
 [ "${SKIP_BUILD:-0}" = 1 ] || python3 -m orster4d.build --cuda > "$OUTDIR/build.log" 2>&1 || { tail -30 "$OUTDIR/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 scarcity=(); [ "${SCARCITY:-0}" = 1 ] && scarcity=(--scarcity)
+start_by=(); [ -n "${START_BY:-}" ] && start_by=(--start-by "$START_BY")
 timeout -s INT "$BUDGET_S" python3 -m orster4d.reproduce.cli --root "$ROOT" --preset "$PRESET" --seeds $SEEDS \
-  --jobs "$JOBS" --no-progress "${scarcity[@]}" --rows "$@" > "$OUTDIR/reproduce.log" 2>&1
+  --jobs "$JOBS" --no-progress "${scarcity[@]}" "${start_by[@]}" --rows "$@" > "$OUTDIR/reproduce.log" 2>&1
 echo "reproduce: rc=$? after $(( $(date +%s) - t0 )) s"; tail -5 "$OUTDIR/reproduce.log"
 pkill -f orster4d.reproduce.workers 2>/dev/null  # a worker the interrupt left behind
 timeout 120 python3 -m orster4d.reproduce.cli --root "$ROOT" --preset "$PRESET" --seeds $SEEDS --cached-only --no-progress \

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="runs made at once in worker processes sharing the GPU (small models are launch-bound, so "
                         "runs side by side should keep it busier; not measured side by side); logs in <root>/logs/")
+    p.add_argument("--start-by", type=float, metavar="SECONDS",
+                   help="start no new (row, seed) task later than SECONDS after the protocol starts: the running ones "
+                        "finish, the rest read 'not run' and a later call resumes them (for a time-limited machine)")
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: write the tables from the finished runs (rows missing one say 'not run')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -73,7 +76,7 @@ def main(argv=None) -> int:
                            world_seed=args.world_seed, scarcity=args.scarcity, device=args.device, clip=args.clip,
                            lpips_weights=args.lpips_weights, i3d=args.i3d, progress=not args.no_progress,
                            strips=not args.no_strips, nproc=args.nproc, jobs=args.jobs,
-                           cached_only=args.cached_only)
+                           cached_only=args.cached_only, start_by_s=args.start_by)
     try:
         check_options(opts)
         result = run_protocol(opts)

@@ -63,6 +63,7 @@ class ProtocolOptions:
     nproc: int = 1  # processes per training run (torchrun, one per GPU); 1: in this process
     jobs: int = 1  # runs made at once, in worker processes sharing the device(s); 1: one after another here
     cached_only: bool = False  # make nothing: tables from the finished runs, rows missing one are "not run"
+    start_by_s: Optional[float] = None  # no (row, seed) task starts later than this after the start; None: no limit
 
 
 TEACHER_SETS = {"spatial": "static3d", "temporal": "video"}  # teacher role -> the world set it trains on
@@ -89,6 +90,9 @@ def check_options(opts: ProtocolOptions):
         raise ValueError(f"--jobs: an integer >= 1, got {opts.jobs!r}")
     if opts.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device: expected auto, cpu or cuda, got {opts.device!r}")
+    if opts.start_by_s is not None and (isinstance(opts.start_by_s, bool) or not isinstance(opts.start_by_s, (int, float))
+                                        or not opts.start_by_s >= 0):
+        raise ValueError(f"--start-by: seconds >= 0, got {opts.start_by_s!r}")
     for flag, path in (("--clip", opts.clip), ("--lpips-weights", opts.lpips_weights), ("--i3d", opts.i3d)):
         if path and not os.path.exists(path):
             raise ValueError(f"{flag}: {path} not found")
@@ -117,6 +121,8 @@ class Protocol:
         self.events: List[dict] = []
         self.throughput: Dict[str, dict] = {}  # run folder -> {"stage", "samples_per_s"} (median over steps)
         self.teacher_runs: Optional[Dict[str, tuple]] = None  # see teachers()
+        self.t0 = time.perf_counter()
+        self.stopped = False  # past --start-by: nothing new is made, what is unfinished reads "not run"
 
     # -- shared inputs ----------------------------------------------------------------------------
     def world(self, build: bool = True) -> None:
@@ -147,8 +153,19 @@ class Protocol:
         return contextlib.nullcontext(run) if self.opts.cached_only else run.locked()
 
     def _check_cached(self, run: Run) -> None:
-        if self.opts.cached_only:
+        if self.opts.cached_only or self.stopped:
             raise NotCached(run.path.name)
+
+    def deadline(self) -> Optional[float]:
+        """``time.perf_counter()`` value after which no new task starts (``--start-by``), or None."""
+        return None if self.opts.start_by_s is None else self.t0 + float(self.opts.start_by_s)
+
+    def _check_deadline(self) -> None:
+        """Past ``--start-by`` (checked between tasks): from now on nothing new is made."""
+        d = self.deadline()
+        if d is not None and time.perf_counter() >= d and not self.stopped:
+            self.stopped = True
+            self.events.append({"run": None, "action": "stopped starting tasks (--start-by)"})
 
     def _note(self, run: Run, action: str) -> None:
         self.events.append({"run": run.path.name, "action": action})
@@ -417,7 +434,7 @@ class Protocol:
             self.assets(row, task[1], chain[4])
 
     def run(self) -> dict:
-        t0 = time.perf_counter()
+        t0 = self.t0
         self.world()
         self.vae()
         self.clip()
@@ -425,9 +442,12 @@ class Protocol:
         if self.opts.jobs > 1:
             from orster4d.reproduce.workers import run_tasks
 
-            tasks = run_tasks(self.opts, self.tasks(), self.root / "logs", progress=self.opts.progress)
+            tasks = run_tasks(self.opts, self.tasks(), self.root / "logs", progress=self.opts.progress,
+                              deadline=self.deadline())
             self.events += [ev for t in tasks for ev in t.get("events", [])]
+            self._check_deadline()  # tasks the workers did not start are not made here either
         if any(r.expressible for r in self.rows):
+            self._check_deadline()
             try:
                 self.teachers()
             except NotCached:  # cached_only: the rows that need them say so
@@ -445,6 +465,7 @@ class Protocol:
             seeds = self.opts.seeds if row.all_seeds else self.opts.seeds[:1]
             per_seed, per_seed_assets, runs, missing = {}, {}, {}, {}
             for seed in seeds:  # cached_only: what is not finished is left out and named in ``missing_seeds``
+                self._check_deadline()
                 try:
                     chain = self.chain(row, seed)
                 except NotCached as e:

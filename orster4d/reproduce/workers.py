@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 
 def task_name(task: Sequence) -> str:
@@ -33,10 +33,13 @@ def task_name(task: Sequence) -> str:
     return re.sub(r"[^a-z0-9]+", "_", str(task[0]).lower()).strip("_") + f"_seed{task[1]}"
 
 
-def run_tasks(opts, tasks: List[tuple], log_dir: Path, progress: bool = True, poll_s: float = 0.5) -> List[dict]:
+def run_tasks(opts, tasks: List[tuple], log_dir: Path, progress: bool = True, poll_s: float = 0.5,
+              deadline: Optional[float] = None) -> List[dict]:
     """Run ``tasks`` in up to ``opts.jobs`` worker processes; returns one record per task
-    ``{"task", "wall_s", "events", "log"}`` in task order. Every task is tried; a failed one is a
-    RuntimeError after the others finish, naming it and its log."""
+    ``{"task", "wall_s", "events", "log", "returncode"}`` in task order. Every task is tried, except
+    that none starts once ``time.perf_counter()`` has passed ``deadline`` (``--start-by``; the
+    record of such a task is ``{"task", "started": False}``) while the running ones finish; a failed
+    task is a RuntimeError after the others finish, naming it and its log."""
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     wopts = dataclasses.replace(opts, jobs=1, progress=False)
@@ -51,6 +54,12 @@ def run_tasks(opts, tasks: List[tuple], log_dir: Path, progress: bool = True, po
         bar = tqdm(total=len(tasks), desc=f"tasks ({opts.jobs} at once)", dynamic_ncols=True)
     try:
         while pending or running:
+            if pending and deadline is not None and time.perf_counter() >= deadline:
+                for i, task in pending:  # past --start-by: what has not started is left for a later call
+                    records[i] = {"task": list(task), "started": False}
+                    if bar is not None:
+                        bar.update(1)
+                pending = []
             while pending and len(running) < opts.jobs:
                 i, task = pending.pop(0)
                 name = task_name(task)
@@ -81,7 +90,7 @@ def run_tasks(opts, tasks: List[tuple], log_dir: Path, progress: bool = True, po
             log.close()
         if bar is not None:
             bar.close()
-    failed = [r for r in records if r["returncode"] != 0]
+    failed = [r for r in records if r.get("started", True) and r["returncode"] != 0]
     if failed:
         raise RuntimeError("protocol tasks failed: " + "; ".join(
             f"{task_name(r['task'])} (status {r['returncode']}, log {r['log']})" for r in failed))

@@ -438,6 +438,28 @@ def test_a_failed_worker_task_names_its_log(done):
         run_tasks(_opts(root, jobs=1), [("no such row", 0)], root / "logs", progress=False)
 
 
+def test_start_by_stops_starting_tasks_and_makes_nothing_new(done):
+    """--start-by: past it no (row, seed) task starts, in workers or in process; what is finished is
+    reused and reported, the rest reads "not run", and no run folder is made."""
+    from orster4d.reproduce.workers import run_tasks
+
+    root, res = done
+    recs = run_tasks(_opts(root, jobs=2), [("ours", 0), ("w/o disentangling", 0)], root / "logs", progress=False,
+                     deadline=0.0)
+    assert recs == [{"task": ["ours", 0], "started": False}, {"task": ["w/o disentangling", 0], "started": False}]
+    before = sorted(p.name for p in (root / "runs").iterdir() if p.is_dir())
+    for jobs in (1, 2):
+        out = P.run_protocol(_opts(root, rows=["ours", "w/o disentangling"], jobs=jobs, start_by_s=0))
+        assert sorted(p.name for p in (root / "runs").iterdir() if p.is_dir()) == before
+        assert _row(out, "ours")["per_seed"] == _row(res, "ours")["per_seed"]
+        assert _row(out, "w/o disentangling")["status"] == "not run"
+        assert any(e["action"].startswith("stopped starting") for e in out["events"])
+        if jobs == 2:
+            assert all(t.get("started") is False for t in out["tasks"])
+    with pytest.raises(ValueError, match="--start-by"):
+        P.run_protocol(_opts(root, start_by_s=-1))
+
+
 def test_run_lock_waits_for_the_holder(tmp_path):
     import threading
     import time
