@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Dict, List
 
-from orster4d.reproduce.protocol import summarise
+from orster4d.reproduce.protocol import row_result
 
 #: top-level fields that must agree for two reports to describe the same protocol
 SAME = ("preset", "settings")
@@ -66,26 +66,14 @@ def _merge_row(old: dict, new: dict) -> dict:
     missing = {}
     for src in (old, new):
         missing.update(src.get("missing_seeds") or {})
-    out = {k: new.get(k, old.get(k)) for k in _ROW_DESC}
-    wanted = sorted(set(missing) | set(runs), key=int)
+    desc = {k: new.get(k, old.get(k)) for k in _ROW_DESC}
+
     def complete(seed: str) -> bool:
-        return (("video" not in out["score"] or seed in scores["per_seed"])
-                and ("asset" not in out["score"] or seed in scores["per_seed_assets"]))
+        return (("video" not in desc["score"] or seed in scores["per_seed"])
+                and ("asset" not in desc["score"] or seed in scores["per_seed_assets"]))
 
     missing = {s: m for s, m in missing.items() if not complete(s)}  # a seed one report finished is not missing
-    if not (scores["per_seed"] or scores["per_seed_assets"]):
-        out.update(status="not run", seeds=[], missing_seeds=missing)
-        return out
-    done = [s for s in wanted if s in scores["per_seed"] or s in scores["per_seed_assets"]]
-    out.update(status="done", seeds=[int(s) for s in done], runs={s: runs[s] for s in done if s in runs},
-               missing_seeds=missing)
-    if scores["per_seed"]:
-        ps = dict(sorted(scores["per_seed"].items(), key=lambda kv: int(kv[0])))
-        out.update(per_seed=ps, summary=summarise(ps))
-    if scores["per_seed_assets"]:
-        pa = dict(sorted(scores["per_seed_assets"].items(), key=lambda kv: int(kv[0])))
-        out.update(per_seed_assets=pa, asset_summary=summarise(pa))
-    return out
+    return row_result(desc, scores["per_seed"], scores["per_seed_assets"], runs, missing)
 
 
 def merge_reports(old: dict, new: dict) -> dict:

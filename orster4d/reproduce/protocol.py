@@ -480,16 +480,7 @@ class Protocol:
                         runs[str(seed)].update(gen=gen.path.name, asset=asset.path.name)
                 except NotCached as e:
                     missing[str(seed)] = f"run {e} not finished"
-            if not (per_seed or per_seed_assets):
-                rec.update(status="not run", seeds=[], missing_seeds=missing)
-                out_rows.append(rec)
-                continue
-            rec.update(status="done", seeds=[int(s) for s in runs], runs=runs, missing_seeds=missing)
-            if per_seed:
-                rec.update(per_seed=per_seed, summary=summarise(per_seed))
-            if per_seed_assets:
-                rec.update(per_seed_assets=per_seed_assets, asset_summary=summarise(per_seed_assets))
-            out_rows.append(rec)
+            out_rows.append(row_result(rec, per_seed, per_seed_assets, runs, missing))
         vae_info = self.vae_run.info() or {}
         result = {
             "preset": self.preset.name, "seeds": list(self.opts.seeds), "world": {
@@ -550,6 +541,29 @@ def _median_rate(log: Path) -> Optional[float]:
         return None
     rates = sorted(json.loads(ln)["samples_per_s"] for ln in log.read_text().splitlines() if ln.strip())
     return rates[len(rates) // 2] if rates else None
+
+
+def row_result(desc: dict, per_seed: Dict[str, dict], per_seed_assets: Dict[str, dict], runs: Dict[str, dict],
+               missing: Dict[str, str]) -> dict:
+    """One row of the report: its description ``desc`` plus ``status`` ("done" when any seed has
+    scores, else "not run"), ``seeds`` (those whose chain finished), ``runs`` (seed -> run names),
+    ``missing_seeds`` (seed -> reason), ``per_seed`` / ``per_seed_assets`` and their summaries.
+    Seeds are keyed by their decimal string and ordered numerically."""
+    rec = dict(desc)
+    if not (per_seed or per_seed_assets):
+        rec.update(status="not run", seeds=[], missing_seeds=missing)
+        return rec
+
+    def by_seed(d):
+        return dict(sorted(d.items(), key=lambda kv: int(kv[0])))
+
+    runs = by_seed(runs)
+    rec.update(status="done", seeds=[int(s) for s in runs], runs=runs, missing_seeds=missing)
+    if per_seed:
+        rec.update(per_seed=by_seed(per_seed), summary=summarise(per_seed))
+    if per_seed_assets:
+        rec.update(per_seed_assets=by_seed(per_seed_assets), asset_summary=summarise(per_seed_assets))
+    return rec
 
 
 def summarise(per_seed: Dict[str, dict]) -> Dict[str, Dict[str, dict]]:
