@@ -282,14 +282,21 @@ class Protocol:
             self.teacher_runs = {role: self.teacher(role) for role in TEACHER_SETS}
         return self.teacher_runs
 
+    def scarce4d_size(self, row: Row) -> Optional[int]:
+        """How many 4D objects ``row`` trains on: None for the whole set, which a scarcity row
+        asking for at least the set's size also gets (so it shares the runs of its full-data row)."""
+        n = row.scarce4d
+        return None if n is None or n >= int(self.preset.world["scarce4d"]) else n
+
     def data_root(self, row: Row) -> str:
         from orster4d.data.world import subset
 
-        if row.scarce4d is None:
+        n = self.scarce4d_size(row)
+        if n is None:
             return str(self.root / "world" / "scarce4d")
-        dest = self.root / "subsets" / f"scarce4d_{row.scarce4d}"
+        dest = self.root / "subsets" / f"scarce4d_{n}"
         with file_lock(dest.with_suffix(".lock")):
-            return str(subset(self.root / "world", "scarce4d", row.scarce4d, dest))
+            return str(subset(self.root / "world", "scarce4d", n, dest))
 
     def chain(self, row: Row, seed: int) -> Dict[int, tuple]:
         """The stages of ``row`` (1-4 less ``row.skip_stages``) with ``seed``; ``{stage: (run, final)}``.
@@ -297,7 +304,7 @@ class Protocol:
         Each stage starts from the previous stage trained; a stage whose parent is not stage N-1
         (stage 4 after stage 2 or 1) has the parent's stage in its cache key (``parent_stage``)."""
         data = self.data_root(row)
-        did = self.data_id("scarce4d", row.scarce4d)
+        did = self.data_id("scarce4d", self.scarce4d_size(row))
         base_in = {"data": did, "vae": self.vae_run.hash}
         runs = {}
         steps = self.preset.stage_steps

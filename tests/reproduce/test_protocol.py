@@ -488,3 +488,16 @@ def test_scarcity_adds_the_curve_rows_to_named_rows(tmp_path):
     assert names[0] == "ours" and names[1:] == [r.name for r in scarcity_rows(P.get_preset("tiny").scarcity)]
     _, rows = P.check_options(_opts(tmp_path, rows=["ours"]))
     assert [r.name for r in rows] == ["ours"]
+
+
+def test_a_scarcity_row_at_the_full_set_shares_its_full_data_rows_runs(done):
+    """ours @ 4D n=<whole set> is ours (the same data and configuration): it finds ours' runs in the
+    cache; a smaller n trains on its own subset, under other keys, so nothing of it is cached."""
+    root, res = done
+    n4d = P.get_preset("tiny").world["scarce4d"]
+    out = P.run_protocol(_opts(root, rows=["ours"], scarcity=True, cached_only=True))
+    full = _row(out, f"ours @ 4D n={n4d}")
+    assert full["status"] == "done" and full["runs"]["0"] == {k: v for k, v in _row(res, "ours")["runs"]["0"].items()
+                                                               if k.startswith("stage")}
+    assert full["per_seed"] == _row(res, "ours")["per_seed"]
+    assert _row(out, "ours @ 4D n=1")["status"] == "not run"
