@@ -90,8 +90,8 @@ def check_options(opts: ProtocolOptions):
         raise ValueError(f"--jobs: an integer >= 1, got {opts.jobs!r}")
     if opts.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device: expected auto, cpu or cuda, got {opts.device!r}")
-    if opts.start_by_s is not None and (isinstance(opts.start_by_s, bool) or not isinstance(opts.start_by_s, (int, float))
-                                        or not opts.start_by_s >= 0):
+    sb = opts.start_by_s
+    if sb is not None and (isinstance(sb, bool) or not isinstance(sb, (int, float)) or not sb >= 0):
         raise ValueError(f"--start-by: seconds >= 0, got {opts.start_by_s!r}")
     for flag, path in (("--clip", opts.clip), ("--lpips-weights", opts.lpips_weights), ("--i3d", opts.i3d)):
         if path and not os.path.exists(path):

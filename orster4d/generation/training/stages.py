@@ -15,9 +15,9 @@ Checkpoint model folders (``<ckpt>/model/``); every model in them is a diffusers
 ``trajectory.json`` (the orbital trajectory of the training videos, ``training_trajectory``):
 - stage 1: ``unet/`` (``UNet3DConditionModel``);
 - stage 2: ``std4d/`` (``STD4DUNet``, the two-channel model), ``orster/`` (``OrsterTransferLoss``:
-  the kernels and projections with their config; absent when ``orster.weight`` is 0), and at the end ``merged_unet/``: the unified
-  4D-UNet (spatial sub-blocks of the spatial channel, temporal sub-blocks of the temporal channel)
-  as a ``UNet3DConditionModel``;
+  the kernels and projections with their config; absent when ``orster.weight`` is 0), and at the
+  end ``merged_unet/``: the unified 4D-UNet (spatial sub-blocks of the spatial channel, temporal
+  sub-blocks of the temporal channel) as a ``UNet3DConditionModel``;
 - stages 3-4: ``merged_unet/``, the unified 4D-UNet they train (so what generation samples is
   what was trained, loadable by diffusers alone); stage 4 also ``cond/`` (``STD4DConditioner``).
 
