@@ -214,3 +214,26 @@ def test_construct_report_runs_on_the_demo_models_prior_tokens(tmp_path):
     priors = torch.load(tmp_path / "w" / "hopper-priors" / "gen" / "priors.pt")
     assert set(priors) == {"spatial", "temporal"} and priors["spatial"].dim() == 2
     assert all(math.isfinite(entry[k]["heldout"]["psnr"]) for k in ("fused", "fused+priors[both]"))
+
+
+def test_step_split_attributes_every_op_of_a_call(tmp_path):
+    """benchmarks.step_split on the CPU: each case's categories add up to its profiled time, and
+    the rasterizer call's time sits in the rasterizer's ops, the construct step's in all five."""
+    from benchmarks import step_split as ss
+
+    out = tmp_path / "s.json"
+    assert ss.main(["--json", str(out), "--device", "cpu", "--sizes", "2k@48", "--no-4d", "--construct-size", "24",
+                    "--construct-gaussians", "300", "--steps", "1"]) == 0
+    rep = json.loads(out.read_text())
+    assert set(rep["cases"]) == {"rasterize 2k@48", "construct step 24px"}
+    for case in rep["cases"].values():
+        assert math.isclose(sum(case["by_category"].values()), case["device_ms"], rel_tol=1e-9)
+        assert math.isclose(sum(v["ms"] for v in case["by_op"].values()), case["device_ms"], rel_tol=1e-3)
+        assert 0 < case["device_ms"] <= case["wall_ms"] * 1.5
+    ras, step = rep["cases"]["rasterize 2k@48"], rep["cases"]["construct step 24px"]
+    assert ras["by_category"]["rasterizer"] > 0.5 * ras["device_ms"] and ras["by_category"]["hexplane"] == 0
+    assert any(k.startswith("orster4d::intersect_tiles") for k in ras["by_op"])
+    assert all(step["by_category"][c] > 0 for c in ss.CATEGORIES)
+    assert ss.category(["aten::mm", "autograd::engine::evaluate_function: MmBackward0"]) == "mlp"
+    assert ss.category(["aten::zeros_like", "orster4d::hexplane_bwd"]) == "hexplane"
+    assert ss.category(["aten::add_", "Optimizer.step#Adam.step"]) == "optimiser"

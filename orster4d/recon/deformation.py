@@ -245,5 +245,4 @@ class DeformationField(ModelMixin, ConfigMixin):
     def regularisation(self, tv_weight: float = 1e-4, time_smooth_weight: float = 1e-3,
                        time_l1_weight: float = 1e-4) -> torch.Tensor:
         """4DGS plane regularisers: ``tv * TV + ts * time smoothness + l1 * |time planes - 1|``."""
-        return (tv_weight * self.hexplane.plane_tv() + time_smooth_weight * self.hexplane.time_smoothness()
-                + time_l1_weight * self.hexplane.time_l1())
+        return self.hexplane.regularisation(tv_weight, time_smooth_weight, time_l1_weight)

@@ -92,5 +92,15 @@ class HexPlaneField(nn.Module):
     def time_l1(self) -> torch.Tensor:
         return time_l1(self.planes())
 
+    def regularisation(self, tv_weight: float, time_smooth_weight: float, time_l1_weight: float) -> torch.Tensor:
+        """``tv * plane_tv + ts * time_smoothness + l1 * time_l1`` on one unpacking of the planes; a
+        term whose weight is 0 is not computed."""
+        planes = self.planes()
+        total = self.data.new_zeros(())
+        for weight, term in ((tv_weight, plane_tv), (time_smooth_weight, time_smoothness), (time_l1_weight, time_l1)):
+            if weight:
+                total = total + weight * term(planes)
+        return total
+
     def extra_repr(self) -> str:
         return f"channels={self.layout.channels}, resolutions={self.layout.resolutions}, backend={self.backend!r}"

@@ -95,6 +95,33 @@ def test_field_regularisers_at_init_and_gradients():
     assert field.data.grad is not None and field.data.grad.abs().sum() > 0
 
 
+def test_field_regularisation_is_the_weighted_terms_on_one_unpacking(rng_seed):
+    """HexPlaneField.regularisation: the weighted sum of the three terms, value and gradient, with
+    the planes unpacked once (one split of the packed tensor, whose views each plane is); a term of
+    weight 0 is left out."""
+    field = HexPlaneField(channels=3, resolution=(5, 4), multires=(1, 2)).double()
+    with torch.no_grad():
+        field.data.add_(torch.randn_like(field.data))
+    planes = field.planes()
+    offs = field.layout.offsets()
+    for i, pl in enumerate(planes):  # each plane is a view of its own rows of the packed tensor
+        l, p = divmod(i, 6)
+        _, h, w = field.layout.plane_shape(l, p)
+        assert pl.untyped_storage().data_ptr() == field.data.untyped_storage().data_ptr()
+        torch.testing.assert_close(pl.permute(1, 2, 0).reshape(-1, 3), field.data[offs[l][p]: offs[l][p] + h * w],
+                                   rtol=0, atol=0)
+    w = (0.3, 0.7, 1.3)
+    got = field.regularisation(*w)
+    (g_got,) = torch.autograd.grad(got, field.data)
+    ref = naive_tv(field.planes()) * w[0] + naive_time_smoothness(field.planes()) * w[1] \
+        + naive_time_l1(field.planes()) * w[2]
+    (g_ref,) = torch.autograd.grad(ref, field.data)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g_got, g_ref, rtol=1e-12, atol=1e-12)
+    only_tv = field.regularisation(0.3, 0.0, 0.0)
+    torch.testing.assert_close(only_tv, 0.3 * naive_tv(field.planes()), rtol=1e-12, atol=1e-12)
+
+
 def test_regularisers_reject_bad_planes():
     with pytest.raises(ValueError, match="6 tensors per level"):
         plane_tv([torch.rand(2, 3, 3)] * 4)

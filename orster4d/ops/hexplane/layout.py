@@ -84,13 +84,13 @@ class HexPlaneLayout:
         return out
 
     def unpack(self, packed: torch.Tensor) -> list[torch.Tensor]:
-        """The ``6 * L`` planes ``[C, H, W]`` as (non-contiguous) views of ``packed [rows, C]``."""
-        planes = []
-        for l, offs in enumerate(self.offsets()):
-            for p in range(6):
-                c, h, w = self.plane_shape(l, p)
-                planes.append(packed[offs[p]: offs[p] + h * w].view(h, w, c).permute(2, 0, 1))
-        return planes
+        """The ``6 * L`` planes ``[C, H, W]`` as (non-contiguous) views of ``packed [rows, C]``.
+
+        One ``torch.split``: its backward writes the planes' gradients into one ``[rows, C]`` tensor
+        (slicing each plane instead would give every plane a full-size zero gradient to add up)."""
+        shapes = [self.plane_shape(l, p) for l in range(self.levels) for p in range(6)]
+        parts = torch.split(packed, [h * w for _, h, w in shapes], dim=0)
+        return [part.view(h, w, c).permute(2, 0, 1) for part, (c, h, w) in zip(parts, shapes)]
 
     def pack(self, planes: Sequence[torch.Tensor]) -> torch.Tensor:
         """``[rows, C]`` channel-last copy of the planes (differentiable)."""
