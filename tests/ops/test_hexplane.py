@@ -75,6 +75,29 @@ def test_forward_backward_match_reference_float64(rng_seed, trial):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
 
 
+@pytest.mark.parametrize("threads,points", [(1, 300), (2, 300), (2, 3)])
+def test_cpu_backward_paths_match_reference(rng_seed, threads, points):
+    """The CPU backward's three ways of adding plane gradients: plain adds on one thread, private
+    per-thread buffers summed in a fixed order (two threads, many points: bitwise repeatable), and
+    shared atomics (two threads, few points against large planes)."""
+    layout = HexPlaneLayout(channels=4, resolutions=((9, 9, 9, 5), (17, 17, 17, 5)))
+    planes = random_planes(layout)
+    pts = random_points(points)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.randn(points, layout.out_dim, dtype=torch.float64)
+        ours = grads(hexplane_sample(pts, planes, backend="fused"), [pts, *planes], g)
+        again = grads(hexplane_sample(pts, planes, backend="fused"), [pts, *planes], g)
+    finally:
+        torch.set_num_threads(before)
+    ref = grads(hexplane_sample_reference(pts, planes), [pts, *planes], g)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
+    if points > 3:
+        assert all(torch.equal(a, b) for a, b in zip(ours, again))
+
+
 def test_float32_matches_float64_reference(rng_seed):
     layout = HexPlaneLayout(channels=8, resolutions=((7, 7, 7, 5), (13, 13, 13, 5)))
     planes64 = random_planes(layout)
