@@ -253,60 +253,77 @@ std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
   float* ocol = v_colors.data_ptr<float>();
   float* oop = v_opacities.data_ptr<float>();
   float* odep = v_depths.data_ptr<float>();
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t bin = 0; bin < BC * n_tiles; ++bin) {
-    const int64_t bc = bin / n_tiles, tile = bin % n_tiles;
-    const int64_t begin = in.offsets[bin];
-    const TileRange px = tile_pixels(tile, tile_w, tile_size, width, height);
-    const Vec3<float> bg = in.background(bc);
-    for (int y = px.y0; y < px.y1; ++y) {
-      for (int x = px.x0; x < px.x1; ++x) {
-        const int64_t pix = bc * HW + int64_t(y) * width + x;
-        const float cx = float(x) + 0.5f, cy = float(y) + 0.5f;
-        const float T_final = ptrans[pix];
-        const Vec3<float> v_rgb = {gr[3 * pix], gr[3 * pix + 1], gr[3 * pix + 2]};
-        const float v_d = gdep ? gdep[pix] : 0.f;
-        const float v_a = galp ? galp[pix] : 0.f;
-        float T = T_final;  // transmittance behind the current splat
-        Vec3<float> S = {0.f, 0.f, 0.f};
-        float S_depth = 0.f;
-        for (int64_t k = int64_t(plast[pix]) - 1; k >= begin; --k) {
-          const int64_t g = in.flatten_ids[k];
-          const int64_t og = in.opacity_index(g);
-          const SplatAtPixel sp = splat_at(in, g, cx, cy);
-          const float a = sp.alpha;
-          if (!splat_contributes(sp.sigma, a)) continue;
-          const float T_i = T / (1.f - a);
-          const float w = a * T_i;
-          const Vec3<float> col = {in.colors[3 * g], in.colors[3 * g + 1], in.colors[3 * g + 2]};
-          const float v_alpha_i =
-              composite_alpha_grad(a, T_i, col, in.depths[g], S, S_depth, T_final, v_rgb, v_d, v_a, bg);
-          const AlphaGrad<float> ag = gaussian_alpha_vjp(sp.conic, in.opacities[og], sp.dx, sp.dy, v_alpha_i);
+  const int64_t n_isect = flatten_ids.numel();
+  // Each tile's pixels add their splats' gradients into a per-tile buffer indexed by the splat's
+  // place in the tile's run (a Gaussian is in a run once), flushed with one atomic add per splat
+  // and component when the tile is done: a tile's 256 pixels share one set of atomics.
+  constexpr int kG = 10;  // rgb 3, depth 1, mean2d 2, conic 3, opacity 1
+#pragma omp parallel
+  {
+    std::vector<float> acc;
+#pragma omp for schedule(dynamic)
+    for (int64_t bin = 0; bin < BC * n_tiles; ++bin) {
+      const int64_t bc = bin / n_tiles, tile = bin % n_tiles;
+      const IsectRun run = bin_isect_run(in.offsets, bin, BC * n_tiles, n_isect);
+      const int64_t begin = run.begin;
+      if (run.end <= begin) continue;
+      acc.assign(static_cast<size_t>(run.end - begin) * kG, 0.f);
+      const TileRange px = tile_pixels(tile, tile_w, tile_size, width, height);
+      const Vec3<float> bg = in.background(bc);
+      for (int y = px.y0; y < px.y1; ++y) {
+        for (int x = px.x0; x < px.x1; ++x) {
+          const int64_t pix = bc * HW + int64_t(y) * width + x;
+          const float cx = float(x) + 0.5f, cy = float(y) + 0.5f;
+          const float T_final = ptrans[pix];
+          const Vec3<float> v_rgb = {gr[3 * pix], gr[3 * pix + 1], gr[3 * pix + 2]};
+          const float v_d = gdep ? gdep[pix] : 0.f;
+          const float v_a = galp ? galp[pix] : 0.f;
+          float T = T_final;  // transmittance behind the current splat
+          Vec3<float> S = {0.f, 0.f, 0.f};
+          float S_depth = 0.f;
+          for (int64_t k = int64_t(plast[pix]) - 1; k >= begin; --k) {
+            const int64_t g = in.flatten_ids[k];
+            const int64_t og = in.opacity_index(g);
+            const SplatAtPixel sp = splat_at(in, g, cx, cy);
+            const float a = sp.alpha;
+            if (!splat_contributes(sp.sigma, a)) continue;
+            const float T_i = T / (1.f - a);
+            const float w = a * T_i;
+            const Vec3<float> col = {in.colors[3 * g], in.colors[3 * g + 1], in.colors[3 * g + 2]};
+            const float v_alpha_i =
+                composite_alpha_grad(a, T_i, col, in.depths[g], S, S_depth, T_final, v_rgb, v_d, v_a, bg);
+            const AlphaGrad<float> ag = gaussian_alpha_vjp(sp.conic, in.opacities[og], sp.dx, sp.dy, v_alpha_i);
+            float* q = acc.data() + (k - begin) * kG;
+            q[0] += w * v_rgb.x;
+            q[1] += w * v_rgb.y;
+            q[2] += w * v_rgb.z;
+            q[3] += w * v_d;
+            q[4] += ag.v_mean2d.x;
+            q[5] += ag.v_mean2d.y;
+            q[6] += ag.v_conic.xx;
+            q[7] += ag.v_conic.xy;
+            q[8] += ag.v_conic.yy;
+            q[9] += ag.v_opacity;
+            S.x += col.x * w;
+            S.y += col.y * w;
+            S.z += col.z * w;
+            S_depth += in.depths[g] * w;
+            T = T_i;
+          }
+        }
+      }
+      for (int64_t k = begin; k < run.end; ++k) {
+        const float* q = acc.data() + (k - begin) * kG;
+        bool any = false;
+        for (int j = 0; j < kG; ++j) any |= q[j] != 0.f;
+        if (!any) continue;  // the splat touched no pixel of this tile
+        const int64_t g = in.flatten_ids[k];
+        const int64_t og = in.opacity_index(g);
+        float* dst[kG] = {ocol + 3 * g, ocol + 3 * g + 1, ocol + 3 * g + 2, odep + g, om2 + 2 * g, om2 + 2 * g + 1,
+                          ocon + 3 * g, ocon + 3 * g + 1, ocon + 3 * g + 2, oop + og};
+        for (int j = 0; j < kG; ++j) {
 #pragma omp atomic
-          ocol[3 * g] += w * v_rgb.x;
-#pragma omp atomic
-          ocol[3 * g + 1] += w * v_rgb.y;
-#pragma omp atomic
-          ocol[3 * g + 2] += w * v_rgb.z;
-#pragma omp atomic
-          odep[g] += w * v_d;
-#pragma omp atomic
-          om2[2 * g] += ag.v_mean2d.x;
-#pragma omp atomic
-          om2[2 * g + 1] += ag.v_mean2d.y;
-#pragma omp atomic
-          ocon[3 * g] += ag.v_conic.xx;
-#pragma omp atomic
-          ocon[3 * g + 1] += ag.v_conic.xy;
-#pragma omp atomic
-          ocon[3 * g + 2] += ag.v_conic.yy;
-#pragma omp atomic
-          oop[og] += ag.v_opacity;
-          S.x += col.x * w;
-          S.y += col.y * w;
-          S.z += col.z * w;
-          S_depth += in.depths[g] * w;
-          T = T_i;
+          *dst[j] += q[j];
         }
       }
     }
