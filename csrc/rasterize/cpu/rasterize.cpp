@@ -3,6 +3,7 @@
 // csrc/include/orster4d/composite_math.h; this file holds the loops and the bookkeeping.
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "ops.h"
 #include "orster4d/composite_math.h"
@@ -50,18 +51,39 @@ struct RasterInputs {
   }
 };
 
-// Splat g at the pixel centre (cx, cy): its conic, offset mean2d - centre (px), sigma and alpha.
+// A splat at the pixel centre (cx, cy): its conic, offset mean2d - centre (px), sigma and alpha.
 struct SplatAtPixel {
   Sym2<float> conic;
   float dx, dy, sigma, alpha;
 };
-SplatAtPixel splat_at(const RasterInputs& in, int64_t g, float cx, float cy) {
+// A splat of a tile's run with what the per-pixel loops read of it, gathered once per tile so that
+// a tile's pixels read contiguous memory (and the opacity index's divisions happen once per splat).
+struct TileSplat {
+  float mx, my;
+  Sym2<float> conic;
+  float opacity;
+  Vec3<float> color;
+  float depth;
+  int64_t g, og;  // flat [B, C, N] index and opacity index
+};
+
+void gather_tile(const RasterInputs& in, int64_t begin, int64_t end, std::vector<TileSplat>& out) {
+  out.resize(static_cast<size_t>(end - begin));
+  for (int64_t k = begin; k < end; ++k) {
+    const int64_t g = in.flatten_ids[k], og = in.opacity_index(g);
+    out[k - begin] = {in.means2d[2 * g], in.means2d[2 * g + 1],
+                      {in.conics[3 * g], in.conics[3 * g + 1], in.conics[3 * g + 2]}, in.opacities[og],
+                      {in.colors[3 * g], in.colors[3 * g + 1], in.colors[3 * g + 2]}, in.depths[g], g, og};
+  }
+}
+
+SplatAtPixel splat_at(const TileSplat& t, float cx, float cy) {
   SplatAtPixel s;
-  s.conic = {in.conics[3 * g], in.conics[3 * g + 1], in.conics[3 * g + 2]};
-  s.dx = in.means2d[2 * g] - cx;
-  s.dy = in.means2d[2 * g + 1] - cy;
+  s.conic = t.conic;
+  s.dx = t.mx - cx;
+  s.dy = t.my - cy;
   s.sigma = gaussian_sigma(s.conic, s.dx, s.dy);
-  s.alpha = gaussian_alpha(in.opacities[in.opacity_index(g)], s.sigma);
+  s.alpha = gaussian_alpha(t.opacity, s.sigma);
   return s;
 }
 
@@ -179,40 +201,45 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::T
   float* oalp = alpha.data_ptr<float>();
   int32_t* olast = last_ids.data_ptr<int32_t>();
   float* otrans = transmittance.data_ptr<float>();
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t bin = 0; bin < BC * n_tiles; ++bin) {
-    const int64_t bc = bin / n_tiles, tile = bin % n_tiles;
-    const IsectRun run = bin_isect_run(in.offsets, bin, BC * n_tiles, n_isect);
-    const TileRange px = tile_pixels(tile, tile_w, tile_size, width, height);
-    const Vec3<float> bg = in.background(bc);
-    for (int y = px.y0; y < px.y1; ++y) {
-      for (int x = px.x0; x < px.x1; ++x) {
-        const float cx = float(x) + 0.5f, cy = float(y) + 0.5f;
-        float T = 1.f, r = 0.f, gch = 0.f, bch = 0.f, dsum = 0.f;
-        int64_t last = run.begin;  // one past the last composited splat
-        for (int64_t k = run.begin; k < run.end; ++k) {
-          const int64_t g = in.flatten_ids[k];
-          const SplatAtPixel sp = splat_at(in, g, cx, cy);
-          const float a = sp.alpha;
-          if (!splat_contributes(sp.sigma, a)) continue;
-          const float next_T = T * (1.f - a);
-          if (next_T <= kTransmittanceMin) break;
-          const float w = a * T;
-          r += in.colors[3 * g] * w;
-          gch += in.colors[3 * g + 1] * w;
-          bch += in.colors[3 * g + 2] * w;
-          dsum += in.depths[g] * w;
-          T = next_T;
-          last = k + 1;
+#pragma omp parallel
+  {
+    std::vector<TileSplat> ts;
+#pragma omp for schedule(dynamic)
+    for (int64_t bin = 0; bin < BC * n_tiles; ++bin) {
+      const int64_t bc = bin / n_tiles, tile = bin % n_tiles;
+      const IsectRun run = bin_isect_run(in.offsets, bin, BC * n_tiles, n_isect);
+      gather_tile(in, run.begin, run.end, ts);
+      const TileRange px = tile_pixels(tile, tile_w, tile_size, width, height);
+      const Vec3<float> bg = in.background(bc);
+      for (int y = px.y0; y < px.y1; ++y) {
+        for (int x = px.x0; x < px.x1; ++x) {
+          const float cx = float(x) + 0.5f, cy = float(y) + 0.5f;
+          float T = 1.f, r = 0.f, gch = 0.f, bch = 0.f, dsum = 0.f;
+          int64_t last = run.begin;  // one past the last composited splat
+          for (int64_t k = run.begin; k < run.end; ++k) {
+            const TileSplat& t = ts[k - run.begin];
+            const SplatAtPixel sp = splat_at(t, cx, cy);
+            const float a = sp.alpha;
+            if (!splat_contributes(sp.sigma, a)) continue;
+            const float next_T = T * (1.f - a);
+            if (next_T <= kTransmittanceMin) break;
+            const float w = a * T;
+            r += t.color.x * w;
+            gch += t.color.y * w;
+            bch += t.color.z * w;
+            dsum += t.depth * w;
+            T = next_T;
+            last = k + 1;
+          }
+          const int64_t pix = bc * HW + int64_t(y) * width + x;
+          orgb[3 * pix] = r + T * bg.x;
+          orgb[3 * pix + 1] = gch + T * bg.y;
+          orgb[3 * pix + 2] = bch + T * bg.z;
+          odep[pix] = dsum;
+          oalp[pix] = 1.f - T;
+          otrans[pix] = T;  // kept: 1 - alpha loses T's digits when T is small (nearly opaque pixels)
+          olast[pix] = int32_t(last);
         }
-        const int64_t pix = bc * HW + int64_t(y) * width + x;
-        orgb[3 * pix] = r + T * bg.x;
-        orgb[3 * pix + 1] = gch + T * bg.y;
-        orgb[3 * pix + 2] = bch + T * bg.z;
-        odep[pix] = dsum;
-        oalp[pix] = 1.f - T;
-        otrans[pix] = T;  // kept: 1 - alpha loses T's digits when T is small (nearly opaque pixels)
-        olast[pix] = int32_t(last);
       }
     }
   }
@@ -261,6 +288,7 @@ std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
 #pragma omp parallel
   {
     std::vector<float> acc;
+    std::vector<TileSplat> ts;
 #pragma omp for schedule(dynamic)
     for (int64_t bin = 0; bin < BC * n_tiles; ++bin) {
       const int64_t bc = bin / n_tiles, tile = bin % n_tiles;
@@ -268,6 +296,7 @@ std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
       const int64_t begin = run.begin;
       if (run.end <= begin) continue;
       acc.assign(static_cast<size_t>(run.end - begin) * kG, 0.f);
+      gather_tile(in, begin, run.end, ts);
       const TileRange px = tile_pixels(tile, tile_w, tile_size, width, height);
       const Vec3<float> bg = in.background(bc);
       for (int y = px.y0; y < px.y1; ++y) {
@@ -282,17 +311,16 @@ std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
           Vec3<float> S = {0.f, 0.f, 0.f};
           float S_depth = 0.f;
           for (int64_t k = int64_t(plast[pix]) - 1; k >= begin; --k) {
-            const int64_t g = in.flatten_ids[k];
-            const int64_t og = in.opacity_index(g);
-            const SplatAtPixel sp = splat_at(in, g, cx, cy);
+            const TileSplat& t = ts[k - begin];
+            const SplatAtPixel sp = splat_at(t, cx, cy);
             const float a = sp.alpha;
             if (!splat_contributes(sp.sigma, a)) continue;
             const float T_i = T / (1.f - a);
             const float w = a * T_i;
-            const Vec3<float> col = {in.colors[3 * g], in.colors[3 * g + 1], in.colors[3 * g + 2]};
+            const Vec3<float> col = t.color;
             const float v_alpha_i =
-                composite_alpha_grad(a, T_i, col, in.depths[g], S, S_depth, T_final, v_rgb, v_d, v_a, bg);
-            const AlphaGrad<float> ag = gaussian_alpha_vjp(sp.conic, in.opacities[og], sp.dx, sp.dy, v_alpha_i);
+                composite_alpha_grad(a, T_i, col, t.depth, S, S_depth, T_final, v_rgb, v_d, v_a, bg);
+            const AlphaGrad<float> ag = gaussian_alpha_vjp(sp.conic, t.opacity, sp.dx, sp.dy, v_alpha_i);
             float* q = acc.data() + (k - begin) * kG;
             q[0] += w * v_rgb.x;
             q[1] += w * v_rgb.y;
@@ -307,7 +335,7 @@ std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
             S.x += col.x * w;
             S.y += col.y * w;
             S.z += col.z * w;
-            S_depth += in.depths[g] * w;
+            S_depth += t.depth * w;
             T = T_i;
           }
         }
@@ -317,8 +345,7 @@ std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
         bool any = false;
         for (int j = 0; j < kG; ++j) any |= q[j] != 0.f;
         if (!any) continue;  // the splat touched no pixel of this tile
-        const int64_t g = in.flatten_ids[k];
-        const int64_t og = in.opacity_index(g);
+        const int64_t g = ts[k - begin].g, og = ts[k - begin].og;
         float* dst[kG] = {ocol + 3 * g, ocol + 3 * g + 1, ocol + 3 * g + 2, odep + g, om2 + 2 * g, om2 + 2 * g + 1,
                           ocon + 3 * g, ocon + 3 * g + 1, ocon + 3 * g + 2, oop + og};
         for (int j = 0; j < kG; ++j) {
