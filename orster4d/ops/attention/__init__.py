@@ -21,7 +21,8 @@ augmented dot product plus a per-key bias. The per-head scalars enter only throu
 kernel's ``dpf``/``dc`` outputs.
 
 Backends: Triton (``kernels/orster_attention.py``) for CUDA tensors; an exact chunked eager
-PyTorch path (bounded memory, recomputation in backward) on CPU. ``backend="triton"`` on CPU
+PyTorch path (bounded memory, recomputation in backward, float64 arithmetic whatever the
+inputs' dtype) on CPU. ``backend="triton"`` on CPU
 tensors runs the Triton kernels in the interpreter (``TRITON_INTERPRET=1``).
 """
 from __future__ import annotations
@@ -228,7 +229,7 @@ def _fold(params, s_q, u_q, s_k, u_k, mode, key_padding_mask, B, H, Nk, dtype):
     """
     pf = kf = bias = None
     if s_k is not None:
-        a, b, c = (t.to(dtype).view(1, H, 1) for t in quadratic_form_coefficients(params))
+        a, b, c = (t.view(1, H, 1) for t in quadratic_form_coefficients(tuple(t.to(dtype) for t in params)))
         sk, uk = s_k.to(dtype), u_k.to(dtype)
         bias = 0.5 * (a * sk.pow(2).sum(-1) + c * uk.pow(2).sum(-1) + 2.0 * b * (sk * uk).sum(-1))
         bias = bias.expand(B, H, Nk)
@@ -293,8 +294,10 @@ def _eager_chunk(q, k, v, pf, kf, bias, scale):
     return _safe_softmax(scores) @ v
 
 
-def _eager(q, k, v, pf, kf, bias, scale, chunk_elems: int = 1 << 24):
-    cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
+def _eager(q, k, v, pf, kf, bias, scale, chunk_elems: int = 1 << 23):
+    # float64 throughout (see orster_attention): in float32 the scalars' gradients, sums over every
+    # (query, key) of terms that largely cancel, came out up to ~1e-5 of their scale off
+    cdt = torch.float64
     qc, kc, vc = q.to(cdt), k.to(cdt), v.to(cdt)
     kf = None if kf is None else kf.to(cdt)
     B, H, Nq, _ = q.shape
@@ -507,7 +510,8 @@ def orster_attention(q: Tensor, k: Tensor, v: Tensor, *,
         raise ValueError("backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set before triton is imported")
     B, H, _, _ = q.shape
     Nk = k.shape[2]
-    cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
+    # the eager (CPU) path computes in float64 whatever the inputs' dtype, the fold included
+    cdt = torch.float64 if q.dtype == torch.float64 or backend == "eager" else torch.float32
     pf, kf, bias = _fold(scalars, s_q, u_q, s_k, u_k, mode, key_padding_mask, B, H, Nk, cdt)
     if backend == "eager":
         return _eager(q, k, v, pf, kf, bias, scale)
