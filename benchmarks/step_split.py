@@ -78,6 +78,8 @@ def split(fn: Callable[[], object], steps: int, cuda: bool, warmup: int = 2) -> 
     by_cat: Dict[str, float] = {c: 0.0 for c in CATEGORIES}
     total = 0.0
     for ev in prof.events():
+        if getattr(ev, "device_type", torch.autograd.DeviceType.CPU) != torch.autograd.DeviceType.CPU:
+            continue  # a kernel listed on its own: its time is already its launching op's
         own = _self_time_us(ev, cuda) / 1e3 / steps
         stack, top = [], ev
         while top is not None:
