@@ -201,45 +201,74 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::T
   float* oalp = alpha.data_ptr<float>();
   int32_t* olast = last_ids.data_ptr<int32_t>();
   float* otrans = transmittance.data_ptr<float>();
+  // A tile's run is taken in batches of kBatch splats, gathered once for all its pixels; a pixel
+  // whose transmittance ran out skips the rest, and the tile stops when every pixel has, so no more
+  // of a long run is gathered than its pixels composite (plus one batch).
+  constexpr int64_t kBatch = 256;
 #pragma omp parallel
   {
     std::vector<TileSplat> ts;
+    std::vector<float> Tp, rp, gp, bp, dp;
+    std::vector<int64_t> lastp;
+    std::vector<char> done;
 #pragma omp for schedule(dynamic)
     for (int64_t bin = 0; bin < BC * n_tiles; ++bin) {
       const int64_t bc = bin / n_tiles, tile = bin % n_tiles;
       const IsectRun run = bin_isect_run(in.offsets, bin, BC * n_tiles, n_isect);
-      gather_tile(in, run.begin, run.end, ts);
       const TileRange px = tile_pixels(tile, tile_w, tile_size, width, height);
       const Vec3<float> bg = in.background(bc);
-      for (int y = px.y0; y < px.y1; ++y) {
-        for (int x = px.x0; x < px.x1; ++x) {
-          const float cx = float(x) + 0.5f, cy = float(y) + 0.5f;
-          float T = 1.f, r = 0.f, gch = 0.f, bch = 0.f, dsum = 0.f;
-          int64_t last = run.begin;  // one past the last composited splat
-          for (int64_t k = run.begin; k < run.end; ++k) {
-            const TileSplat& t = ts[k - run.begin];
+      const int pw = px.x1 - px.x0, n_px = pw * (px.y1 - px.y0);
+      Tp.assign(n_px, 1.f);
+      rp.assign(n_px, 0.f);
+      gp.assign(n_px, 0.f);
+      bp.assign(n_px, 0.f);
+      dp.assign(n_px, 0.f);
+      lastp.assign(n_px, run.begin);  // one past the last composited splat
+      done.assign(n_px, 0);
+      int alive = n_px;
+      for (int64_t b0 = run.begin; b0 < run.end && alive > 0; b0 += kBatch) {
+        const int64_t b1 = std::min<int64_t>(b0 + kBatch, run.end);
+        gather_tile(in, b0, b1, ts);
+        for (int i = 0; i < n_px; ++i) {
+          if (done[i]) continue;
+          const float cx = float(px.x0 + i % pw) + 0.5f, cy = float(px.y0 + i / pw) + 0.5f;
+          float T = Tp[i], r = rp[i], gch = gp[i], bch = bp[i], dsum = dp[i];
+          for (int64_t k = b0; k < b1; ++k) {
+            const TileSplat& t = ts[k - b0];
             const SplatAtPixel sp = splat_at(t, cx, cy);
             const float a = sp.alpha;
             if (!splat_contributes(sp.sigma, a)) continue;
             const float next_T = T * (1.f - a);
-            if (next_T <= kTransmittanceMin) break;
+            if (next_T <= kTransmittanceMin) {
+              done[i] = 1;
+              --alive;
+              break;
+            }
             const float w = a * T;
             r += t.color.x * w;
             gch += t.color.y * w;
             bch += t.color.z * w;
             dsum += t.depth * w;
             T = next_T;
-            last = k + 1;
+            lastp[i] = k + 1;
           }
-          const int64_t pix = bc * HW + int64_t(y) * width + x;
-          orgb[3 * pix] = r + T * bg.x;
-          orgb[3 * pix + 1] = gch + T * bg.y;
-          orgb[3 * pix + 2] = bch + T * bg.z;
-          odep[pix] = dsum;
-          oalp[pix] = 1.f - T;
-          otrans[pix] = T;  // kept: 1 - alpha loses T's digits when T is small (nearly opaque pixels)
-          olast[pix] = int32_t(last);
+          Tp[i] = T;
+          rp[i] = r;
+          gp[i] = gch;
+          bp[i] = bch;
+          dp[i] = dsum;
         }
+      }
+      for (int i = 0; i < n_px; ++i) {
+        const int64_t pix = bc * HW + int64_t(px.y0 + i / pw) * width + (px.x0 + i % pw);
+        const float T = Tp[i];
+        orgb[3 * pix] = rp[i] + T * bg.x;
+        orgb[3 * pix + 1] = gp[i] + T * bg.y;
+        orgb[3 * pix + 2] = bp[i] + T * bg.z;
+        odep[pix] = dp[i];
+        oalp[pix] = 1.f - T;
+        otrans[pix] = T;  // kept: 1 - alpha loses T's digits when T is small (nearly opaque pixels)
+        olast[pix] = int32_t(lastp[i]);
       }
     }
   }
@@ -294,10 +323,13 @@ std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
       const int64_t bc = bin / n_tiles, tile = bin % n_tiles;
       const IsectRun run = bin_isect_run(in.offsets, bin, BC * n_tiles, n_isect);
       const int64_t begin = run.begin;
-      if (run.end <= begin) continue;
-      acc.assign(static_cast<size_t>(run.end - begin) * kG, 0.f);
-      gather_tile(in, begin, run.end, ts);
       const TileRange px = tile_pixels(tile, tile_w, tile_size, width, height);
+      int64_t end = begin;  // one past the furthest splat any pixel of the tile composited
+      for (int y = px.y0; y < px.y1; ++y)
+        for (int x = px.x0; x < px.x1; ++x) end = std::max<int64_t>(end, plast[bc * HW + int64_t(y) * width + x]);
+      if (end <= begin) continue;
+      acc.assign(static_cast<size_t>(end - begin) * kG, 0.f);
+      gather_tile(in, begin, end, ts);
       const Vec3<float> bg = in.background(bc);
       for (int y = px.y0; y < px.y1; ++y) {
         for (int x = px.x0; x < px.x1; ++x) {
@@ -340,7 +372,7 @@ std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(
           }
         }
       }
-      for (int64_t k = begin; k < run.end; ++k) {
+      for (int64_t k = begin; k < end; ++k) {
         const float* q = acc.data() + (k - begin) * kG;
         bool any = false;
         for (int j = 0; j < kG; ++j) any |= q[j] != 0.f;

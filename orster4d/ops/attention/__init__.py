@@ -229,7 +229,8 @@ def _fold(params, s_q, u_q, s_k, u_k, mode, key_padding_mask, B, H, Nk, dtype):
     """
     pf = kf = bias = None
     if s_k is not None:
-        a, b, c = (t.view(1, H, 1) for t in quadratic_form_coefficients(tuple(t.to(dtype) for t in params)))
+        scal = tuple(t.to(dtype) for t in _as_scalars(params))
+        a, b, c = (t.view(1, H, 1) for t in quadratic_form_coefficients(scal))
         sk, uk = s_k.to(dtype), u_k.to(dtype)
         bias = 0.5 * (a * sk.pow(2).sum(-1) + c * uk.pow(2).sum(-1) + 2.0 * b * (sk * uk).sum(-1))
         bias = bias.expand(B, H, Nk)
