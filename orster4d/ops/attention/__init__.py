@@ -297,7 +297,8 @@ def _eager_chunk(q, k, v, pf, kf, bias, scale):
 
 def _eager(q, k, v, pf, kf, bias, scale, chunk_elems: int = 1 << 23):
     # float64 throughout (see orster_attention): in float32 the scalars' gradients, sums over every
-    # (query, key) of terms that largely cancel, came out up to ~1e-5 of their scale off
+    # (query, key) of terms that largely cancel, came out up to ~1e-5 of their scale off;
+    # chunk_elems is half its float32 value, so a chunk's scores take the same bytes
     cdt = torch.float64
     qc, kc, vc = q.to(cdt), k.to(cdt), v.to(cdt)
     kf = None if kf is None else kf.to(cdt)
