@@ -25,6 +25,8 @@ unprofiled times.
 """
 from __future__ import annotations
 
+import gzip
+import os
 import time
 from collections import defaultdict
 from typing import Callable, Dict, Optional
@@ -61,8 +63,9 @@ def category(names) -> str:
     return "other"
 
 
-def split(fn: Callable[[], object], steps: int, cuda: bool, warmup: int = 2) -> Dict:
-    """Profile ``steps`` calls of ``fn`` (after ``warmup``); the per-call split (module docstring)."""
+def split(fn: Callable[[], object], steps: int, cuda: bool, warmup: int = 2, trace: Optional[str] = None) -> Dict:
+    """Profile ``steps`` calls of ``fn`` (after ``warmup``); the per-call split (module docstring).
+    ``trace``: also write the profile as a gzipped Chrome trace there (``chrome://tracing``, Perfetto)."""
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     for _ in range(warmup):
         fn()
@@ -74,6 +77,12 @@ def split(fn: Callable[[], object], steps: int, cuda: bool, warmup: int = 2) -> 
             fn()
             sync()
         wall = (time.perf_counter() - t0) / steps * 1e3
+    if trace:
+        raw = trace[:-3] if trace.endswith(".gz") else trace
+        prof.export_chrome_trace(raw)
+        with open(raw, "rb") as f_in, gzip.open(raw + ".gz", "wb") as f_out:
+            f_out.write(f_in.read())
+        os.remove(raw)
     by_op: Dict[str, Dict[str, float]] = defaultdict(lambda: {"ms": 0.0, "calls": 0})
     by_cat: Dict[str, float] = {c: 0.0 for c in CATEGORIES}
     total = 0.0
@@ -148,7 +157,12 @@ def main(argv=None) -> int:
     p.add_argument("--construct-size", type=int, default=256, help="construct step image size (0: leave it out)")
     p.add_argument("--construct-gaussians", type=int, default=20_000)
     p.add_argument("--steps", type=int, default=20, help="profiled calls per case")
+    p.add_argument("--trace-dir", default=None, help="write each rasterizer case's profile there as a Chrome trace")
     args = p.parse_args(argv)
+    tr = (lambda name: os.path.join(args.trace_dir, name.replace(" ", "_").replace("@", "at") + ".json.gz")) \
+        if args.trace_dir else (lambda name: None)
+    if args.trace_dir:
+        os.makedirs(args.trace_dir, exist_ok=True)
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         print("benchmarks.step_split: needs a CUDA device; torch sees none (or pass --device cpu)")
@@ -160,7 +174,8 @@ def main(argv=None) -> int:
     for item in [s for s in args.sizes.split(",") if s]:
         n_txt, _, res = item.partition("@")
         n = int(float(n_txt[:-1]) * count[n_txt[-1]]) if n_txt[-1] in count else int(n_txt)
-        report["cases"][f"rasterize {item}"] = split(rasterizer_call(n, int(res), args.device), args.steps, cuda)
+        report["cases"][f"rasterize {item}"] = split(rasterizer_call(n, int(res), args.device), args.steps, cuda,
+                                                     trace=tr(f"rasterize {item}"))
         write_json(args.json, report)
     if not args.no_4d:
         report["cases"]["rasterize 4D"] = split(rasterizer_call(0, 0, args.device, four_d=True), args.steps, cuda)

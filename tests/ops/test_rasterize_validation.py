@@ -97,6 +97,27 @@ def test_non_finite(rng_seed, name, value):
         call(args)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["means", "opacities", "colors", "Ks", "backgrounds"])
+def test_non_finite_cuda(rng_seed, name):
+    """On CUDA the flags reach the host through a non-blocking copy read after the intersection's
+    synchronisation: a bad input is still named, and good inputs around it still render."""
+    cuda = lambda: {k: v.cuda() for k, v in good(rng_seed).items()}
+    assert call(cuda()).rgb.isfinite().all()
+    args = cuda()
+    args[name].view(-1)[torch.randint(args[name].numel(), ())] = float("nan")
+    with pytest.raises(ValueError, match=f"{name} must be finite"):
+        call(args)
+    empty = cuda()
+    empty["means"], empty["quats"], empty["scales"] = (empty[k][:, :0] for k in ("means", "quats", "scales"))
+    empty["opacities"], empty["colors"] = empty["opacities"][:, :0], empty["colors"][:, :0]
+    empty["Ks"] = empty["Ks"].clone()
+    empty["Ks"][0, 0, 0, 0] = float("inf")  # no Gaussian: the intersection returns without synchronising
+    with pytest.raises(ValueError, match="Ks must be finite"):
+        call(empty)
+    assert call(cuda()).rgb.isfinite().all()
+
+
 def test_different_devices(rng_seed):
     args = good(rng_seed)
     args["colors"] = args["colors"].to("meta")

@@ -39,6 +39,31 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+template <int kOff>
+__device__ __forceinline__ void reduce_scatter_step(float (&v)[16], int lane) {
+  constexpr int kHalf = kOff / 2;  // values kept: 8, 4, 2, 1 for offsets 16, 8, 4, 2
+  const bool upper = (lane & kOff) != 0;
+#pragma unroll
+  for (int k = 0; k < kHalf; ++k) {
+    const float give = upper ? v[k] : v[k + kHalf];
+    const float keep = upper ? v[k + kHalf] : v[k];
+    v[k] = keep + __shfl_xor_sync(0xffffffffu, give, kOff);
+  }
+}
+
+// Sums of 16 per-lane values over a full warp, scattered over the lanes (a reduce-scatter):
+// on return every lane's v[0] holds the warp sum of value number lane >> 1 (both lanes of a pair
+// hold the same sum). Each halving step sends the half of the values a lane gives away to its
+// partner across `off` and keeps the other half, so 8 + 4 + 2 + 1 + 1 = 16 shuffles replace the
+// 16 x 5 = 80 of one butterfly sum per value; slots past the values in use hold zeros.
+__device__ __forceinline__ void warp_reduce_scatter16(float (&v)[16], int lane) {
+  reduce_scatter_step<16>(v, lane);
+  reduce_scatter_step<8>(v, lane);
+  reduce_scatter_step<4>(v, lane);
+  reduce_scatter_step<2>(v, lane);
+  v[0] += __shfl_xor_sync(0xffffffffu, v[0], 1);
+}
+
 __device__ __forceinline__ int warp_max(int v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));

@@ -393,7 +393,13 @@ class _AugmentedAttention(torch.autograd.Function):
         DF = pf.shape[2] if has_feat else 16
         t = _tiling(Nq, Nk, BH, has_feat, max(D, DV, DF if has_feat else 0), q.element_size())
         prec = "ieee" if q.dtype == torch.float32 else "tf32"
-        o = torch.empty(BH, Nq, DV, device=q.device, dtype=q.dtype)
+        # 16-bit inputs with a backward to come: the kernel writes the output in float32, and the
+        # backward's delta_i = <o_i, do_i> reads that copy. With o rounded to 16 bits first, delta
+        # misses sum_j P_ij dP_ij by up to 2^-8 of |o| |do| per row, an error that every dS_ij of the
+        # row carries and that the Gaussian kernel's scalar gradients (sums of dS over all pairs,
+        # whose exact terms cancel) do not average away.
+        keep32 = q.dtype != torch.float32 and any(ctx.needs_input_grad[:6])
+        o = torch.empty(BH, Nq, DV, device=q.device, dtype=torch.float32 if keep32 else q.dtype)
         lse = torch.empty(BH, Nq, device=q.device, dtype=torch.float32)
         bm, bn, nw, ns = t["fwd"]
         n_tiles = 1 if t["packed"] else _cdiv(Nq, bm)
@@ -404,9 +410,9 @@ class _AugmentedAttention(torch.autograd.Function):
             Nq, Nk, t["G"], BH, n_tiles, hdiv, scale * LOG2E,
             D=D, DF=DF, DV=DV, HAS_FEAT=has_feat, HAS_BIAS=has_bias, PACKED=t["packed"], EVEN=even,
             BLOCK_M=bm, BLOCK_N=bn, PREC=prec, num_warps=nw, num_stages=ns)
-        ctx.save_for_backward(q, k, v, pf, kf, bias, o, lse)
+        ctx.save_for_backward(q, k, v, pf, kf, bias, o, lse)  # o: the float32 copy when keep32
         ctx.scale, ctx.tiling, ctx.prec, ctx.DF, ctx.hdiv = scale, t, prec, DF, hdiv
-        return o
+        return o.to(q.dtype) if keep32 else o
 
     @staticmethod
     def backward(ctx, do):

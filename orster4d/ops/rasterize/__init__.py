@@ -28,8 +28,7 @@ class RenderOutput:
 
     Attributes:
         rgb: ``[..., C, H, W, 3]`` composited colour plus ``T_final * background``.
-        depth: ``[..., C, H, W, 1]`` expected camera-space depth (world units): accumulated
-            ``sum w_i z_i`` divided by ``max(alpha, 1e-10)``.
+        accumulated_depth: ``[..., C, H, W, 1]`` ``sum w_i z_i`` (world units times opacity).
         alpha: ``[..., C, H, W, 1]`` accumulated opacity ``1 - T_final``.
         radii: ``[..., C, N]`` int32 bounding-circle radius in pixels, 0 where culled.
         means2d: ``[..., C, N, 2]`` projected centres in pixels (0 where culled). An autograd
@@ -38,10 +37,17 @@ class RenderOutput:
     """
 
     rgb: torch.Tensor
-    depth: torch.Tensor
+    accumulated_depth: torch.Tensor
     alpha: torch.Tensor
     radii: torch.Tensor
     means2d: torch.Tensor
+
+    @property
+    def depth(self) -> torch.Tensor:
+        """``[..., C, H, W, 1]`` expected camera-space depth (world units): ``accumulated_depth``
+        divided by ``max(alpha, 1e-10)``. Computed on access (each access makes a new tensor), so
+        a loss that never reads it adds no kernels to the step."""
+        return self.accumulated_depth / torch.clamp(self.alpha, min=1e-10)
 
 
 def _flat(x: torch.Tensor, batch: torch.Size, trailing: int) -> torch.Tensor:
@@ -130,14 +136,13 @@ def rasterize_gaussians(means, quats, scales, opacities, colors, viewmats, Ks, w
         tile_w, tile_h = math.ceil(width / TILE_SIZE), math.ceil(height / TILE_SIZE)
         offsets, flatten_ids = ops.intersect_tiles(means2d.detach(), radii, depths.detach(), TILE_SIZE, tile_w,
                                                    tile_h, conics.detach(), o.detach())
-        offsets = chk.after_finite_check(offsets)  # the intersection synchronised already
+        offsets = chk.after_finite_check(offsets)  # the intersection synchronised already: no wait
         render, render_depth, alpha, _, _ = ops.rasterize_fwd(means2d, conics, rgb_c, o, depths, bg, width, height,
                                                               TILE_SIZE, offsets, flatten_ids)
-    depth = render_depth / torch.clamp(alpha, min=1e-10)
     img = (*batch, C, height, width)
     return RenderOutput(
         rgb=render.reshape(*img, 3),
-        depth=depth.reshape(*img, 1),
+        accumulated_depth=render_depth.reshape(*img, 1),
         alpha=alpha.reshape(*img, 1),
         radii=radii.reshape(*batch, C, N),
         means2d=means2d_out,

@@ -93,6 +93,7 @@ def _fake_rasterize_bwd(means2d, conics, colors, opacities, depths, backgrounds,
 def _setup_project(ctx, inputs, output):
     means, quats, scales, viewmats, Ks, width, height, _near, _far, eps2d = inputs
     radii, _means2d, _depths, conics = output
+    ctx.set_materialize_grads(False)  # _grad makes the zeros a kernel needs
     ctx.save_for_backward(means, quats, scales, viewmats, Ks, radii, conics)
     ctx.meta = (width, height, eps2d)
 
@@ -124,6 +125,7 @@ def _setup_rasterize(ctx, inputs, output):
      flatten_ids) = inputs
     render, render_depth, _alpha, last_ids, transmittance = output
     ctx.mark_non_differentiable(last_ids, transmittance)
+    ctx.set_materialize_grads(False)  # an unused depth or alpha output reaches the kernel as None
     ctx.save_for_backward(means2d, conics, colors, opacities, depths, backgrounds, offsets, flatten_ids, render,
                           render_depth, transmittance, last_ids)
     ctx.meta = (width, height, tile_size)

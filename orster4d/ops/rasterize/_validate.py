@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 import torch
 
@@ -25,26 +25,36 @@ class Checked:
     backend: str  # "cpu", "cuda" or "reference"
     names: list  # the tensor arguments, in the order of `finite`
     finite: torch.Tensor  # [len(names)] bool, on the inputs' device: max |x| is finite
+    finite_host: Optional[torch.Tensor] = None  # CUDA, eager: `finite` copied to pinned host memory
+    copied: Optional["torch.cuda.Event"] = None  # recorded on the stream right after that copy
 
     def after_finite_check(self, token: torch.Tensor) -> torch.Tensor:
-        """A copy of ``token``, made once the flags say every input is finite; else ValueError
-        naming the first input that holds NaN or inf.
+        """``token`` once the flags say every input is finite; else ValueError naming the first
+        input that holds NaN or inf.
 
-        Reading the flags synchronises with the device; the rasterizer checks right after its tile
-        intersection (``token`` is the small intersection-offset tensor), which synchronises anyway
-        (to size the intersection list) and follows the flags' reduction on the stream, so no wait
-        is added. The projection and intersection kernels cull non-finite Gaussians and cameras, so
-        running them first is harmless. The check is the op ``orster4d::check_finite``, and the
-        kernels after it consume its output: ``torch.compile`` keeps it in the graph (no graph
-        break at the host read) and runs it before them.
+        On CUDA (eager) the flags were copied to pinned host memory without blocking as soon as they
+        were reduced, and an event marks the end of that copy on the stream; the rasterizer checks
+        right after its tile intersection, which synchronises with the stream (to size the
+        intersection list) after the copy, so waiting on the event costs nothing and the check adds
+        no synchronisation of its own. The projection and intersection kernels cull non-finite
+        Gaussians and cameras, so running them first is harmless. Under ``torch.compile`` the check
+        is the op ``orster4d::check_finite`` (a host read of the device flags), and the kernels after
+        it consume its output: the graph keeps it (no graph break at the host read) and runs it first.
         """
-        return torch.ops.orster4d.check_finite(token, self.finite, self.names)
+        if self.finite_host is None:
+            return torch.ops.orster4d.check_finite(token, self.finite, self.names)
+        self.copied.synchronize()
+        _raise_if_not_finite(self.finite_host.tolist(), self.names)
+        return token
+
+
+def _raise_if_not_finite(flags: List[bool], names: List[str]) -> None:
+    if not all(flags):
+        raise ValueError(f"{names[flags.index(False)]} must be finite (it holds NaN or inf)")
 
 
 def _check_finite(token: torch.Tensor, finite: torch.Tensor, names: List[str]) -> torch.Tensor:
-    flags = finite.tolist()
-    if not all(flags):
-        raise ValueError(f"{names[flags.index(False)]} must be finite (it holds NaN or inf)")
+    _raise_if_not_finite(finite.tolist(), names)
     return token.clone()
 
 
@@ -212,4 +222,10 @@ def check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, h
         finite = torch.isfinite(torch.stack(torch._foreach_norm([tensors[k] for k in names], math.inf)))
     else:
         finite = torch.ones(0, dtype=torch.bool)
-    return Checked(batch=batch, N=N, C=C, K=K, backend=resolved, names=names, finite=finite)
+    finite_host = copied = None
+    if finite.is_cuda and not torch.compiler.is_compiling():
+        finite_host = finite.to("cpu", non_blocking=True)  # pinned destination (see after_finite_check)
+        copied = torch.cuda.Event()
+        copied.record()
+    return Checked(batch=batch, N=N, C=C, K=K, backend=resolved, names=names, finite=finite,
+                   finite_host=finite_host, copied=copied)
