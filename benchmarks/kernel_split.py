@@ -9,18 +9,14 @@
   device-to-device copy moves in the same time, for the achieved-bandwidth figure.
 - Rasterizer (``benchmarks.rasterize``'s scenes): each dispatcher op of one forward+backward
   (projection, tile intersection, compositing forward, compositing backward, projection
-  backward) timed alone, against the user-level call; the compositing backward and the user call
-  also with the backward's former warp reduction (``ORSTER4D_RASTER_BWD_REDUCE=butterfly``).
-- One fine-phase construct step (256 px, 20k Gaussians, 16 times x 4 views), with either reduction.
+  backward) timed alone, against the user-level call.
 
 Every timing is the median of ``--reps`` calls after warm-up. The split is for finding the cost;
 the side-by-side comparisons with the peers live in ``benchmarks.hexplane`` and ``benchmarks.rasterize``.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import sys
 
 import torch
@@ -96,30 +92,6 @@ def rasterizer_split(case: str, reps: int) -> dict:
                                          "project_bwd"))
     out["user_fwd"] = cuda_median_ms(step_fn(render_ours, s, backward=False), iters=reps)
     out["user_fwd_bwd"] = cuda_median_ms(step_fn(render_ours, s, backward=True), iters=reps)
-    with butterfly_reduce():
-        out["rasterize_bwd_butterfly"] = cuda_median_ms(bwd, iters=reps)
-        out["user_fwd_bwd_butterfly"] = cuda_median_ms(step_fn(render_ours, s, backward=True), iters=reps)
-    return out
-
-
-@contextlib.contextmanager
-def butterfly_reduce():
-    """The compositing backward with its former per-value butterfly warp sums (A/B timing)."""
-    os.environ["ORSTER4D_RASTER_BWD_REDUCE"] = "butterfly"
-    try:
-        yield
-    finally:
-        del os.environ["ORSTER4D_RASTER_BWD_REDUCE"]
-
-
-def construct_split(reps: int) -> dict:
-    """One fine-phase construct step (benchmarks.step_split's), with either warp reduction."""
-    from benchmarks.step_split import construct_step
-
-    step = construct_step(256, 20_000, "cuda")
-    out = {"step": cuda_median_ms(step, iters=reps)}
-    with butterfly_reduce():
-        out["step_butterfly"] = cuda_median_ms(step, iters=reps)
     return out
 
 
@@ -127,7 +99,7 @@ def main(argv=None) -> int:
     p = report_parser(__doc__)
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--sizes", default="100k@800,1M@800,1M@1600,3M@1600")
-    p.add_argument("--parts", default="hexplane,rasterize,construct", help="comma list of the parts to run")
+    p.add_argument("--parts", default="hexplane,rasterize", help="comma list of the parts to run")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("kernel_split needs CUDA", file=sys.stderr)
@@ -146,9 +118,6 @@ def main(argv=None) -> int:
     for case in args.sizes.split(",") if "rasterize" in parts else ():
         report["rasterize"][case] = rasterizer_split(case, max(5, args.reps // 3))
         print(case, report["rasterize"][case], flush=True)
-    if "construct" in parts:
-        report["construct"] = construct_split(max(5, args.reps // 2))
-        print("construct", report["construct"], flush=True)
     write_json(args.json, report)
     return 0
 

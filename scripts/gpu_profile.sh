@@ -2,7 +2,7 @@
 # One device call that finds where the kernels' time goes (no peers, no plots): build, the CUDA tests,
 # benchmarks.kernel_split (timed variants of the HexPlane and rasterizer ops and of a construct step),
 # benchmarks.step_split (torch.profiler split of the rasterizer call and of one construct step, with
-# Chrome traces), Nsight Compute on the compositing backward (each warp reduction) where the machine's
+# Chrome traces), Nsight Compute on the compositing backward where the machine's
 # runtime lets ncu read counters, and the bf16 attention flake loop; a step starts only while time is
 # left (DEADLINE seconds from the start, default 520).
 #
@@ -31,13 +31,11 @@ step build 200 python3 -m orster4d.build --cuda
 step tests 200 python3 -m pytest tests -m cuda -q -ra -p no:cacheprovider -k "not gsplat"
 TAIL=14 step kernel_split 150 python3 -m benchmarks.kernel_split --json "$D/kernel_split.json"
 step step_split 120 python3 -m benchmarks.step_split --json "$D/step_split.json" --trace-dir "$D/traces"
-if command -v ncu > /dev/null; then  # the compositing backward with each warp reduction, then the HexPlane backward
-  for red in scatter butterfly; do
-    ORSTER4D_RASTER_BWD_REDUCE=$red step ncu_raster_bwd_$red 90 ncu --clock-control none --target-processes all \
-      -k "regex:rasterize_bwd" --launch-skip 3 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
-      --section ComputeWorkloadAnalysis --section InstructionStats --section Occupancy --section WarpStateStats \
-      python3 -m benchmarks.kernel_split --json "$D/ncu_$red.json" --reps 3 --sizes 100k@800 --parts rasterize
-  done
+if command -v ncu > /dev/null; then  # the compositing backward at 100k@800
+  step ncu_raster_bwd 90 ncu --clock-control none --target-processes all -k "regex:rasterize_bwd" --launch-skip 3 \
+    --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+    --section InstructionStats --section Occupancy --section WarpStateStats \
+    python3 -m benchmarks.kernel_split --json "$D/ncu_split.json" --reps 3 --sizes 100k@800 --parts rasterize
 fi
 step flake 150 bash -c 'f=0; for i in 1 2 3 4 5 6 7 8; do python3 -m pytest tests/ops/test_attention.py -q -p no:cacheprovider \
   -k "many_heads_and_long_rows and bfloat16" > /tmp/fl.log 2>&1 || { f=$((f+1)); grep -E "^E " /tmp/fl.log | head -4; }; done; echo "bf16 fails: $f of 8"'

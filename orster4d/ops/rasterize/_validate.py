@@ -23,28 +23,30 @@ class Checked:
     C: int
     K: int  # SH coefficients per channel (0 for RGB colours)
     backend: str  # "cpu", "cuda" or "reference"
-    names: list  # the tensor arguments, in the order of `finite`
-    finite: torch.Tensor  # [len(names)] bool, on the inputs' device: max |x| is finite
-    finite_host: Optional[torch.Tensor] = None  # CUDA, eager: `finite` copied to pinned host memory
-    copied: Optional["torch.cuda.Event"] = None  # recorded on the stream right after that copy
+    names: list  # the tensor arguments, in the order of the flags
+    finite: Optional[torch.Tensor] = None  # under torch.compile: [len(names)] bool on the inputs' device
+    norms_host: Optional[torch.Tensor] = None  # eager: [len(names)] max |x| per input, on the host
+    copied: Optional["torch.cuda.Event"] = None  # CUDA: recorded on the stream right after that copy
 
     def after_finite_check(self, token: torch.Tensor) -> torch.Tensor:
-        """``token`` once the flags say every input is finite; else ValueError naming the first
-        input that holds NaN or inf.
+        """``token`` once every input is known to be finite; else ValueError naming the first input
+        that holds NaN or inf.
 
-        On CUDA (eager) the flags were copied to pinned host memory without blocking as soon as they
-        were reduced, and an event marks the end of that copy on the stream; the rasterizer checks
-        right after its tile intersection, which synchronises with the stream (to size the
-        intersection list) after the copy, so waiting on the event costs nothing and the check adds
-        no synchronisation of its own. The projection and intersection kernels cull non-finite
-        Gaussians and cameras, so running them first is harmless. Under ``torch.compile`` the check
-        is the op ``orster4d::check_finite`` (a host read of the device flags), and the kernels after
-        it consume its output: the graph keeps it (no graph break at the host read) and runs it first.
+        Eager: the inputs' max-norms were reduced in one fused launch and, on CUDA, copied to pinned
+        host memory without blocking, an event marking the end of the copy on the stream. The
+        rasterizer checks right after its tile intersection, which synchronises with the stream (to
+        size the intersection list) after the copy, so waiting on the event costs nothing and the
+        check adds no synchronisation and no kernel of its own; finiteness is then read on the host.
+        The projection and intersection kernels cull non-finite Gaussians and cameras, so running
+        them first is harmless. Under ``torch.compile`` the check is the op ``orster4d::check_finite``
+        (a host read of device flags), and the kernels after it consume its output: the graph keeps
+        it (no graph break at the host read) and runs it first.
         """
-        if self.finite_host is None:
+        if self.norms_host is None:
             return torch.ops.orster4d.check_finite(token, self.finite, self.names)
-        self.copied.synchronize()
-        _raise_if_not_finite(self.finite_host.tolist(), self.names)
+        if self.copied is not None:
+            self.copied.synchronize()
+        _raise_if_not_finite([math.isfinite(v) for v in self.norms_host.tolist()], self.names)
         return token
 
 
@@ -218,14 +220,17 @@ def check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, h
 
     # values: one fused reduction, read later (see Checked.after_finite_check)
     names = [k for k, x in tensors.items() if x.numel() > 0]  # inf-norm of an empty tensor is undefined
-    if names:
-        finite = torch.isfinite(torch.stack(torch._foreach_norm([tensors[k] for k in names], math.inf)))
-    else:
-        finite = torch.ones(0, dtype=torch.bool)
-    finite_host = copied = None
-    if finite.is_cuda and not torch.compiler.is_compiling():
-        finite_host = finite.to("cpu", non_blocking=True)  # pinned destination (see after_finite_check)
+    with torch.no_grad():  # a check, not part of the graph
+        norms = (torch.stack(torch._foreach_norm([tensors[k] for k in names], math.inf)) if names
+                 else torch.zeros(0, device=device))
+    finite = norms_host = copied = None
+    if torch.compiler.is_compiling():
+        finite = torch.isfinite(norms)
+    elif norms.is_cuda:
+        norms_host = norms.to("cpu", non_blocking=True)  # a pinned destination (see after_finite_check)
         copied = torch.cuda.Event()
         copied.record()
-    return Checked(batch=batch, N=N, C=C, K=K, backend=resolved, names=names, finite=finite,
-                   finite_host=finite_host, copied=copied)
+    else:
+        norms_host = norms
+    return Checked(batch=batch, N=N, C=C, K=K, backend=resolved, names=names, finite=finite, norms_host=norms_host,
+                   copied=copied)
