@@ -97,17 +97,18 @@ def merge_reports(old: dict, new: dict) -> dict:
                events=list(old.get("events") or []) + list(new.get("events") or []),
                image_vae=new.get("image_vae") or old.get("image_vae"),
                teachers={**(old.get("teachers") or {}), **(new.get("teachers") or {})},
-               merged_from=[_origin(old), _origin(new)])
+               merged_from=_origins(old) + _origins(new))
     for k in ("wall_s", "jobs", "tasks", "calls", "gpu", "device", "note"):
         out.pop(k, None)
     return out
 
 
-def _origin(r: dict) -> dict:
-    """What a merged report keeps of each source: its machine, time and calls."""
+def _origins(r: dict) -> List[dict]:
+    """What a merged report keeps of each source session: its machine, time and calls (a report
+    that is itself a merge contributes its own list, so merging again stays flat)."""
     if r.get("merged_from"):
-        return {"merged_from": r["merged_from"]}
-    return {k: r.get(k) for k in ("gpu", "device", "wall_s", "jobs", "calls", "note") if r.get(k) is not None}
+        return list(r["merged_from"])
+    return [{k: r.get(k) for k in ("gpu", "device", "wall_s", "jobs", "calls", "note") if r.get(k) is not None}]
 
 
 def main(argv=None) -> int:

@@ -49,6 +49,10 @@ def test_pools_seeds_and_rows_and_recomputes_the_summary():
     assert w["summary"]["image"]["psnr"]["n"] == 3
     assert w["summary"]["image"]["psnr"]["mean"] == pytest.approx(50.0 / 3)
     assert out["merged_from"][0]["gpu"] == "G" and "wall_s" not in out
+    third = _report([_row("lambda_o = 1", [0])], gpu="H", calls=[{"call": 9}])
+    again = merge_reports(out, third)  # a merge of a merge stays one flat list of sessions
+    assert [m.get("gpu") for m in again["merged_from"]] == ["G", None, "H"]
+    assert all("merged_from" not in m for m in again["merged_from"])
 
 
 def test_refuses_reports_of_different_protocols():
