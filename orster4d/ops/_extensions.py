@@ -2,8 +2,9 @@
 :mod:`orster4d.ops.hexplane`).
 
 A family's C++ CPU and CUDA libraries (built on first use by :func:`orster4d.build.load_extension`)
-register its ops as ``torch.ops.orster4d.*``; its Python parts (fake kernels for ``torch.compile``,
-autograd formulas) can be registered only once the CPU library has defined the ops, and only once.
+register its ops as ``torch.ops.orster4d.*`` (with C++ autograd kernels for the differentiable ones);
+its Python parts (fake kernels for ``torch.compile``) can be registered only once the CPU library has
+defined the ops, and only once.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def kernel_loaders(family: str, register_python_parts: Callable[[], None]) -> Tu
 
     Args:
         family: the kernel family whose libraries :func:`~orster4d.build.load_extension` builds.
-        register_python_parts: registers the family's fake kernels and autograd formulas; called
+        register_python_parts: registers the family's fake kernels; called
             once, after the first library of the family is loaded.
     Returns:
         ``(extension, ensure_loaded)``: ``extension(backend)`` loads the kernels of ``backend`` ("cpu"

@@ -8,8 +8,8 @@
 // loads it first). FRAGMENT, not TORCH_LIBRARY: two families share the namespace.
 //
 // Shapes and units: csrc/rasterize/README.md (rasterizer) and docs/kernels.md (both).
-// Python adds the fake (meta) kernels and the autograd formulas
-// (orster4d/ops/rasterize/_autograd.py, orster4d/ops/hexplane/_autograd.py).
+// The differentiable ops' autograd kernels are C++ too (csrc/<family>/cpu/autograd.cpp); Python
+// adds the fake (meta) kernels (orster4d/ops/rasterize/_autograd.py, orster4d/ops/hexplane/_autograd.py).
 #pragma once
 
 #include <torch/library.h>

@@ -1,4 +1,4 @@
-"""The HexPlane sampler's dispatcher ops: loading, fake kernels and the autograd formula.
+"""The HexPlane sampler's dispatcher ops: loading and fake kernels.
 
 The C++ CPU and CUDA kernels are registered with the PyTorch dispatcher (schemas in
 ``csrc/include/orster4d/op_schemas.h``); one op name dispatches on the tensors' device:
@@ -9,8 +9,9 @@ The C++ CPU and CUDA kernels are registered with the PyTorch dispatcher (schemas
   -> (grad_points [N, 4], grad_packed [rows, C])``; a gradient not asked for is an empty ``[0]`` tensor
 
 ``meta`` is :meth:`HexPlaneLayout.meta` (per level: resolutions x, y, z, t and six row offsets).
-This module adds a fake (meta) kernel for each op, so that ``torch.compile`` traces them, and the
-autograd formula of ``hexplane_fwd`` (gradients to ``points`` and ``packed``, only those asked for).
+``hexplane_fwd`` carries a C++ autograd kernel (``csrc/hexplane/cpu/autograd.cpp``, built into the
+CPU library: gradients to ``points`` and ``packed``, only those asked for). This module adds a fake
+(meta) kernel for each op, so that ``torch.compile`` traces them.
 """
 from __future__ import annotations
 
@@ -34,28 +35,11 @@ def _fake_bwd(grad_out, points, packed, meta, need_points, need_planes):
             torch.empty_like(packed) if need_planes else packed.new_empty((0,)))
 
 
-def _setup(ctx, inputs, output):
-    points, packed, meta = inputs
-    ctx.save_for_backward(points, packed)
-    ctx.meta = meta
-
-
-def _backward(ctx, grad_out):
-    points, packed = ctx.saved_tensors
-    need_points, need_planes = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    if not (need_points or need_planes):
-        return None, None, None
-    grad_points, grad_packed = torch.ops.orster4d.hexplane_bwd(grad_out.contiguous(), points, packed, ctx.meta,
-                                                               need_points, need_planes)
-    return grad_points if need_points else None, grad_packed if need_planes else None, None
-
-
 def _register_python_parts() -> None:
-    """Fake kernels and the autograd formula; once, after the CPU library has defined the ops."""
+    """Fake kernels; once, after the CPU library has defined the ops (and the autograd kernel)."""
     torch.library.register_fake("orster4d::hexplane_fwd", _fake_fwd)
     torch.library.register_fake("orster4d::hexplane_fwd_out", _fake_fwd_out)
     torch.library.register_fake("orster4d::hexplane_bwd", _fake_bwd)
-    torch.library.register_autograd("orster4d::hexplane_fwd", _backward, setup_context=_setup)
 
 
 extension, ensure_loaded = kernel_loaders("hexplane", _register_python_parts)

@@ -3,8 +3,8 @@
 The fused kernels (``csrc/hexplane``: C++/OpenMP on CPU, CUDA on GPU) read the packed
 channel-last layout of :class:`~orster4d.ops.hexplane.layout.HexPlaneLayout`; they share their
 math through ``csrc/include/orster4d/hexplane_math.h`` and are the dispatcher op
-``torch.ops.orster4d.hexplane_fwd`` (fake kernel and autograd formula in
-:mod:`orster4d.ops.hexplane._autograd`).
+``torch.ops.orster4d.hexplane_fwd`` (autograd kernel in ``csrc/hexplane/cpu/autograd.cpp``, fake
+kernel in :mod:`orster4d.ops.hexplane._autograd`).
 """
 from __future__ import annotations
 
