@@ -237,3 +237,18 @@ def test_step_split_attributes_every_op_of_a_call(tmp_path):
     assert ss.category(["aten::mm", "autograd::engine::evaluate_function: MmBackward0"]) == "mlp"
     assert ss.category(["aten::zeros_like", "orster4d::hexplane_bwd"]) == "hexplane"
     assert ss.category(["aten::add_", "Optimizer.step#Adam.step"]) == "optimiser"
+
+
+def test_host_time_reports_every_row_on_the_cpu(tmp_path):
+    """benchmarks.host_time on the CPU: every row is a positive time and a full render costs more
+    than its input check."""
+    from benchmarks import host_time as ht
+
+    out = tmp_path / "h.json"
+    assert ht.main(["--json", str(out), "--device", "cpu", "--reps", "20", "--label", "test"]) == 0
+    rep = json.loads(out.read_text())
+    rows = rep["rows"]
+    assert set(rows) == {"rasterize_fwd", "rasterize_fwd_bwd", "rasterize_check_inputs", "project_fwd_grad",
+                         "project_fwd_nograd", "hexplane_fwd_bwd"}
+    assert all(v > 0 and math.isfinite(v) for v in rows.values())
+    assert rows["rasterize_fwd"] > rows["rasterize_check_inputs"] and rep["label"] == "test"
