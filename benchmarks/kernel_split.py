@@ -78,7 +78,7 @@ def rasterizer_split(case: str, reps: int) -> dict:
     isect = lambda: ops.intersect_tiles(means2d, radii, depths, TILE_SIZE, tw, th, conics, o)
     offsets, ids = isect()
     fwd = lambda: ops.rasterize_fwd(means2d, conics, col, o, depths, None, s.width, s.height, TILE_SIZE, offsets, ids)
-    render, rdepth, alpha, last, trans = fwd()
+    render, rdepth, last, trans = fwd()
     v = torch.rand_like(render)
     bwd = lambda: ops.rasterize_bwd(means2d, conics, col, o, depths, None, s.width, s.height, TILE_SIZE, offsets, ids,
                                     render, rdepth, trans, last, v, None, None)

@@ -2,7 +2,7 @@
 # One call on a GPU machine: build the CUDA kernels, run the CUDA tests, run every
 # benchmark report, and merge them into one JSON report named after the GPU.
 #
-#   bash scripts/gpu_check.sh [OUTDIR] [PARTS]     (PARTS: comma list of build,tests,flake,benchonly,rasterize,hexplane,attention,construct,train,generate,memory,evaltime)
+#   bash scripts/gpu_check.sh [OUTDIR] [PARTS]     (PARTS: comma list of build,tests,flake,benchonly,rasterize,hexplane,attention,construct,train,generate,memory,evaltime,hosttime)
 #
 # Wheels for packages the machine lacks (pytest, pytest-benchmark, gsplat, ...) are
 # installed from .whl/ when that folder exists. Reports land in OUTDIR (default
@@ -15,7 +15,7 @@
 # --budget-s, construct ~2 min per family and backend at the default schedule, train ~1.3 min,
 # generate (trains the quick reproduction chain, then orster4d-generate) a few minutes, memory
 # (paper-preset generation, random weights) and evaltime (orster4d-eval, random networks) under a
-# minute each. Split
+# minute each; hosttime (benchmarks.host_time: the entry points' host time with tiny inputs) seconds. Split
 # the parts over two calls when needed, e.g. PARTS=build,tests,rasterize,hexplane then
 # PARTS=build,attention,construct (the build is cached within one machine's life).
 # flake: the bf16 attention test with many heads, FLAKE_RUNS times (default 16), fresh inputs each run
@@ -112,6 +112,7 @@ has train && report_part train ""
 has generate && report_part generate ""
 has memory && run_part memory python3 -m orster4d.generation.memory --json "$OUTDIR/memory.json" ${MEMORY_ARGS:-}
 has evaltime && run_part evaltime python3 -m orster4d.evaluation.timing --json "$OUTDIR/evaltime.json" ${EVALTIME_ARGS:-}
+has hosttime && run_part hosttime python3 -m benchmarks.host_time --device cuda --json "$OUTDIR/host_time.json" ${HOSTTIME_ARGS:-}
 python3 -m benchmarks.report merge "$OUTDIR" --gpu "$gpu" --out "$OUTDIR/gpu_report_${gpu}.json"
 if [ -n "${AB_TREE:-}" ] && [ -f "$OUTDIR/ab/gpu_report_${gpu}.json" ]; then
   echo "=== A/B: A = this tree ($PWD), B = $AB_TREE"

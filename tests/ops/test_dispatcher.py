@@ -154,8 +154,8 @@ def test_opcheck_rasterize(rng_seed, device, backgrounds):
     args = rasterize_args(rng_seed, device, backgrounds)
     torch.library.opcheck(torch.ops.orster4d.rasterize_fwd, args)
     fwd = [x.detach() if isinstance(x, torch.Tensor) else x for x in args]
-    render, render_depth, alpha, last_ids, transmittance = torch.ops.orster4d.rasterize_fwd(*fwd)
-    for extra in ((torch.randn_like(render_depth), torch.randn_like(alpha)), (None, None)):
+    render, render_depth, last_ids, transmittance = torch.ops.orster4d.rasterize_fwd(*fwd)
+    for extra in ((torch.randn_like(render_depth), torch.randn_like(render_depth)), (None, None)):
         torch.library.opcheck(torch.ops.orster4d.rasterize_bwd,
                               (*fwd, render, render_depth, transmittance, last_ids, torch.randn_like(render), *extra))
 

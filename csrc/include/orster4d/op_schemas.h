@@ -34,7 +34,7 @@ inline void define_rasterize_ops(torch::Library& m) {
   m.def(
       "rasterize_fwd(Tensor means2d, Tensor conics, Tensor colors, Tensor opacities, Tensor depths, "
       "Tensor? backgrounds, int width, int height, int tile_size, Tensor isect_offsets, Tensor flatten_ids) "
-      "-> (Tensor render, Tensor render_depth, Tensor alpha, Tensor last_ids, Tensor transmittance)");
+      "-> (Tensor render, Tensor render_depth, Tensor last_ids, Tensor transmittance)");
   m.def(
       "rasterize_bwd(Tensor means2d, Tensor conics, Tensor colors, Tensor opacities, Tensor depths, "
       "Tensor? backgrounds, int width, int height, int tile_size, Tensor isect_offsets, Tensor flatten_ids, "

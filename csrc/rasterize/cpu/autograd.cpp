@@ -12,8 +12,8 @@
 //   project_fwd   means, quats, scales -> radii (no gradient), means2d, depths, conics
 //   sh_fwd        dirs, coeffs -> colors
 //   rasterize_fwd means2d, conics, colors, opacities, depths, backgrounds -> render, render_depth,
-//                 alpha; last_ids and transmittance carry no gradient (the backward reads the stored
-//                 T_final instead of rebuilding it from alpha)
+//                 transmittance (T_final; the caller's alpha is 1 - T_final, so the backward op's
+//                 v_alpha is -v_transmittance); last_ids carries no gradient
 // An output gradient autograd did not produce arrives undefined (grads are not materialised):
 // the required ones become zeros here, the optional ones (v_render_depth, v_alpha) stay None.
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -33,7 +33,6 @@ using OptTensor = std::optional<at::Tensor>;
 using Tensor2 = std::tuple<Tensor, Tensor>;
 using Tensor3 = std::tuple<Tensor, Tensor, Tensor>;
 using Tensor4 = std::tuple<Tensor, Tensor, Tensor, Tensor>;
-using Tensor5 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 using Tensor6 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 // A typed handle of an orster4d:: op, looked up once.
@@ -47,6 +46,11 @@ Tensor or_zeros(const Tensor& g, const Tensor& like, at::IntArrayRef shape) {
 }
 
 OptTensor or_none(const Tensor& g) { return g.defined() ? OptTensor(g.contiguous()) : std::nullopt; }
+
+// v_alpha [B, C, H, W, 1] of the backward op from the transmittance's gradient [B, C, H, W].
+OptTensor alpha_grad(const Tensor& v_transmittance) {
+  return v_transmittance.defined() ? OptTensor((-v_transmittance).unsqueeze(-1)) : std::nullopt;
+}
 
 // ------------------------------------------------------------------------------------ projection
 struct ProjectFn : torch::autograd::Function<ProjectFn> {
@@ -129,19 +133,19 @@ struct RasterizeFn : torch::autograd::Function<RasterizeFn> {
                                int64_t width, int64_t height, int64_t tile_size, const Tensor& isect_offsets,
                                const Tensor& flatten_ids) {
     static const auto fwd =
-        op<Tensor5(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptTensor&, int64_t,
+        op<Tensor4(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptTensor&, int64_t,
                    int64_t, int64_t, const Tensor&, const Tensor&)>("orster4d::rasterize_fwd");
     at::AutoDispatchBelowADInplaceOrView below;
-    auto [render, render_depth, alpha, last_ids, transmittance] = fwd.call(
+    auto [render, render_depth, last_ids, transmittance] = fwd.call(
         means2d, conics, colors, opacities, depths, backgrounds, width, height, tile_size, isect_offsets, flatten_ids);
-    ctx->mark_non_differentiable({last_ids, transmittance});
+    ctx->mark_non_differentiable({last_ids});
     ctx->set_materialize_grads(false);
     ctx->save_for_backward({means2d, conics, colors, opacities, depths, backgrounds.value_or(Tensor()),
                             isect_offsets, flatten_ids, render, render_depth, transmittance, last_ids});
     ctx->saved_data["width"] = width;
     ctx->saved_data["height"] = height;
     ctx->saved_data["tile_size"] = tile_size;
-    return {render, render_depth, alpha, last_ids, transmittance};
+    return {render, render_depth, last_ids, transmittance};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -156,20 +160,21 @@ struct RasterizeFn : torch::autograd::Function<RasterizeFn> {
     auto [v_means2d, v_conics, v_colors, v_opacities, v_depths, v_bg] =
         bwd.call(s[0], s[1], s[2], s[3], s[4], backgrounds, ctx->saved_data["width"].toInt(),
                  ctx->saved_data["height"].toInt(), ctx->saved_data["tile_size"].toInt(), s[6], s[7], render, s[9],
-                 s[10], s[11], or_zeros(grads[0], render, render.sizes()), or_none(grads[1]), or_none(grads[2]));
+                 s[10], s[11], or_zeros(grads[0], render, render.sizes()), or_none(grads[1]),
+                 alpha_grad(grads[3]));
     if (!backgrounds || !ctx->needs_input_grad(5)) v_bg = Tensor();
     return {v_means2d, v_conics, v_colors, v_opacities, v_depths, v_bg, Tensor(), Tensor(), Tensor(), Tensor(),
             Tensor()};
   }
 };
 
-Tensor5 rasterize_fwd_autograd(const Tensor& means2d, const Tensor& conics, const Tensor& colors,
+Tensor4 rasterize_fwd_autograd(const Tensor& means2d, const Tensor& conics, const Tensor& colors,
                                const Tensor& opacities, const Tensor& depths, const OptTensor& backgrounds,
                                int64_t width, int64_t height, int64_t tile_size, const Tensor& isect_offsets,
                                const Tensor& flatten_ids) {
   auto out = RasterizeFn::apply(means2d, conics, colors, opacities, depths, backgrounds, width, height, tile_size,
                                 isect_offsets, flatten_ids);
-  return {out[0], out[1], out[2], out[3], out[4]};
+  return {out[0], out[1], out[2], out[3]};
 }
 
 }  // namespace

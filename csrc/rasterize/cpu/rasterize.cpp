@@ -193,12 +193,10 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::T
   auto opt = means2d.options();
   at::Tensor render = at::empty({B, C, height, width, 3}, opt);
   at::Tensor render_depth = at::empty({B, C, height, width, 1}, opt);
-  at::Tensor alpha = at::empty({B, C, height, width, 1}, opt);
   at::Tensor last_ids = at::empty({B, C, height, width}, opt.dtype(at::kInt));
   at::Tensor transmittance = at::empty({B, C, height, width}, opt);
   float* orgb = render.data_ptr<float>();
   float* odep = render_depth.data_ptr<float>();
-  float* oalp = alpha.data_ptr<float>();
   int32_t* olast = last_ids.data_ptr<int32_t>();
   float* otrans = transmittance.data_ptr<float>();
   // A tile's run is taken in batches of kBatch splats, gathered once for all its pixels; a pixel
@@ -266,13 +264,12 @@ std::vector<at::Tensor> rasterize_fwd_cpu(const at::Tensor& means2d, const at::T
         orgb[3 * pix + 1] = gp[i] + T * bg.y;
         orgb[3 * pix + 2] = bp[i] + T * bg.z;
         odep[pix] = dp[i];
-        oalp[pix] = 1.f - T;
-        otrans[pix] = T;  // kept: 1 - alpha loses T's digits when T is small (nearly opaque pixels)
+        otrans[pix] = T;  // alpha = 1 - T is formed by the caller; T itself keeps its digits when small
         olast[pix] = int32_t(lastp[i]);
       }
     }
   }
-  return {render, render_depth, alpha, last_ids, transmittance};
+  return {render, render_depth, last_ids, transmittance};
 }
 
 std::vector<std::optional<at::Tensor>> rasterize_bwd_cpu(

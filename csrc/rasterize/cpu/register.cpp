@@ -36,6 +36,6 @@ TORCH_LIBRARY_IMPL(orster4d, CPU, m) {
   m.impl("sh_fwd", &orster4d::sh_fwd_cpu);
   m.impl("sh_bwd", &Tupled<&orster4d::sh_bwd_cpu, 2>::call);
   m.impl("intersect_tiles", &Tupled<&orster4d::intersect_tiles_cpu, 2>::call);
-  m.impl("rasterize_fwd", &Tupled<&orster4d::rasterize_fwd_cpu, 5>::call);
+  m.impl("rasterize_fwd", &Tupled<&orster4d::rasterize_fwd_cpu, 4>::call);
   m.impl("rasterize_bwd", &orster4d::rasterize_bwd);
 }

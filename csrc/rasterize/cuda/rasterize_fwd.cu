@@ -13,8 +13,8 @@ __global__ void rasterize_fwd_kernel(int64_t C, int64_t N, int64_t BC, int width
                                      const float* __restrict__ opacities, const float* __restrict__ depths,
                                      const float* __restrict__ backgrounds, const int32_t* __restrict__ offsets,
                                      const int32_t* __restrict__ flatten_ids, float* __restrict__ render,
-                                     float* __restrict__ render_depth, float* __restrict__ render_alpha,
-                                     int32_t* __restrict__ last_ids, float* __restrict__ transmittance) {
+                                     float* __restrict__ render_depth, int32_t* __restrict__ last_ids,
+                                     float* __restrict__ transmittance) {
   extern __shared__ float4 smem[];
   const int bsize = blockDim.x * blockDim.y;
   float4* s_geo = smem;              // x, y, opacity, depth
@@ -82,8 +82,7 @@ __global__ void rasterize_fwd_kernel(int64_t C, int64_t N, int64_t BC, int width
   render[3 * pix + 1] = g + T * bgg;
   render[3 * pix + 2] = b + T * bgb;
   render_depth[pix] = d;
-  render_alpha[pix] = 1.f - T;
-  transmittance[pix] = T;  // kept: 1 - alpha loses T's digits when T is small (nearly opaque pixels)
+  transmittance[pix] = T;  // alpha = 1 - T is formed by the caller; T itself keeps its digits when small
   last_ids[pix] = cur_idx;
 }
 
@@ -110,10 +109,9 @@ std::vector<at::Tensor> rasterize_fwd_cuda(const at::Tensor& means2d, const at::
   auto opt = means2d.options();
   at::Tensor render = at::empty({B, C, height, width, 3}, opt);
   at::Tensor render_depth = at::empty({B, C, height, width, 1}, opt);
-  at::Tensor render_alpha = at::empty({B, C, height, width, 1}, opt);
   at::Tensor last_ids = at::empty({B, C, height, width}, opt.dtype(at::kInt));
   at::Tensor transmittance = at::empty({B, C, height, width}, opt);
-  if (BC == 0 || width == 0 || height == 0) return {render, render_depth, render_alpha, last_ids, transmittance};
+  if (BC == 0 || width == 0 || height == 0) return {render, render_depth, last_ids, transmittance};
   const dim3 block(tile_size, tile_size);
   const dim3 grid(tile_w, tile_h, BC);
   const size_t shmem = 3 * sizeof(float4) * tile_size * tile_size;
@@ -122,10 +120,9 @@ std::vector<at::Tensor> rasterize_fwd_cuda(const at::Tensor& means2d, const at::
       means2d.data_ptr<float>(), conics.data_ptr<float>(), colors.data_ptr<float>(), opacities.data_ptr<float>(),
       depths.data_ptr<float>(), backgrounds.has_value() ? backgrounds->data_ptr<float>() : nullptr,
       isect_offsets.data_ptr<int32_t>(), flatten_ids.data_ptr<int32_t>(), render.data_ptr<float>(),
-      render_depth.data_ptr<float>(), render_alpha.data_ptr<float>(), last_ids.data_ptr<int32_t>(),
-      transmittance.data_ptr<float>());
+      render_depth.data_ptr<float>(), last_ids.data_ptr<int32_t>(), transmittance.data_ptr<float>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {render, render_depth, render_alpha, last_ids, transmittance};
+  return {render, render_depth, last_ids, transmittance};
 }
 
 }  // namespace orster4d

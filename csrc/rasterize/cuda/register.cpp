@@ -54,6 +54,6 @@ TORCH_LIBRARY_IMPL(orster4d, CUDA, m) {
   m.impl("sh_fwd", &orster4d::sh_fwd_cuda);
   m.impl("sh_bwd", &Tupled<&orster4d::sh_bwd_cuda, 2>::call);
   m.impl("intersect_tiles", &Tupled<&orster4d::intersect_tiles_cuda, 2>::call);
-  m.impl("rasterize_fwd", &Tupled<&orster4d::rasterize_fwd_cuda, 5>::call);
+  m.impl("rasterize_fwd", &Tupled<&orster4d::rasterize_fwd_cuda, 4>::call);
   m.impl("rasterize_bwd", &orster4d::rasterize_bwd);
 }

@@ -29,7 +29,8 @@ class RenderOutput:
     Attributes:
         rgb: ``[..., C, H, W, 3]`` composited colour plus ``T_final * background``.
         accumulated_depth: ``[..., C, H, W, 1]`` ``sum w_i z_i`` (world units times opacity).
-        alpha: ``[..., C, H, W, 1]`` accumulated opacity ``1 - T_final``.
+        transmittance: ``[..., C, H, W, 1]`` final transmittance ``T_final`` (the share of the
+            background that shows through); :attr:`alpha` is ``1 - transmittance``.
         radii: ``[..., C, N]`` int32 bounding-circle radius in pixels, 0 where culled.
         means2d: ``[..., C, N, 2]`` projected centres in pixels (0 where culled). An autograd
             intermediate: call ``means2d.retain_grad()`` before ``backward()`` to read the
@@ -38,15 +39,20 @@ class RenderOutput:
 
     rgb: torch.Tensor
     accumulated_depth: torch.Tensor
-    alpha: torch.Tensor
+    transmittance: torch.Tensor
     radii: torch.Tensor
     means2d: torch.Tensor
 
     @property
+    def alpha(self) -> torch.Tensor:
+        """``[..., C, H, W, 1]`` accumulated opacity ``1 - T_final``. Computed on access (each access
+        makes a new tensor), so a render whose loss never reads it stores no alpha image."""
+        return 1.0 - self.transmittance
+
+    @property
     def depth(self) -> torch.Tensor:
         """``[..., C, H, W, 1]`` expected camera-space depth (world units): ``accumulated_depth``
-        divided by ``max(alpha, 1e-10)``. Computed on access (each access makes a new tensor), so
-        a loss that never reads it adds no kernels to the step."""
+        divided by ``max(alpha, 1e-10)``. Computed on access, like :attr:`alpha`."""
         return self.accumulated_depth / torch.clamp(self.alpha, min=1e-10)
 
 
@@ -117,6 +123,7 @@ def rasterize_gaussians(means, quats, scales, opacities, colors, viewmats, Ks, w
             dirs = m.unsqueeze(1) - reference.camera_centers(vm).unsqueeze(2)
             rgb_c = reference.sh_colors(sh_degree, dirs, col)
         render, render_depth, alpha = reference.composite(means2d, conics, rgb_c, o, depths, radii, width, height, bg)
+        transmittance = 1.0 - alpha
         radii = chk.after_finite_check(radii)
     else:
         ensure_loaded(chk.backend)
@@ -137,13 +144,13 @@ def rasterize_gaussians(means, quats, scales, opacities, colors, viewmats, Ks, w
         offsets, flatten_ids = ops.intersect_tiles(means2d.detach(), radii, depths.detach(), TILE_SIZE, tile_w,
                                                    tile_h, conics.detach(), o.detach())
         offsets = chk.after_finite_check(offsets)  # the intersection synchronised already: no wait
-        render, render_depth, alpha, _, _ = ops.rasterize_fwd(means2d, conics, rgb_c, o, depths, bg, width, height,
-                                                              TILE_SIZE, offsets, flatten_ids)
+        render, render_depth, _, transmittance = ops.rasterize_fwd(means2d, conics, rgb_c, o, depths, bg, width,
+                                                                   height, TILE_SIZE, offsets, flatten_ids)
     img = (*batch, C, height, width)
     return RenderOutput(
         rgb=render.reshape(*img, 3),
         accumulated_depth=render_depth.reshape(*img, 1),
-        alpha=alpha.reshape(*img, 1),
+        transmittance=transmittance.reshape(*img, 1),
         radii=radii.reshape(*batch, C, N),
         means2d=means2d_out,
     )

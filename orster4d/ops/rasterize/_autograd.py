@@ -8,9 +8,10 @@ op name dispatches on the tensors' device. The three differentiable ops carry C+
 * ``project_fwd``   means, quats, scales -> radii, means2d, depths, conics (radii carry no gradient)
 * ``sh_fwd``        dirs, coeffs -> colors
 * ``rasterize_fwd`` means2d, conics, colors, opacities, depths, backgrounds -> render, render_depth,
-  alpha, last_ids, transmittance (last_ids and transmittance carry no gradient: the transmittance
-  ``T_final = 1 - alpha`` per pixel ``[B, C, H, W]`` is kept for the backward, which would lose
-  its digits rebuilding it from alpha on nearly opaque pixels)
+  last_ids, transmittance (last_ids carries no gradient; the final transmittance ``T_final`` per
+  pixel ``[B, C, H, W]`` does: the entry point's alpha is ``1 - T_final``, and the backward reads
+  the stored ``T_final``, which keeps its digits on nearly opaque pixels where ``1 - alpha`` would
+  not)
 
 ``intersect_tiles`` returns integer tensors only and is called on detached inputs. This module adds,
 once the libraries are loaded, a fake (meta) kernel for every op, which gives the output shapes and
@@ -60,8 +61,7 @@ def _fake_rasterize_fwd(means2d, conics, colors, opacities, depths, backgrounds,
                         isect_offsets, flatten_ids):
     B, C = means2d.shape[0], means2d.shape[1]
     return (means2d.new_empty((B, C, height, width, 3)), means2d.new_empty((B, C, height, width, 1)),
-            means2d.new_empty((B, C, height, width, 1)), means2d.new_empty((B, C, height, width), dtype=torch.int32),
-            means2d.new_empty((B, C, height, width)))
+            means2d.new_empty((B, C, height, width), dtype=torch.int32), means2d.new_empty((B, C, height, width)))
 
 
 def _fake_rasterize_bwd(means2d, conics, colors, opacities, depths, backgrounds, width, height, tile_size,
