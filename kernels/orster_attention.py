@@ -20,10 +20,12 @@ Two tilings share the code:
   batch-heads whose ``G * N`` rows fit in one tile; a block-diagonal mask keeps the heads apart,
   so a tile is filled with useful rows instead of mostly padding.
 
-The kernel-feature dots (``pf kf^T`` in the scores, ``dS kf`` and ``dS^T pf`` in the backward) run
-in float32 (TF32 on tensor cores for 16-bit inputs, over the ``DF`` feature columns only): the
-Gaussian kernel's scalars take their gradient as a sum of these dots over every query of every
-head, with terms of both signs, and rounding ``pf`` or ``dS`` to bf16 first lost too much of it.
+Precision of the kernel-feature dots. In the scores (``pf kf^T``, forward and the backward's
+recomputation alike, so that the recomputed probabilities match the forward's log-sum-exp) ``pf``
+is rounded to the dtype of ``kf``, as ``q k^T`` is computed in the inputs' dtype. The backward's
+``dS kf`` and ``dS^T pf`` run in float32 (``dS`` and ``kf`` upcast, ``pf`` unrounded; TF32 on tensor
+cores for 16-bit inputs, over the ``DF`` feature columns only): the Gaussian kernel's scalars take
+their gradient as a sum of these dots over every query of every head, with terms of both signs.
 
 The file reads top to bottom: helpers (tile rows, loads, scores), forward, backward preprocess,
 backward (dK/dV, then dQ).
@@ -104,7 +106,7 @@ def _load_keys(K, V, KF, BIAS, bh, n, N, valid, KF_HDIV,
 def _load_query_feats(PF, q, bh, n, N, valid,
                       DF: tl.constexpr, HAS_FEAT: tl.constexpr, EVEN: tl.constexpr):
     """A query tile's ``pf [BM, DF]`` times log2(e), in float32 (``q`` stands in without
-    features)."""
+    features); :func:`_scores` rounds it to the dtype of ``kf``."""
     pf = q
     if HAS_FEAT:
         pf = _load(PF, bh, n, N, valid, DF, EVEN) * 1.4426950408889634
@@ -129,7 +131,7 @@ def _scores(q, k, pf, kf, bias, qk_scale,
     """Base-2 augmented score tile ``[BM, BN]`` from a query tile and a key tile."""
     s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
     if HAS_FEAT:
-        s += tl.dot(pf, tl.trans(kf.to(tl.float32)), input_precision=PREC)
+        s += tl.dot(pf.to(kf.dtype), tl.trans(kf), input_precision=PREC)
     if HAS_BIAS:
         s -= bias[None, :]
     return s
@@ -243,7 +245,7 @@ def attn_bwd_dkdv(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA,
         # transposed tiles [BN, BM]: keys along rows, as this program accumulates per key
         sT = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale
         if HAS_FEAT:
-            sT += tl.dot(kf.to(tl.float32), tl.trans(pf), input_precision=PREC)
+            sT += tl.dot(kf, tl.trans(pf.to(kf.dtype)), input_precision=PREC)  # as the forward's scores
         if HAS_BIAS:
             sT -= bias[:, None]
         lse_safe = tl.where(lse == float("-inf"), float("inf"), lse)
