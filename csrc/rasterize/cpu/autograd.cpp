@@ -49,7 +49,7 @@ OptTensor or_none(const Tensor& g) { return g.defined() ? OptTensor(g.contiguous
 
 // v_alpha [B, C, H, W, 1] of the backward op from the transmittance's gradient [B, C, H, W].
 OptTensor alpha_grad(const Tensor& v_transmittance) {
-  return v_transmittance.defined() ? OptTensor((-v_transmittance).unsqueeze(-1)) : std::nullopt;
+  return v_transmittance.defined() ? OptTensor((-v_transmittance).unsqueeze(-1).contiguous()) : std::nullopt;
 }
 
 // ------------------------------------------------------------------------------------ projection
