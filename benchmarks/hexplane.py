@@ -193,7 +193,7 @@ def timings(case: Case, reps: int) -> dict:
             "peak_extra_mb_fwd_bwd": peak_extra_mb(lambda: inp.step(method, True)),
         }
     # the two kernels alone (no autograd, no allocation of the plane-gradient buffer counted apart)
-    from orster4d.ops.hexplane._autograd import extension
+    from orster4d.ops.hexplane._ops import extension
 
     ext = extension("cuda")
     f = inp.field
@@ -218,7 +218,7 @@ def timings(case: Case, reps: int) -> dict:
 
 
 def main(argv=None) -> int:
-    from orster4d.ops.hexplane._autograd import extension
+    from orster4d.ops.hexplane._ops import extension
 
     p = report_parser("GPU report of the fused HexPlane sampler: correctness on CUDA, speed and memory")
     p.add_argument("--reps", type=int, default=30)

@@ -68,7 +68,7 @@ def _scene(device: str):
 def measure(device: str, reps: int) -> dict:
     from orster4d.recon.hexplane_field import HexPlaneField
     from orster4d.ops.rasterize import rasterize_gaussians
-    from orster4d.ops.rasterize._autograd import ensure_loaded
+    from orster4d.ops.rasterize._ops import ensure_loaded
     from orster4d.ops.rasterize._validate import check_inputs
 
     ensure_loaded(device)

@@ -63,7 +63,7 @@ def hexplane_split(n_points: int, shared_t: bool, reps: int) -> dict:
 
 def rasterizer_split(case: str, reps: int) -> dict:
     from benchmarks.rasterize import SIZES, make_scene, render_ours, step_fn
-    from orster4d.ops.rasterize._autograd import TILE_SIZE, extension
+    from orster4d.ops.rasterize._ops import TILE_SIZE, extension
 
     n, res = next((c[1], c[2]) for c in SIZES if c[0] == case)
     s = make_scene(n, res)
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("kernel_split needs CUDA", file=sys.stderr)
         return 2
-    from orster4d.ops.hexplane._autograd import ensure_loaded
+    from orster4d.ops.hexplane._ops import ensure_loaded
 
     ensure_loaded("cuda")
     report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "python": python_version(),

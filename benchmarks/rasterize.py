@@ -107,7 +107,7 @@ def decision_pixels(s: "Scene") -> torch.Tensor:
     over the tile runs of ``intersect_tiles`` (3.33-sigma boxes), so that it scales to millions of
     splats (:func:`orster4d.ops.rasterize.reference.near_decision_pixels`)."""
     from orster4d.ops.rasterize import reference
-    from orster4d.ops.rasterize._autograd import TILE_SIZE, extension
+    from orster4d.ops.rasterize._ops import TILE_SIZE, extension
 
     lead = s.means.shape[:-2]
     m, q, sc = (x.double().reshape(-1, *x.shape[-2:]) for x in (s.means, s.quats, s.scales))
@@ -201,7 +201,7 @@ def render_ours(s: Scene) -> torch.Tensor:
 def render_ours_ops(s: Scene) -> torch.Tensor:
     """Ours through the dispatcher ops only (no input validation, RGB colours): the kernels' cost
     without the Python entry point's checks."""
-    from orster4d.ops.rasterize._autograd import TILE_SIZE, extension
+    from orster4d.ops.rasterize._ops import TILE_SIZE, extension
 
     ops = extension("cuda")
     lead = s.means.shape[:-2]

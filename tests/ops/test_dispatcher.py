@@ -15,8 +15,8 @@ import torch
 
 from orster4d.data.scenes import random_scene
 from orster4d.ops.hexplane import HexPlaneLayout
-from orster4d.ops.hexplane._autograd import extension as hexplane_ops
-from orster4d.ops.rasterize._autograd import TILE_SIZE, extension as rasterize_ops
+from orster4d.ops.hexplane._ops import extension as hexplane_ops
+from orster4d.ops.rasterize._ops import TILE_SIZE, extension as rasterize_ops
 
 RASTERIZE_OPS = ("project_fwd", "project_bwd", "sh_fwd", "sh_bwd", "intersect_tiles", "rasterize_fwd",
                  "rasterize_bwd")

@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from orster4d.ops.hexplane._autograd import extension
+from orster4d.ops.hexplane._ops import extension
 from orster4d.ops.hexplane import (
     PLANE_AXES,
     HexPlaneLayout,

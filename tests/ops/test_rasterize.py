@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from orster4d.ops.rasterize import RenderOutput, rasterize_gaussians, reference
-from orster4d.ops.rasterize._autograd import TILE_SIZE, extension
+from orster4d.ops.rasterize._ops import TILE_SIZE, extension
 from orster4d.data.scenes import random_scene
 
 FIELDS = ("rgb", "depth", "alpha", "radii", "means2d")

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from orster4d.ops.rasterize import reference
-from orster4d.ops.rasterize._autograd import TILE_SIZE, extension
+from orster4d.ops.rasterize._ops import TILE_SIZE, extension
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 NAMES = ("means2d", "conics", "colors", "opacities", "depths", "backgrounds")

@@ -9,7 +9,7 @@
 //
 // Shapes and units: csrc/rasterize/README.md (rasterizer) and docs/kernels.md (both).
 // The differentiable ops' autograd kernels are C++ too (csrc/<family>/cpu/autograd.cpp); Python
-// adds the fake (meta) kernels (orster4d/ops/rasterize/_autograd.py, orster4d/ops/hexplane/_autograd.py).
+// adds the fake (meta) kernels (orster4d/ops/rasterize/_ops.py, orster4d/ops/hexplane/_ops.py).
 #pragma once
 
 #include <torch/library.h>

@@ -4,7 +4,7 @@ The fused kernels (``csrc/hexplane``: C++/OpenMP on CPU, CUDA on GPU) read the p
 channel-last layout of :class:`~orster4d.ops.hexplane.layout.HexPlaneLayout`; they share their
 math through ``csrc/include/orster4d/hexplane_math.h`` and are the dispatcher op
 ``torch.ops.orster4d.hexplane_fwd`` (autograd kernel in ``csrc/hexplane/cpu/autograd.cpp``, fake
-kernel in :mod:`orster4d.ops.hexplane._autograd`).
+kernel in :mod:`orster4d.ops.hexplane._ops`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 
 from orster4d.build import backend_for
-from orster4d.ops.hexplane._autograd import ensure_loaded
+from orster4d.ops.hexplane._ops import ensure_loaded
 from orster4d.ops.hexplane.layout import HexPlaneLayout
 from orster4d.ops.hexplane.reference import hexplane_sample_reference
 

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from orster4d.ops.rasterize import reference
-from orster4d.ops.rasterize._autograd import TILE_SIZE, ensure_loaded
+from orster4d.ops.rasterize._ops import TILE_SIZE, ensure_loaded
 from orster4d.ops.rasterize._validate import check_inputs
 
 __all__ = ["rasterize_gaussians", "RenderOutput", "reference"]
