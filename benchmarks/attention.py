@@ -153,6 +153,16 @@ def _unpack(x: torch.Tensor, P: int) -> torch.Tensor:
     return x.reshape(Bp * P, H, PL // P, *tail)
 
 
+def _raise_recompile_limit(n: int) -> None:
+    """Let Dynamo keep ``n`` compiled versions of one function (the option's name varies by torch)."""
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(cfg, name):
+            setattr(cfg, name, max(getattr(cfg, name), n))
+    if hasattr(cfg, "accumulated_recompile_limit"):
+        cfg.accumulated_recompile_limit = max(cfg.accumulated_recompile_limit, 4 * n)
+
+
 def run_flex(inp, params, mode, compiled: bool = True):
     """FlexAttention on the same scores (``compiled=False``: the uncompiled path, for CPU checks).
 
@@ -166,6 +176,10 @@ def run_flex(inp, params, mode, compiled: bool = True):
     global _flex_compiled
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     if compiled and _flex_compiled is None:
+        # one compiled graph per case (shapes, masks and the score_mod's bias differ): past the
+        # default limit of 8 Dynamo would silently run flex_attention uncompiled, i.e. its unfused
+        # path that materialises every score, and time that instead
+        _raise_recompile_limit(256)
         _flex_compiled = torch.compile(flex_attention, dynamic=False)
     flex = _flex_compiled if compiled else flex_attention
     q, k, v = inp["q"], inp["k"], inp["v"]

@@ -20,12 +20,21 @@ Two tilings share the code:
   batch-heads whose ``G * N`` rows fit in one tile; a block-diagonal mask keeps the heads apart,
   so a tile is filled with useful rows instead of mostly padding.
 
-Precision of the kernel-feature dots. In the scores (``pf kf^T``, forward and the backward's
-recomputation alike, so that the recomputed probabilities match the forward's log-sum-exp) ``pf``
-is rounded to the dtype of ``kf``, as ``q k^T`` is computed in the inputs' dtype. The backward's
-``dS kf`` and ``dS^T pf`` run in float32 (``dS`` and ``kf`` upcast, ``pf`` unrounded; TF32 on tensor
-cores for 16-bit inputs, over the ``DF`` feature columns only): the Gaussian kernel's scalars take
-their gradient as a sum of these dots over every query of every head, with terms of both signs.
+Precision of the kernel-feature dots. With 16-bit inputs (``SPLIT``), ``pf`` (float32) enters the
+scores as two 16-bit halves, ``pf = hi + lo`` with ``hi`` its rounding and ``lo`` the rounding of
+the remainder, and ``<pf, kf>`` is computed as ``<hi, kf> + <lo, kf>`` (``kf`` holds the 16-bit
+inputs exactly): about 16 mantissa bits instead of 8, in both the forward and the backward's
+recomputation. Rounding ``pf`` once, as ``q k^T`` is rounded, shifts a score by up to ``2^-9`` of
+its Gaussian term, the same shift for every score a query shares with similar keys; the kernel's
+scalars take their gradient as a sum over every (query, key) pair of terms that largely cancel,
+and that shift alone put it up to 15% of its scale off (in float64 emulation of bf16 inputs, 1024 x
+512 tokens, D_k 8), against about 1e-4 with the split. For the same reason ``dpf = dS kf`` splits
+``dS`` (float32) into two 16-bit halves, and, when a backward follows (``P_SPLIT``), the forward's
+``P V`` splits ``P``: the backward's ``delta_i = <o_i, do_i>`` must equal ``sum_j P_ij dP_ij`` for
+every row's ``dS`` to sum to zero, and with ``P`` rounded to 16 bits in ``o`` it missed that by
+enough to put the scalars' gradients up to 14% off in the same emulation (with both splits: 0.05%). ``dS^T pf`` (``dkf``) runs in float32 (TF32 on tensor
+cores): it only reaches the features' own gradients, where nothing cancels. float32 inputs use
+IEEE float32 dots throughout and no split.
 
 The file reads top to bottom: helpers (tile rows, loads, scores), forward, backward preprocess,
 backward (dK/dV, then dQ).
@@ -104,13 +113,39 @@ def _load_keys(K, V, KF, BIAS, bh, n, N, valid, KF_HDIV,
 
 @triton.jit
 def _load_query_feats(PF, q, bh, n, N, valid,
-                      DF: tl.constexpr, HAS_FEAT: tl.constexpr, EVEN: tl.constexpr):
-    """A query tile's ``pf [BM, DF]`` times log2(e), in float32 (``q`` stands in without
-    features); :func:`_scores` rounds it to the dtype of ``kf``."""
+                      DF: tl.constexpr, HAS_FEAT: tl.constexpr, SPLIT: tl.constexpr, EVEN: tl.constexpr):
+    """A query tile's ``pf [BM, DF]`` times log2(e) in float32, and its two halves ``hi, lo`` in
+    q's dtype with ``SPLIT`` (else ``pf`` itself twice); ``q`` stands in for all three without
+    features."""
     pf = q
+    hi = q
+    lo = q
     if HAS_FEAT:
         pf = _load(PF, bh, n, N, valid, DF, EVEN) * 1.4426950408889634
-    return pf
+        hi, lo = _split(pf, q.dtype, SPLIT)
+    return pf, hi, lo
+
+
+@triton.jit
+def _split(x, dtype: tl.constexpr, SPLIT: tl.constexpr):
+    """``x`` (float32) as ``hi + lo`` in ``dtype`` with ``SPLIT``: ``hi`` its rounding, ``lo`` the
+    rounding of ``x - hi``; without ``SPLIT``, ``(x, x)``."""
+    if SPLIT:
+        hi = x.to(dtype)
+        lo = (x - hi.to(tl.float32)).to(dtype)
+    else:
+        hi = x
+        lo = x
+    return hi, lo
+
+
+@triton.jit
+def _split_dot(a_hi, a_lo, b, SPLIT: tl.constexpr, PREC: tl.constexpr):
+    """``a @ b`` for ``a = a_hi + a_lo`` (see :func:`_split`): two dots with ``SPLIT``, else one."""
+    out = tl.dot(a_hi, b, input_precision=PREC)
+    if SPLIT:
+        out += tl.dot(a_lo, b, input_precision=PREC)
+    return out
 
 
 @triton.jit
@@ -126,12 +161,12 @@ def _load_grad_rows(Q, DO, LSE, DELTA, bh, n, N, valid,
 
 
 @triton.jit
-def _scores(q, k, pf, kf, bias, qk_scale,
-            HAS_FEAT: tl.constexpr, HAS_BIAS: tl.constexpr, PREC: tl.constexpr):
+def _scores(q, k, pf_hi, pf_lo, kf, bias, qk_scale,
+            HAS_FEAT: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr, PREC: tl.constexpr):
     """Base-2 augmented score tile ``[BM, BN]`` from a query tile and a key tile."""
     s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale
     if HAS_FEAT:
-        s += tl.dot(pf.to(kf.dtype), tl.trans(kf), input_precision=PREC)
+        s += _split_dot(pf_hi, pf_lo, tl.trans(kf), SPLIT, PREC)
     if HAS_BIAS:
         s -= bias[None, :]
     return s
@@ -144,7 +179,8 @@ def _scores(q, k, pf, kf, bias, qk_scale,
 def attn_fwd(Q, K, V, PF, KF, BIAS, O, LSE,
              Nq, Nk, G, BH, n_tiles, KF_HDIV, qk_scale,
              D: tl.constexpr, DF: tl.constexpr, DV: tl.constexpr,
-             HAS_FEAT: tl.constexpr, HAS_BIAS: tl.constexpr, PACKED: tl.constexpr, EVEN: tl.constexpr,
+             HAS_FEAT: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr, P_SPLIT: tl.constexpr,
+             PACKED: tl.constexpr, EVEN: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr):
     pid = tl.program_id(0)
     pid_bh = pid // n_tiles
@@ -152,7 +188,7 @@ def attn_fwd(Q, K, V, PF, KF, BIAS, O, LSE,
 
     q_bh, q_n, q_valid, q_grp = _tile_rows(pid_m, pid_bh, Nq, G, BH, BLOCK_M, PACKED)
     q = _load(Q, q_bh, q_n, Nq, q_valid, D, EVEN)
-    pf = _load_query_feats(PF, q, q_bh, q_n, Nq, q_valid, DF, HAS_FEAT, EVEN)
+    _, pf_hi, pf_lo = _load_query_feats(PF, q, q_bh, q_n, Nq, q_valid, DF, HAS_FEAT, SPLIT, EVEN)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -166,7 +202,7 @@ def attn_fwd(Q, K, V, PF, KF, BIAS, O, LSE,
         k_bh, k_n, k_valid, k_grp = _tile_rows(jb, pid_bh, Nk, G, BH, BLOCK_N, PACKED)
         k, v, kf, bias = _load_keys(K, V, KF, BIAS, k_bh, k_n, Nk, k_valid, KF_HDIV,
                                     D, DF, DV, HAS_FEAT, HAS_BIAS, EVEN)
-        s = _scores(q, k, pf, kf, bias, qk_scale, HAS_FEAT, HAS_BIAS, PREC)
+        s = _scores(q, k, pf_hi, pf_lo, kf, bias, qk_scale, HAS_FEAT, HAS_BIAS, SPLIT, PREC)
         if PACKED:
             s = tl.where(k_valid[None, :] & (q_grp[:, None] == k_grp[None, :]), s, float("-inf"))
         elif not EVEN:
@@ -177,7 +213,12 @@ def attn_fwd(Q, K, V, PF, KF, BIAS, O, LSE,
         p = tl.math.exp2(s - m_safe[:, None])
         alpha = tl.math.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
+        if P_SPLIT:
+            p_hi, p_lo = _split(p, v.dtype, True)
+        else:
+            p_hi = p.to(v.dtype)
+            p_lo = p_hi
+        acc = acc * alpha[:, None] + _split_dot(p_hi, p_lo, v, P_SPLIT, PREC)
         m_i = m_new
 
     empty = l_i == 0.0                       # every key of the row is padded: output 0
@@ -217,7 +258,8 @@ def attn_bwd_dkdv(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA,
                   DQ, DK, DV_, DPF, DKF, DBIAS,
                   Nq, Nk, G, BH, n_tiles, KF_HDIV, qk_scale, scale,
                   D: tl.constexpr, DF: tl.constexpr, DV: tl.constexpr,
-                  HAS_FEAT: tl.constexpr, HAS_BIAS: tl.constexpr, PACKED: tl.constexpr, EVEN: tl.constexpr,
+                  HAS_FEAT: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr, PACKED: tl.constexpr,
+             EVEN: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr):
     """One program per key tile; loops over query tiles. With PACKED the single query tile
     belongs to this program alone, so dQ (and dpf) are finished here too."""
@@ -241,11 +283,13 @@ def attn_bwd_dkdv(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA,
     for ib in range(0, n_blocks):
         q_bh, q_n, q_valid, q_grp = _tile_rows(ib, pid_bh, Nq, G, BH, BLOCK_M, PACKED)
         q, do, lse, delta = _load_grad_rows(Q, DO, LSE, DELTA, q_bh, q_n, Nq, q_valid, D, DV, EVEN)
-        pf = _load_query_feats(PF, q, q_bh, q_n, Nq, q_valid, DF, HAS_FEAT, EVEN)
+        pf, pf_hi, pf_lo = _load_query_feats(PF, q, q_bh, q_n, Nq, q_valid, DF, HAS_FEAT, SPLIT, EVEN)
         # transposed tiles [BN, BM]: keys along rows, as this program accumulates per key
         sT = tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale
-        if HAS_FEAT:
-            sT += tl.dot(kf, tl.trans(pf.to(kf.dtype)), input_precision=PREC)  # as the forward's scores
+        if HAS_FEAT:  # as the forward's scores
+            sT += tl.dot(kf, tl.trans(pf_hi), input_precision=PREC)
+            if SPLIT:
+                sT += tl.dot(kf, tl.trans(pf_lo), input_precision=PREC)
         if HAS_BIAS:
             sT -= bias[:, None]
         lse_safe = tl.where(lse == float("-inf"), float("inf"), lse)
@@ -267,7 +311,8 @@ def attn_bwd_dkdv(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA,
             dq = tl.dot(ds.to(k.dtype), k, input_precision=PREC) * scale
             _store(DQ, dq, q_bh, q_n, Nq, q_valid, D, False)
             if HAS_FEAT:
-                dpf = tl.dot(ds, kf.to(tl.float32), input_precision=PREC)
+                ds_hi, ds_lo = _split(ds, kf.dtype, SPLIT)
+                dpf = _split_dot(ds_hi, ds_lo, kf, SPLIT, PREC)
                 _store(DPF, dpf, q_bh, q_n, Nq, q_valid, DF, False)
 
     _store(DK, dk * scale, k_bh, k_n, Nk, k_valid, D, EVEN)
@@ -283,7 +328,7 @@ def attn_bwd_dkdv(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA,
 def attn_bwd_dq(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA, DQ, DPF,
                 Nq, Nk, BH, n_tiles, KF_HDIV, qk_scale, scale,
                 D: tl.constexpr, DF: tl.constexpr, DV: tl.constexpr,
-                HAS_FEAT: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN: tl.constexpr,
+                HAS_FEAT: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr, EVEN: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr):
     """One program per query tile; loops over key tiles (unpacked tiling only)."""
     pid = tl.program_id(0)
@@ -293,7 +338,7 @@ def attn_bwd_dq(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA, DQ, DPF,
     q_bh, q_n, q_valid, q_grp = _tile_rows(pid_m, pid_bh, Nq, 1, BH, BLOCK_M, False)
     q, do, lse, delta = _load_grad_rows(Q, DO, LSE, DELTA, q_bh, q_n, Nq, q_valid, D, DV, EVEN)
     lse_safe = tl.where(lse == float("-inf"), float("inf"), lse)
-    pf = _load_query_feats(PF, q, q_bh, q_n, Nq, q_valid, DF, HAS_FEAT, EVEN)
+    _, pf_hi, pf_lo = _load_query_feats(PF, q, q_bh, q_n, Nq, q_valid, DF, HAS_FEAT, SPLIT, EVEN)
 
     dq = tl.zeros([BLOCK_M, D], dtype=tl.float32)
     dpf = tl.zeros([BLOCK_M, DF], dtype=tl.float32)
@@ -301,7 +346,7 @@ def attn_bwd_dq(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA, DQ, DPF,
         k_bh, k_n, k_valid, k_grp = _tile_rows(jb, pid_bh, Nk, 1, BH, BLOCK_N, False)
         k, v, kf, bias = _load_keys(K, V, KF, BIAS, k_bh, k_n, Nk, k_valid, KF_HDIV,
                                     D, DF, DV, HAS_FEAT, HAS_BIAS, EVEN)
-        s = _scores(q, k, pf, kf, bias, qk_scale, HAS_FEAT, HAS_BIAS, PREC)
+        s = _scores(q, k, pf_hi, pf_lo, kf, bias, qk_scale, HAS_FEAT, HAS_BIAS, SPLIT, PREC)
         p = tl.math.exp2(s - lse_safe[:, None])
         if not EVEN:
             p = tl.where(k_valid[None, :], p, 0.0)
@@ -309,7 +354,8 @@ def attn_bwd_dq(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA, DQ, DPF,
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
         if HAS_FEAT:
-            dpf += tl.dot(ds, kf.to(tl.float32), input_precision=PREC)
+            ds_hi, ds_lo = _split(ds, kf.dtype, SPLIT)
+            dpf += _split_dot(ds_hi, ds_lo, kf, SPLIT, PREC)
 
     _store(DQ, dq * scale, q_bh, q_n, Nq, q_valid, D, EVEN)
     if HAS_FEAT:

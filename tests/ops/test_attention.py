@@ -128,6 +128,26 @@ def test_triton_half_precision(rng_seed, poisoned_empty, dtype, mode):
 
 
 @needs_triton
+def test_triton_half_precision_kernel_scalar_gradients(rng_seed, poisoned_empty):
+    """The four kernel scalars take their gradient as a sum over every (query, key) pair of terms
+    that largely cancel; with 16-bit inputs the kernels keep the score's feature dot, dS kf and the
+    forward's P V on two 16-bit halves each, so that gradient matches the float64 evaluation of the
+    same (rounded) inputs to ~1e-5 of its scale. Rounding pf or P once put it ~1e-3 to ~1e-2 off
+    in float16 (and up to 15% in bfloat16, where the bound of the CUDA test below caught it)."""
+    B, H, Nq, Nk = 1, 2, 128, 96
+    inp, params, mask = make_case(B, H, Nq, Nk, 16, 16, 8, "pairwise", torch.float16, True, False)
+    g_out = torch.randn(B, H, Nq, 16, device=DEV, dtype=torch.float64).to(torch.float16).double()
+    out_ref, g_ref = grads(lambda *a, **k: orster_attention(*a, backend="eager", **k),
+                           {k: v.detach().double().requires_grad_() for k, v in inp.items()},
+                           tuple(p.detach().double().requires_grad_() for p in params), mask, "pairwise", g_out)
+    out, g = grads(lambda *a, **k: orster_attention(*a, backend="triton", **k), inp, params, mask, "pairwise", g_out)
+    assert_close_all(out, g, out_ref, g_ref, rtol=5e-3)
+    for n in ("sigma_s", "sigma_t", "sigma_st", "alpha"):
+        err, sc = (g[n] - g_ref[n]).abs().max(), g_ref[n].abs().max()
+        assert err <= 2e-4 * sc, f"d{n}: {err:.3e} vs scale {sc:.3e}"
+
+
+@needs_triton
 def test_triton_plain_attention_matches_softmax(rng_seed, poisoned_empty):
     q, k, v = (torch.randn(2, 3, n, 16, device=DEV, requires_grad=True) for n in (21, 21, 21))
     out = orster_attention(q, k, v, backend="triton")
@@ -276,6 +296,10 @@ def test_cuda_many_heads_and_long_rows(rng_seed, dtype):
                                tuple(p.detach().double().requires_grad_() for p in params), mask, "pairwise", g_out)
         out, g = grads(orster_attention, inp, params, mask, "pairwise", g_out)
         assert_close_all(out, g, out_ref, g_ref, rtol=3e-2 if dtype == torch.bfloat16 else 1e-4)
+        if dtype == torch.bfloat16:  # the scalars' gradient: see test_triton_half_precision_kernel_scalar_gradients
+            for n in ("sigma_s", "sigma_t", "sigma_st", "alpha"):
+                err, sc = (g[n] - g_ref[n]).abs().max(), g_ref[n].abs().max()
+                assert err <= 1e-2 * sc, f"d{n}: {err:.3e} vs scale {sc:.3e}"
 
 
 @pytest.mark.parametrize("mode", ["density", "pairwise"])

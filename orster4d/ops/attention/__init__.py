@@ -393,11 +393,13 @@ class _AugmentedAttention(torch.autograd.Function):
         DF = pf.shape[2] if has_feat else 16
         t = _tiling(Nq, Nk, BH, has_feat, max(D, DV, DF if has_feat else 0), q.element_size())
         prec = "ieee" if q.dtype == torch.float32 else "tf32"
-        # 16-bit inputs with a backward to come: the kernel writes the output in float32, and the
-        # backward's delta_i = <o_i, do_i> reads that copy. With o rounded to 16 bits first, delta
-        # misses sum_j P_ij dP_ij by up to 2^-8 of |o| |do| per row, an error that every dS_ij of the
-        # row carries and that the Gaussian kernel's scalar gradients (sums of dS over all pairs,
-        # whose exact terms cancel) do not average away.
+        split = q.dtype != torch.float32  # kernel-feature dots on two 16-bit halves (see the kernels' file)
+        # 16-bit inputs with a backward to come: the kernel computes P V on the two 16-bit halves of
+        # P and writes the output in float32, and the backward's delta_i = <o_i, do_i> reads that
+        # copy. With P or o rounded to 16 bits, delta misses sum_j P_ij dP_ij by up to 2^-8 of
+        # |o| |do| per row, an error that every dS_ij of the row carries and that the Gaussian
+        # kernel's scalar gradients (sums of dS over all pairs, whose exact terms cancel) do not
+        # average away.
         keep32 = q.dtype != torch.float32 and any(ctx.needs_input_grad[:6])
         o = torch.empty(BH, Nq, DV, device=q.device, dtype=torch.float32 if keep32 else q.dtype)
         lse = torch.empty(BH, Nq, device=q.device, dtype=torch.float32)
@@ -408,8 +410,8 @@ class _AugmentedAttention(torch.autograd.Function):
         K.attn_fwd[(n_tiles * n_heads,)](
             q, k, v, pf if has_feat else lse, kf if has_feat else q, bias if has_bias else lse, o, lse,
             Nq, Nk, t["G"], BH, n_tiles, hdiv, scale * LOG2E,
-            D=D, DF=DF, DV=DV, HAS_FEAT=has_feat, HAS_BIAS=has_bias, PACKED=t["packed"], EVEN=even,
-            BLOCK_M=bm, BLOCK_N=bn, PREC=prec, num_warps=nw, num_stages=ns)
+            D=D, DF=DF, DV=DV, HAS_FEAT=has_feat, HAS_BIAS=has_bias, SPLIT=split, P_SPLIT=keep32,
+            PACKED=t["packed"], EVEN=even, BLOCK_M=bm, BLOCK_N=bn, PREC=prec, num_warps=nw, num_stages=ns)
         ctx.save_for_backward(q, k, v, pf, kf, bias, o, lse)  # o: the float32 copy when keep32
         ctx.scale, ctx.tiling, ctx.prec, ctx.DF, ctx.hdiv = scale, t, prec, DF, hdiv
         return o.to(q.dtype) if keep32 else o
@@ -419,6 +421,7 @@ class _AugmentedAttention(torch.autograd.Function):
         from orster4d.kernels import orster_attention as K
         q, k, v, pf, kf, bias, o, lse = ctx.saved_tensors
         t, prec, DF, scale, hdiv = ctx.tiling, ctx.prec, ctx.DF, ctx.scale, ctx.hdiv
+        split = q.dtype != torch.float32
         BH, Nq, D = q.shape
         Nk, DV = k.shape[1], v.shape[2]
         do = do.contiguous()
@@ -437,7 +440,7 @@ class _AugmentedAttention(torch.autograd.Function):
         K.attn_bwd_dkdv[(n_tiles * n_heads,)](
             q, k, v, pf_, kf_, bias_, do, lse, delta, dq, dk, dv, dpf, dkf, dbias,
             Nq, Nk, t["G"], BH, n_tiles, hdiv, scale * LOG2E, scale,
-            D=D, DF=DF, DV=DV, HAS_FEAT=has_feat, HAS_BIAS=has_bias, PACKED=t["packed"], EVEN=even,
+            D=D, DF=DF, DV=DV, HAS_FEAT=has_feat, HAS_BIAS=has_bias, SPLIT=split, PACKED=t["packed"], EVEN=even,
             BLOCK_M=bm, BLOCK_N=bn, PREC=prec, num_warps=nw, num_stages=ns)
         if not t["packed"]:
             bm, bn, nw, ns = t["dq"]
@@ -446,7 +449,7 @@ class _AugmentedAttention(torch.autograd.Function):
             K.attn_bwd_dq[(n_tiles * BH,)](
                 q, k, v, pf_, kf_, bias_, do, lse, delta, dq, dpf,
                 Nq, Nk, BH, n_tiles, hdiv, scale * LOG2E, scale,
-                D=D, DF=DF, DV=DV, HAS_FEAT=has_feat, HAS_BIAS=has_bias, EVEN=even,
+                D=D, DF=DF, DV=DV, HAS_FEAT=has_feat, HAS_BIAS=has_bias, SPLIT=split, EVEN=even,
                 BLOCK_M=bm, BLOCK_N=bn, PREC=prec, num_warps=nw, num_stages=ns)
         if has_feat:
             dkf = dkf.view(BH // hdiv, hdiv, Nk, DF).sum(1).to(kf.dtype)
