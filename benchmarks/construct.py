@@ -22,7 +22,7 @@ folder) adds ST-HexPlane runs: the model is run once per scene on the scene's fi
 (resized to the model's size) with ``orster4d-generate --video-only``, and its prior tokens
 (``priors.pt``) drive the construction, once per ``--prior-sides`` entry (``both``, or one side
 only, e.g. ``spatial`` to see what the temporal tokens add on novel-time frames). Those runs are
-reported as ``<backend>+priors[<sides>]``. ``--input orbital`` fits the single orbital video (one
+reported as ``<backend>+priors[<sides>]``. ``--priors-only`` leaves out the runs without priors. ``--input orbital`` fits the single orbital video (one
 view per time, the case of a generated video) instead of the multi-view set, and scores on the
 multi-view set's held-out views and times.
 """
@@ -125,6 +125,9 @@ def main(argv=None) -> int:
                    "adds ST-HexPlane runs on its prior tokens for each scene (module docstring)")
     p.add_argument("--prior-sides", nargs="+", default=["both"], choices=("both", "spatial", "temporal"),
                    help="with --priors-model: one run per entry (both token sets, or one side only)")
+    p.add_argument("--priors-only", action="store_true",
+                   help="with --priors-model: leave out the runs without priors (e.g. when a committed report "
+                        "already holds them and GPU time is short)")
     p.add_argument("--gen-steps", type=int, help="denoising steps of the priors' generation (default: the demo "
                    "model's schedule for the device, else 20)")
     args = p.parse_args(argv)
@@ -158,7 +161,7 @@ def main(argv=None) -> int:
         if not (scene / "scene.json").is_file():
             generate_scene(scene, fam, args.seed, args.frames, args.size, args.size, args.views, device=args.device)
         entry = {"scene_seconds": time.time() - t0}
-        runs = [(b, b, {}) for b in args.backends]
+        runs = [] if args.priors_only and args.priors_model else [(b, b, {}) for b in args.backends]
         if args.priors_model:
             t0 = time.time()
             priors = scene_priors(scene, args.priors_model, work / f"{fam}-priors", args.device, args.seed,

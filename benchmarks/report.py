@@ -297,17 +297,46 @@ def repro_settings(rep: dict) -> str:
     return settings_table(rep)
 
 
+def host_time(rep: dict) -> str:
+    """Host time per entry-point call (``benchmarks.host_time``), microseconds."""
+    return _table(["call", f"host time (us, median of {rep['reps']}, {rep['device']})"],
+                  [[k, _f(v, ".1f")] for k, v in rep["rows"].items()])
+
+
+def _op_label(op: str) -> str:
+    """``orster4d::rasterize_fwd`` -> ``rasterize_fwd``; an autograd node -> ``<name> (backward)``."""
+    backward = op.startswith("autograd::engine::evaluate_function:")
+    name = op.split(": ", 1)[-1] if backward else op
+    name = name.split("::")[-1].replace(">", "").strip()
+    return f"{name.removesuffix('Backward0')} (backward)" if backward else name
+
+
+def step_split(rep: dict) -> str:
+    """Per-call wall, device and host-gap time and the largest device ops (``benchmarks.step_split``)."""
+    rows = []
+    for name, c in rep["cases"].items():
+        ops = sorted(((op, v["ms"]) for op, v in c.get("by_op", {}).items()), key=lambda kv: -kv[1])[:3]
+        top = "; ".join(f"{_op_label(op)} {ms:.3f}" for op, ms in ops)
+        rows.append([name, _f(c["wall_ms"], ".2f"), _f(c["device_ms"], ".2f"), _f(c["host_gap_ms"], ".2f"), top])
+    return _table(["call (profiled)", "wall (ms)", "device (ms)", "host gap (ms)", "largest device ops (ms)"], rows)
+
+
 TABLES = {"repro_table1": repro_table1, "repro_ablations": repro_ablations, "repro_scarcity": repro_scarcity,
           "repro_settings": repro_settings, "relayout": relayout, "rasterize": rasterize,
           "rasterize_brief": rasterize_brief, "hexplane": hexplane, "attention": attention,
           "construct": construct, "train": train, "train_sweep": train_sweep, "generate": generate, "memory": memory,
-          "evaltime": evaltime}
+          "evaltime": evaltime, "host_time": host_time, "step_split": step_split}
 
 
 def table(kind: str, path: Path) -> str:
+    return table_from(json.loads(Path(path).read_text()), kind)
+
+
+def table_from(rep: dict, kind: str) -> str:
+    """The markdown table of kind ``kind`` for an already loaded report."""
     if kind not in TABLES:
         raise ValueError(f"unknown table kind {kind!r}; known: {sorted(TABLES)}")
-    return TABLES[kind](json.loads(Path(path).read_text()))
+    return TABLES[kind](rep)
 
 
 # ------------------------------------------------------------------ docs

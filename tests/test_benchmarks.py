@@ -214,6 +214,29 @@ def test_construct_report_runs_on_the_demo_models_prior_tokens(tmp_path):
     priors = torch.load(tmp_path / "w" / "hopper-priors" / "gen" / "priors.pt")
     assert set(priors) == {"spatial", "temporal"} and priors["spatial"].dim() == 2
     assert all(math.isfinite(entry[k]["heldout"]["psnr"]) for k in ("fused", "fused+priors[both]"))
+    # --priors-only: the same scene (reused from the work folder), the priors' run alone
+    out2 = tmp_path / "r2.json"
+    assert bc.main(["--json", str(out2), "--device", "cpu", "--families", "hopper", "--backends", "fused",
+                    "--size", "32", "--frames", "4", "--views", "2", "--coarse-iters", "4", "--fine-iters", "2",
+                    "--priors-model", str(default_demo_folder()), "--gen-steps", "1", "--input", "orbital",
+                    "--priors-only", "--workdir", str(tmp_path / "w")]) == 0
+    entry2 = json.loads(out2.read_text())["objects"]["hopper"]
+    assert {k for k, v in entry2.items() if isinstance(v, dict)} == {"fused+priors[both]"}
+
+
+def test_host_time_and_step_split_tables():
+    """The docs' tables of the host-time and step-split reports: one row per call or case."""
+    from benchmarks import report
+
+    host = {"device": "cuda", "reps": 10, "rows": {"rasterize_fwd": 344.78, "project_fwd_grad": 24.4}}
+    lines = report.table_from(host, "host_time").splitlines()
+    assert len(lines) == 4 and "| rasterize_fwd | 344.8 |" in lines
+    split = {"cases": {"c": {"wall_ms": 3.0, "device_ms": 1.0, "host_gap_ms": 2.0, "by_op": {
+        "autograd::engine::evaluate_function: torch::autograd::CppNode<orster4d::RasterizeFn>": {"ms": 0.5},
+        "orster4d::rasterize_fwd": {"ms": 0.25}, "autograd::engine::evaluate_function: AddmmBackward0": {"ms": 0.1},
+        "aten::sum": {"ms": 0.01}}}}}
+    row = report.table_from(split, "step_split").splitlines()[2]
+    assert row == "| c | 3.00 | 1.00 | 2.00 | RasterizeFn (backward) 0.500; rasterize_fwd 0.250; Addmm (backward) 0.100 |"
 
 
 def test_step_split_attributes_every_op_of_a_call(tmp_path):
