@@ -20,21 +20,23 @@ Two tilings share the code:
   batch-heads whose ``G * N`` rows fit in one tile; a block-diagonal mask keeps the heads apart,
   so a tile is filled with useful rows instead of mostly padding.
 
-Precision of the kernel-feature dots. With 16-bit inputs (``SPLIT``), ``pf`` (float32) enters the
-scores as two 16-bit halves, ``pf = hi + lo`` with ``hi`` its rounding and ``lo`` the rounding of
-the remainder, and ``<pf, kf>`` is computed as ``<hi, kf> + <lo, kf>`` (``kf`` holds the 16-bit
-inputs exactly): about 16 mantissa bits instead of 8, in both the forward and the backward's
-recomputation. Rounding ``pf`` once, as ``q k^T`` is rounded, shifts a score by up to ``2^-9`` of
-its Gaussian term, the same shift for every score a query shares with similar keys; the kernel's
-scalars take their gradient as a sum over every (query, key) pair of terms that largely cancel,
-and that shift alone put it up to 15% of its scale off (in float64 emulation of bf16 inputs, 1024 x
-512 tokens, D_k 8), against about 1e-4 with the split. For the same reason ``dpf = dS kf`` splits
-``dS`` (float32) into two 16-bit halves, and, when a backward follows (``P_SPLIT``), the forward's
-``P V`` splits ``P``: the backward's ``delta_i = <o_i, do_i>`` must equal ``sum_j P_ij dP_ij`` for
-every row's ``dS`` to sum to zero, and with ``P`` rounded to 16 bits in ``o`` it missed that by
-enough to put the scalars' gradients up to 14% off in the same emulation (with both splits: 0.05%). ``dS^T pf`` (``dkf``) runs in float32 (TF32 on tensor
-cores): it only reaches the features' own gradients, where nothing cancels. float32 inputs use
-IEEE float32 dots throughout and no split.
+Precision of the kernel-feature dots. The kernel's scalars take their gradient as a sum over every
+(query, key) pair of terms that largely cancel, so with 16-bit inputs whose scalars take a gradient
+(``SPLIT``, set by the caller) three dots run on two 16-bit halves of their float32 operand,
+``x = hi + lo`` (``hi`` its rounding, ``lo`` the rounding of the remainder; :func:`_split`), which
+keeps about 16 mantissa bits on 16-bit tensor cores:
+
+- ``<pf, kf>`` in the scores, forward and backward alike (``kf`` holds 16-bit inputs exactly);
+  ``pf`` rounded once shifts every score of a query by up to ``2^-9`` of its Gaussian term;
+- ``dpf = dS kf``;
+- the forward's ``P V`` when a backward follows (``P_SPLIT``): the backward's
+  ``delta_i = <o_i, do_i>`` must equal ``sum_j P_ij dP_ij`` for a row's ``dS`` to sum to zero.
+
+In a float64 emulation of bf16 inputs (1024 x 512 tokens, ``D_k`` 8) the first and the third
+rounding each put the scalars' gradient up to ~15% of its scale off; with the splits, 0.05%.
+``dkf = dS^T pf`` stays one TF32 dot: it feeds only the key features' own gradient, where nothing
+cancels. Without ``SPLIT`` each operand is rounded once to the input dtype, as ``q k^T``'s are;
+float32 inputs use IEEE float32 dots and no split.
 
 The file reads top to bottom: helpers (tile rows, loads, scores), forward, backward preprocess,
 backward (dK/dV, then dQ).
@@ -115,8 +117,7 @@ def _load_keys(K, V, KF, BIAS, bh, n, N, valid, KF_HDIV,
 def _load_query_feats(PF, q, bh, n, N, valid,
                       DF: tl.constexpr, HAS_FEAT: tl.constexpr, SPLIT: tl.constexpr, EVEN: tl.constexpr):
     """A query tile's ``pf [BM, DF]`` times log2(e) in float32, and its two halves ``hi, lo`` in
-    q's dtype with ``SPLIT`` (else ``pf`` itself twice); ``q`` stands in for all three without
-    features."""
+    q's dtype (:func:`_split`); ``q`` stands in for all three without features."""
     pf = q
     hi = q
     lo = q
@@ -129,13 +130,12 @@ def _load_query_feats(PF, q, bh, n, N, valid,
 @triton.jit
 def _split(x, dtype: tl.constexpr, SPLIT: tl.constexpr):
     """``x`` (float32) as ``hi + lo`` in ``dtype`` with ``SPLIT``: ``hi`` its rounding, ``lo`` the
-    rounding of ``x - hi``; without ``SPLIT``, ``(x, x)``."""
+    rounding of ``x - hi``; without ``SPLIT``, its rounding twice (``lo`` unused)."""
+    hi = x.to(dtype)
     if SPLIT:
-        hi = x.to(dtype)
         lo = (x - hi.to(tl.float32)).to(dtype)
     else:
-        hi = x
-        lo = x
+        lo = hi
     return hi, lo
 
 
@@ -213,11 +213,7 @@ def attn_fwd(Q, K, V, PF, KF, BIAS, O, LSE,
         p = tl.math.exp2(s - m_safe[:, None])
         alpha = tl.math.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
-        if P_SPLIT:
-            p_hi, p_lo = _split(p, v.dtype, True)
-        else:
-            p_hi = p.to(v.dtype)
-            p_lo = p_hi
+        p_hi, p_lo = _split(p, v.dtype, P_SPLIT)
         acc = acc * alpha[:, None] + _split_dot(p_hi, p_lo, v, P_SPLIT, PREC)
         m_i = m_new
 

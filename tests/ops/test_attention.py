@@ -148,6 +148,38 @@ def test_triton_half_precision_kernel_scalar_gradients(rng_seed, poisoned_empty)
 
 
 @needs_triton
+@pytest.mark.parametrize("learnable", [True, False], ids=["learnable", "frozen"])
+def test_split_precision_only_when_the_scalars_take_a_gradient(rng_seed, monkeypatch, learnable):
+    """The split-precision dots cost time, and only the scalars' gradient needs them: they run
+    for 16-bit inputs whose kernel scalars require grad, and not for frozen scalars or no_grad."""
+    from orster4d.kernels import orster_attention as K
+
+    seen = []
+
+    class Spy:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def __getitem__(self, grid):
+            def launch(*a, **kw):
+                seen.append((kw["SPLIT"], kw.get("P_SPLIT")))
+                return self.fn[grid](*a, **kw)
+            return launch
+
+    monkeypatch.setattr(K, "attn_fwd", Spy(K.attn_fwd))
+    inp, params, _ = make_case(1, 2, 16, 16, 16, 16, 4, "pairwise", torch.float16, True, False)
+    params = tuple(p.detach().requires_grad_(learnable) for p in params)
+    out = orster_attention(inp["q"], inp["k"], inp["v"], s_k=inp["s_k"], u_k=inp["u_k"], s_q=inp["s_q"],
+                           u_q=inp["u_q"], params=params, mode="pairwise", backend="triton")
+    out.float().sum().backward()
+    with torch.no_grad():
+        orster_attention(inp["q"], inp["k"], inp["v"], s_k=inp["s_k"], u_k=inp["u_k"], s_q=inp["s_q"],
+                         u_q=inp["u_q"], params=params, mode="pairwise", backend="triton")
+    assert seen == [(learnable, learnable), (False, False)]
+    assert (params[0].grad is not None) == learnable and inp["q"].grad is not None
+
+
+@needs_triton
 def test_triton_plain_attention_matches_softmax(rng_seed, poisoned_empty):
     q, k, v = (torch.randn(2, 3, n, 16, device=DEV, requires_grad=True) for n in (21, 21, 21))
     out = orster_attention(q, k, v, backend="triton")

@@ -385,7 +385,7 @@ class _AugmentedAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, pf, kf, bias, scale, hdiv):
+    def forward(ctx, q, k, v, pf, kf, bias, scale, hdiv, exact_scalars):
         from orster4d.kernels import orster_attention as K
         BH, Nq, D = q.shape
         Nk, DV = k.shape[1], v.shape[2]
@@ -393,7 +393,9 @@ class _AugmentedAttention(torch.autograd.Function):
         DF = pf.shape[2] if has_feat else 16
         t = _tiling(Nq, Nk, BH, has_feat, max(D, DV, DF if has_feat else 0), q.element_size())
         prec = "ieee" if q.dtype == torch.float32 else "tf32"
-        split = q.dtype != torch.float32  # kernel-feature dots on two 16-bit halves (see the kernels' file)
+        # 16-bit inputs whose kernel scalars take a gradient: the feature dots and P V on two 16-bit
+        # halves (see the kernels' file); without that gradient one rounding is as good as q k^T's
+        split = exact_scalars and q.dtype != torch.float32
         # 16-bit inputs with a backward to come: the kernel computes P V on the two 16-bit halves of
         # P and writes the output in float32, and the backward's delta_i = <o_i, do_i> reads that
         # copy. With P or o rounded to 16 bits, delta misses sum_j P_ij dP_ij by up to 2^-8 of
@@ -410,10 +412,10 @@ class _AugmentedAttention(torch.autograd.Function):
         K.attn_fwd[(n_tiles * n_heads,)](
             q, k, v, pf if has_feat else lse, kf if has_feat else q, bias if has_bias else lse, o, lse,
             Nq, Nk, t["G"], BH, n_tiles, hdiv, scale * LOG2E,
-            D=D, DF=DF, DV=DV, HAS_FEAT=has_feat, HAS_BIAS=has_bias, SPLIT=split, P_SPLIT=keep32,
+            D=D, DF=DF, DV=DV, HAS_FEAT=has_feat, HAS_BIAS=has_bias, SPLIT=split, P_SPLIT=keep32 and split,
             PACKED=t["packed"], EVEN=even, BLOCK_M=bm, BLOCK_N=bn, PREC=prec, num_warps=nw, num_stages=ns)
         ctx.save_for_backward(q, k, v, pf, kf, bias, o, lse)  # o: the float32 copy when keep32
-        ctx.scale, ctx.tiling, ctx.prec, ctx.DF, ctx.hdiv = scale, t, prec, DF, hdiv
+        ctx.scale, ctx.tiling, ctx.prec, ctx.DF, ctx.hdiv, ctx.split = scale, t, prec, DF, hdiv, split
         return o.to(q.dtype) if keep32 else o
 
     @staticmethod
@@ -421,7 +423,7 @@ class _AugmentedAttention(torch.autograd.Function):
         from orster4d.kernels import orster_attention as K
         q, k, v, pf, kf, bias, o, lse = ctx.saved_tensors
         t, prec, DF, scale, hdiv = ctx.tiling, ctx.prec, ctx.DF, ctx.scale, ctx.hdiv
-        split = q.dtype != torch.float32
+        split = ctx.split
         BH, Nq, D = q.shape
         Nk, DV = k.shape[1], v.shape[2]
         do = do.contiguous()
@@ -454,10 +456,10 @@ class _AugmentedAttention(torch.autograd.Function):
         if has_feat:
             dkf = dkf.view(BH // hdiv, hdiv, Nk, DF).sum(1).to(kf.dtype)
         return (dq, dk, dv, dpf if has_feat else None, dkf if has_feat else None,
-                dbias if has_bias else None, None, None)
+                dbias if has_bias else None, None, None, None)
 
 
-def _triton(q, k, v, pf, kf, bias, scale):
+def _triton(q, k, v, pf, kf, bias, scale, exact_scalars=False):
     if q.dtype == torch.float64:
         raise TypeError("the Triton backend takes float16, bfloat16 or float32 q/k/v, got float64 "
                         "(use backend='eager')")
@@ -478,7 +480,7 @@ def _triton(q, k, v, pf, kf, bias, scale):
         hdiv = H if kf.shape[1] == 1 else 1
     if bias is not None:
         bias2 = (bias * LOG2E).reshape(B * H, Nk).contiguous()
-    o = _AugmentedAttention.apply(qf, kk, vf, pf2, kf2, bias2, scale, hdiv)
+    o = _AugmentedAttention.apply(qf, kk, vf, pf2, kf2, bias2, scale, hdiv, exact_scalars)
     return o.reshape(B, H, Nq, DVp)[..., :DV]
 
 
@@ -526,4 +528,5 @@ def orster_attention(q: Tensor, k: Tensor, v: Tensor, *,
     pf, kf, bias = _fold(scalars, s_q, u_q, s_k, u_k, mode, key_padding_mask, B, H, Nk, cdt)
     if backend == "eager":
         return _eager(q, k, v, pf, kf, bias, scale)
-    return _triton(q, k, v, pf, kf, bias, scale)
+    exact = scalars is not None and torch.is_grad_enabled() and any(t.requires_grad for t in scalars)
+    return _triton(q, k, v, pf, kf, bias, scale, exact_scalars=exact)
