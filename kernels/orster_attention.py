@@ -255,7 +255,7 @@ def attn_bwd_dkdv(Q, K, V, PF, KF, BIAS, DO, LSE, DELTA,
                   Nq, Nk, G, BH, n_tiles, KF_HDIV, qk_scale, scale,
                   D: tl.constexpr, DF: tl.constexpr, DV: tl.constexpr,
                   HAS_FEAT: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr, PACKED: tl.constexpr,
-             EVEN: tl.constexpr,
+                  EVEN: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr):
     """One program per key tile; loops over query tiles. With PACKED the single query tile
     belongs to this program alone, so dQ (and dpf) are finished here too."""
