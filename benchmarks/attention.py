@@ -6,7 +6,10 @@
 
 Every method computes the same scores:
 
-- ``ours``: :func:`orster4d.ops.attention.orster_attention` (Triton).
+- ``ours``: :func:`orster4d.ops.attention.orster_attention` (Triton), with learnable kernel scalars
+  (a ``GaussianKernelParams``: the training case, split-precision dots).
+- ``ours_frozen``: the same with the scalars detached (no gradient for them, like Flex's bias):
+  the kernels round each dot's operands once.
 - ``eager``: the formula written in plain PyTorch, materialising the ``Nq x Nk`` scores.
 - ``flex``: ``torch.nn.attention.flex_attention`` (compiled). The Gaussian term is supplied the
   strongest way Flex allows: ``pf``/``kf`` are concatenated onto q/k (pairwise mode) and the
@@ -73,7 +76,7 @@ CASES = [
     Case("joint_16384", 1, 8, 16384, 16384, 64),
     Case("cross_1M_4096", 1, 4, 1_000_000, 4096, 32),
 ]
-METHODS = ("ours", "eager", "flex", "sdpa")
+METHODS = ("ours", "ours_frozen", "eager", "flex", "sdpa")
 
 
 def make_inputs(case: Case, mode: str, dtype, device="cuda", requires_grad=True, seed=0):
@@ -97,6 +100,14 @@ def make_inputs(case: Case, mode: str, dtype, device="cuda", requires_grad=True,
 def run_ours(inp, params, mode):
     return orster_attention(inp["q"], inp["k"], inp["v"], s_k=inp["s_k"], u_k=inp["u_k"],
                             s_q=inp.get("s_q"), u_q=inp.get("u_q"), params=params, mode=mode)
+
+
+def run_ours_frozen(inp, params, mode):
+    """Ours with the kernel's scalars frozen (no gradient for them, as FlexAttention computes none):
+    the kernels then skip their split-precision dots."""
+    scal = tuple(t.detach() for t in params())
+    return orster_attention(inp["q"], inp["k"], inp["v"], s_k=inp["s_k"], u_k=inp["u_k"],
+                            s_q=inp.get("s_q"), u_q=inp.get("u_q"), params=scal, mode=mode)
 
 
 def run_eager(inp, params, mode):
@@ -223,7 +234,7 @@ def run_sdpa(inp, params, mode):
         return torch.nn.functional.scaled_dot_product_attention(inp["q"], inp["k"], inp["v"])
 
 
-RUNNERS = dict(ours=run_ours, eager=run_eager, flex=run_flex, sdpa=run_sdpa)
+RUNNERS = dict(ours=run_ours, ours_frozen=run_ours_frozen, eager=run_eager, flex=run_flex, sdpa=run_sdpa)
 
 
 def eager_bytes(case: Case, dtype) -> int:
@@ -386,8 +397,9 @@ def main(argv=None):
                     r["skipped"] = "score matrix too large for device memory"
                 else:
                     try:
-                        fl = case.flops(mode if m in ("ours", "eager", "flex") else "density")
-                        flb = case.flops(mode if m in ("ours", "eager", "flex") else "density", backward=True)
+                        fl = case.flops(mode if m in ("ours", "ours_frozen", "eager", "flex") else "density")
+                        flb = case.flops(mode if m in ("ours", "ours_frozen", "eager", "flex") else "density",
+                                         backward=True)
                         r["ms_fwd"] = time_method(RUNNERS[m], inp, params, mode, False)
                         r["ms_fwd_bwd"] = time_method(RUNNERS[m], inp, params, mode, True)
                         r["tflops_fwd"] = fl / r["ms_fwd"] * 1e-9

@@ -129,13 +129,20 @@ def _attn_cell(r, key):
     return f"{r[key]:.2f}"
 
 
+def _attention_methods(rep: dict) -> tuple:
+    """The report's methods in table order (``ours_frozen`` only where a report has it)."""
+    frozen = any("ours_frozen" in c["methods"] for c in rep["cases"])
+    return ("ours",) + (("ours_frozen",) if frozen else ()) + ATTENTION_METHODS[1:]
+
+
 def attention(rep: dict) -> str:
     sdpa = {c["case"]: c["methods"]["sdpa"] for c in rep["cases"] if "sdpa" in c["methods"]}
+    methods = _attention_methods(rep)
     rows = []
     for c in rep["cases"]:
         ms = c["methods"]
         cells = []
-        for m in ATTENTION_METHODS:
+        for m in methods:
             r = ms.get(m) or (sdpa.get(c["case"]) if m == "sdpa" else None)
             cells.append(f"{_attn_cell(r, 'ms_fwd')} / {_attn_cell(r, 'ms_fwd_bwd')}")
         o = ms.get("ours", {})
@@ -148,7 +155,7 @@ def attention(rep: dict) -> str:
                          if d in errs and "error" not in errs[d] else "-" for d in ("bfloat16", "float32"))
         rows.append([c["case"], c["mode"]] + cells + [tf, mem, err])
     return (f"GPU: {rep['gpu']}, torch {rep['torch']}, triton {rep['triton']}, bfloat16.\n\n"
-            + _table(["shape", "mode"] + [f"{m} fwd / fwd+bwd (ms)" for m in ATTENTION_METHODS]
+            + _table(["shape", "mode"] + [f"{m} fwd / fwd+bwd (ms)" for m in methods]
                      + ["ours TFLOP/s fwd / bwd", "ours peak MB", "max rel. err bf16 / fp32"], rows))
 
 
@@ -471,14 +478,16 @@ def plot_attention(rep: dict, png: Path) -> None:
     cases = rep["cases"]
     sdpa = {c["case"]: c["methods"]["sdpa"] for c in cases if "sdpa" in c["methods"]}
     fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(cases)), 4.5))
-    for i, m in enumerate(ATTENTION_METHODS):
+    methods = _attention_methods(rep)
+    width = 0.8 / len(methods)
+    for i, m in enumerate(methods):
         xs, ys = [], []
         for j, c in enumerate(cases):
             r = c["methods"].get(m) or (sdpa.get(c["case"]) if m == "sdpa" else None)
             if r and "ms_fwd_bwd" in r:
-                xs.append(j + (i - 1.5) * 0.2)
+                xs.append(j + (i - (len(methods) - 1) / 2) * width)
                 ys.append(r["ms_fwd_bwd"])
-        ax.bar(xs, ys, 0.2, label=m + (" (plain attention)" if m == "sdpa" else ""))
+        ax.bar(xs, ys, width, label=m + (" (plain attention)" if m == "sdpa" else ""))
     ax.set_yscale("log")
     ax.set_xticks(range(len(cases)))
     ax.set_xticklabels([f"{c['case']}\n{c['mode']}" for c in cases], fontsize=7)

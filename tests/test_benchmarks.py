@@ -224,6 +224,17 @@ def test_construct_report_runs_on_the_demo_models_prior_tokens(tmp_path):
     assert {k for k, v in entry2.items() if isinstance(v, dict)} == {"fused+priors[both]"}
 
 
+def test_attention_table_adds_the_frozen_column_only_when_measured():
+    """Reports before ``ours_frozen`` existed keep their columns; a report with it gets one more."""
+    case = {"case": "c", "mode": "pairwise", "methods": {"ours": {"ms_fwd": 1.0, "ms_fwd_bwd": 3.0}}}
+    rep = {"gpu": "g", "torch": "t", "triton": "tr", "cases": [case]}
+    assert "ours_frozen" not in report.table_from(rep, "attention")
+    case["methods"]["ours_frozen"] = {"ms_fwd": 0.5, "ms_fwd_bwd": 2.0}
+    lines = report.table_from(rep, "attention").splitlines()
+    assert "ours_frozen fwd / fwd+bwd (ms)" in lines[2] and "| 0.50 / 2.00 |" in lines[4]
+    assert set(attn.RUNNERS) == set(attn.METHODS)
+
+
 def test_host_time_and_step_split_tables():
     """The docs' tables of the host-time and step-split reports: one row per call or case."""
     from benchmarks import report
