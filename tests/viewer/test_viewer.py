@@ -106,22 +106,34 @@ def test_browser_trajectory_view_matches_rasterizer(asset, tmp_path, rng_seed):
 
 @needs_chromium
 def test_browser_slider_steps_move_the_asset(asset, tmp_path, rng_seed):
-    """From a file URL with a fixed orbit camera: two frames differ as the rasterizer says they do."""
+    """From a file URL with a fixed orbit camera: two frames differ as the rasterizer says they do.
+
+    The camera and the pair of frames are the ones, among four random azimuths a quarter turn
+    apart and three frame pairs, between which the rasterizer sees the asset move most: some
+    families barely move as seen from some azimuths (a waving object seen edge-on), and a change
+    too small to tell from the viewer's own error would let a viewer that ignores the frame pass.
+    """
     a = read_asset(asset)
     gen = torch.Generator().manual_seed(rng_seed)
-    az = float(torch.rand((), generator=gen) * 360.0)
+    az0 = float(torch.rand((), generator=gen) * 360.0)
     el, r = 20.0, 3.2
-    vm = orbit_viewmats(torch.tensor([az]), el, r)[0]
-    # the pair of frames the asset moves most between, as the rasterizer sees it from this camera
     pairs = [(0, a.num_frames // 2), (0, a.num_frames - 1), (a.num_frames // 4, 3 * a.num_frames // 4)]
-    f0, f1 = max(pairs, key=lambda p: float((rasterize(a, p[0], vm) - rasterize(a, p[1], vm)).abs().mean()))
+    candidates = []
+    for az in (az0 + 90.0 * i for i in range(4)):
+        vm = orbit_viewmats(torch.tensor([az]), el, r)[0]
+        frames = {f: rasterize(a, f, vm) for f in {f for p in pairs for f in p}}
+        for f0, f1 in pairs:
+            candidates.append((float((frames[f0] - frames[f1]).abs().mean()), az % 360.0, f0, f1, frames))
+    ref_change, az, f0, f1, frames = max(candidates, key=lambda c: c[0])
+    # The scene moves from this camera, so a viewer stuck on one frame (change 0) fails the last
+    # check. Seen on the CPU: the best of the 12 candidates stays above 0.0079 over 25 waver seeds
+    # (the family that moves least), while viewer and rasterizer changes agree to about 1e-4.
+    assert ref_change > 0.002, (ref_change, az)
     shots = {}
     for frame in (f0, f1):
         url = f"file://{asset / 'viewer.html'}?frame={frame}&az={az}&el={el}&r={r}&ui=0&width={SIZE}&height={SIZE}"
         shots[frame] = screenshot(url, tmp_path / f"f{frame}.png")
-        ref = rasterize(a, frame, vm)
-        assert float(psnr(shots[frame], ref)) > 30.0, frame
-    change = (shots[f0] - shots[f1]).abs().mean()
-    ref_change = (rasterize(a, f0, vm) - rasterize(a, f1, vm)).abs().mean()
-    assert change > 0.005, float(change)
-    assert abs(float(change) - float(ref_change)) < 0.25 * float(ref_change)
+        assert float(psnr(shots[frame], frames[frame])) > 30.0, frame
+    change = float((shots[f0] - shots[f1]).abs().mean())
+    print(f"azimuth {az:.1f}, frames {f0}->{f1}: viewer change {change:.4f}, rasterizer {ref_change:.4f}")
+    assert abs(change - ref_change) < 0.25 * ref_change, (change, ref_change)
