@@ -328,11 +328,23 @@ def step_split(rep: dict) -> str:
     return _table(["call (profiled)", "wall (ms)", "device (ms)", "host gap (ms)", "largest device ops (ms)"], rows)
 
 
+def timeline(rep: dict) -> str:
+    """One profiled call's host ops in order: host time, launches and the device time they launched
+    (``benchmarks.trace_timeline``); ops under 10 us of host time are left out."""
+    rows = [[r["thread"], _op_label(r["op"]), _f(r["host_ms"] * 1e3, ".0f"), _f(r["launches"], ".0f"),
+             _f(r["device_ms"] * 1e3, ".0f")] for r in rep["host_ops"] if r["host_ms"] >= 0.01]
+    rows.append(["all", f"{rep['calls']} calls; GPU idle {rep['device_idle_ms'] * 1e3:.0f} us, first "
+                 f"{rep['first_kernel']} at {rep['first_kernel_ms'] * 1e3:.0f} us",
+                 _f(rep["host_ms"] * 1e3, ".0f"), _f(rep["launches"], ".0f"), _f(rep["device_busy_ms"] * 1e3, ".0f")])
+    return _table(["thread", "host op (profiled)", "host (us)", "launches", "device (us)"], rows)
+
+
 TABLES = {"repro_table1": repro_table1, "repro_ablations": repro_ablations, "repro_scarcity": repro_scarcity,
           "repro_settings": repro_settings, "relayout": relayout, "rasterize": rasterize,
           "rasterize_brief": rasterize_brief, "hexplane": hexplane, "attention": attention,
           "construct": construct, "train": train, "train_sweep": train_sweep, "generate": generate, "memory": memory,
-          "evaltime": evaltime, "host_time": host_time, "step_split": step_split}
+          "evaltime": evaltime, "host_time": host_time, "step_split": step_split,
+          "timeline": timeline}
 
 
 def table(kind: str, path: Path) -> str:

@@ -286,3 +286,50 @@ def test_host_time_reports_every_row_on_the_cpu(tmp_path):
                          "project_fwd_nograd", "hexplane_fwd_bwd"}
     assert all(v > 0 and math.isfinite(v) for v in rows.values())
     assert rows["rasterize_fwd"] > rows["rasterize_check_inputs"] and rep["label"] == "test"
+
+
+def test_trace_timeline_on_a_hand_built_trace(tmp_path):
+    """benchmarks.trace_timeline on a two-call trace whose answers are worked out by hand: windows
+    cut at the device synchronisations, the GPU's busy time as a union, launches matched to the op
+    that made them, and the backward thread's ops listed after the Python thread's."""
+    import gzip
+    from benchmarks import trace_timeline as tt
+
+    def X(name, cat, ts, dur, tid=1, corr=None):
+        e = {"ph": "X", "name": name, "cat": cat, "ts": ts, "dur": dur, "tid": tid, "pid": 1}
+        if corr is not None:
+            e["args"] = {"correlation": corr}
+        return e
+
+    events = []
+    for i, t0 in enumerate((0.0, 1000.0)):  # two calls of 1000 us, cut by syncs at t0 - 10
+        c = 10 * i
+        events += [
+            X("cudaDeviceSynchronize", "cuda_runtime", t0 - 10, 10),
+            X("aten::check", "cpu_op", t0 + 0, 100),
+            X("cudaLaunchKernel", "cuda_runtime", t0 + 50, 10, corr=c + 1),
+            X("orster4d::project_fwd", "cpu_op", t0 + 200, 100),
+            X("cudaLaunchKernel", "cuda_runtime", t0 + 250, 10, corr=c + 2),
+            X("cudaMemsetAsync", "cuda_runtime", t0 + 270, 5, corr=c + 3),
+            X("backward_node", "cpu_op", t0 + 500, 300, tid=2),
+            X("cudaLaunchKernel", "cuda_runtime", t0 + 510, 10, tid=2, corr=c + 4),
+            # device: 20 us, then 100 + 50 us overlapping by 30 (union 120), then 200 us
+            X("fill_kernel", "kernel", t0 + 60, 20, tid=7, corr=c + 1),
+            X("project_fwd_kernel", "kernel", t0 + 300, 100, tid=7, corr=c + 2),
+            X("Memset (Device)", "gpu_memset", t0 + 370, 50, tid=7, corr=c + 3),
+            X("bwd_kernel", "kernel", t0 + 600, 200, tid=7, corr=c + 4),
+        ]
+    events.append(X("cudaDeviceSynchronize", "cuda_runtime", 1990.0, 10))
+    path = tmp_path / "t.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump({"traceEvents": events[::-1]}, f)  # out of order on purpose
+    rep = tt.timeline(tt.load(str(path)))
+    assert rep["calls"] == 2 and rep["host_ms"] == 0.99  # 1000 us less the 10 us sync
+    assert rep["device_busy_ms"] == 0.34 and rep["device_idle_ms"] == 0.65  # 20 + 120 + 200 us
+    assert rep["first_kernel_ms"] == 0.3 and rep["launches"] == 4
+    assert rep["api"]["cudaLaunchKernel"] == {"calls": 3, "host_us": 30.0}
+    ops = [(r["thread"], r["op"], r["launches"], r["device_ms"]) for r in rep["host_ops"]]
+    assert ops == [("python", "aten::check", 1, 0.02), ("python", "orster4d::project_fwd", 2, 0.15),
+                   ("thread 1", "backward_node", 1, 0.2)]
+    with pytest.raises(ValueError, match="cudaDeviceSynchronize"):
+        tt.timeline(events[:3])
