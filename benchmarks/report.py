@@ -183,6 +183,25 @@ def construct(rep: dict) -> str:
     return "\n\n".join(out)
 
 
+def construct_runs(rep: dict) -> str:
+    """Every run of a ``benchmarks.construct`` JSON report, per object: its wall time, size and
+    held-out scores (by kind where the input has view ids)."""
+    rows = []
+    for obj, entry in rep["objects"].items():
+        for run, r in entry.items():
+            if not isinstance(r, dict):
+                continue
+            h, k = r["heldout"], r["heldout"].get("psnr_by_kind", {})
+            rows.append([obj, run, f"{r['wall_seconds']:.0f}", r["num_gaussians"], _psnr(r["train"]["psnr"]),
+                         _psnr(h["psnr"]), f"{h['ssim']:.3f}", _psnr(k.get("novel_view", {}).get("psnr")),
+                         _psnr(k.get("novel_time", {}).get("psnr")),
+                         _psnr(k.get("novel_view_and_time", {}).get("psnr"))])
+    head = (f"input {rep.get('input', 'multiview')}, {rep['size']} px, {rep['frames']} frames, "
+            f"{rep['coarse_iters']} + {rep['fine_iters']} iterations, {rep['device']}")
+    return f"{head}\n\n" + _table(["object", "run", "wall s", "Gaussians", "train PSNR", "held-out PSNR",
+                                    "held-out SSIM", "novel view", "novel time", "both"], rows)
+
+
 def train(rep: dict) -> str:
     """Each stage's step time, memory and samples/s (the loop's, where the report has it)."""
     rows = []
@@ -343,7 +362,7 @@ TABLES = {"repro_table1": repro_table1, "repro_ablations": repro_ablations, "rep
           "repro_settings": repro_settings, "relayout": relayout, "rasterize": rasterize,
           "rasterize_brief": rasterize_brief, "hexplane": hexplane, "attention": attention,
           "construct": construct, "train": train, "train_sweep": train_sweep, "generate": generate, "memory": memory,
-          "evaltime": evaltime, "host_time": host_time, "step_split": step_split,
+          "evaltime": evaltime, "host_time": host_time, "step_split": step_split, "construct_runs": construct_runs,
           "timeline": timeline}
 
 

@@ -333,3 +333,23 @@ def test_trace_timeline_on_a_hand_built_trace(tmp_path):
                    ("thread 1", "backward_node", 1, 0.2)]
     with pytest.raises(ValueError, match="cudaDeviceSynchronize"):
         tt.timeline(events[:3])
+
+
+def test_construct_runs_table_lists_every_run_with_its_kinds():
+    """The docs' table of a raw benchmarks.construct report: one row per object and run, the
+    held-out kinds where the report has them and '-' where it does not (orbital input)."""
+    from benchmarks import report
+
+    def run(psnr, kinds):
+        return {"wall_seconds": 12.4, "num_gaussians": 900, "train": {"psnr": 30.0},
+                "heldout": {"psnr": psnr, "ssim": 0.91234, "psnr_by_kind": kinds}}
+
+    rep = {"size": 96, "frames": 16, "coarse_iters": 600, "fine_iters": 300, "device": "cpu (2 threads)",
+           "input": "multiview", "objects": {"hopper": {
+               "scene_seconds": 3.0, "fused": run(25.0, {"novel_time": {"psnr": 24.5}}),
+               "fused+priors[both]": run(25.5, {})}}}
+    text = report.table_from(rep, "construct_runs")
+    assert text.startswith("input multiview, 96 px, 16 frames, 600 + 300 iterations, cpu (2 threads)")
+    rows = text.splitlines()[4:]
+    assert rows == ["| hopper | fused | 12 | 900 | 30.00 | 25.00 | 0.912 | - | 24.50 | - |",
+                    "| hopper | fused+priors[both] | 12 | 900 | 30.00 | 25.50 | 0.912 | - | - | - |"]
