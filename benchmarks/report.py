@@ -163,6 +163,14 @@ def _psnr(x):
     return "-" if x is None else f"{x:.2f}"
 
 
+def _construct_cells(r: dict) -> list:
+    """A construct run's wall time, size, train and held-out scores, and held-out PSNR by kind."""
+    h, k = r["heldout"], r["heldout"].get("psnr_by_kind", {})
+    return [f"{r['wall_seconds']:.0f}", r["num_gaussians"], _psnr(r["train"]["psnr"]), _psnr(h["psnr"]),
+            f"{h['ssim']:.3f}", *(_psnr(k.get(kind, {}).get("psnr"))
+                                  for kind in ("novel_view", "novel_time", "novel_view_and_time"))]
+
+
 def construct(rep: dict) -> str:
     out = []
     for section in ("default_schedule_alone", "default_schedule_quality", "variants",
@@ -171,12 +179,8 @@ def construct(rep: dict) -> str:
             continue
         rows = []
         for r in rep[section]["runs"]:
-            h, k = r["heldout"], r["heldout"].get("psnr_by_kind", {})
             over = ", ".join(f"{a}={b}" for a, b in r["overrides"].items()) or "default"
-            rows.append([r["object"], r["backend"], over, f"{r['wall_seconds']:.0f}", r["num_gaussians"],
-                         _psnr(r["train"]["psnr"]), _psnr(h["psnr"]), f"{h['ssim']:.3f}",
-                         _psnr(k.get("novel_view", {}).get("psnr")), _psnr(k.get("novel_time", {}).get("psnr")),
-                         _psnr(k.get("novel_view_and_time", {}).get("psnr"))])
+            rows.append([r["object"], r["backend"], over, *_construct_cells(r)])
         out.append(f"**{section}**: {rep[section]['note']}\n\n" + _table(
             ["object", "HexPlane", "config", "wall s", "Gaussians", "train PSNR", "held-out PSNR", "held-out SSIM",
              "novel view", "novel time", "both"], rows))
@@ -191,11 +195,7 @@ def construct_runs(rep: dict) -> str:
         for run, r in entry.items():
             if not isinstance(r, dict):
                 continue
-            h, k = r["heldout"], r["heldout"].get("psnr_by_kind", {})
-            rows.append([obj, run, f"{r['wall_seconds']:.0f}", r["num_gaussians"], _psnr(r["train"]["psnr"]),
-                         _psnr(h["psnr"]), f"{h['ssim']:.3f}", _psnr(k.get("novel_view", {}).get("psnr")),
-                         _psnr(k.get("novel_time", {}).get("psnr")),
-                         _psnr(k.get("novel_view_and_time", {}).get("psnr"))])
+            rows.append([obj, run, *_construct_cells(r)])
     head = (f"input {rep.get('input', 'multiview')}, {rep['size']} px, {rep['frames']} frames, "
             f"{rep['coarse_iters']} + {rep['fine_iters']} iterations, {rep['device']}")
     return f"{head}\n\n" + _table(["object", "run", "wall s", "Gaussians", "train PSNR", "held-out PSNR",

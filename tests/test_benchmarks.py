@@ -353,3 +353,16 @@ def test_construct_runs_table_lists_every_run_with_its_kinds():
     rows = text.splitlines()[4:]
     assert rows == ["| hopper | fused | 12 | 900 | 30.00 | 25.00 | 0.912 | - | 24.50 | - |",
                     "| hopper | fused+priors[both] | 12 | 900 | 30.00 | 25.50 | 0.912 | - | - | - |"]
+
+
+def test_attention_precision_emulation_separates_the_roundings():
+    """benchmarks.attention_precision at small shapes: each bf16 rounding the old kernels made moves
+    the scalars' gradient by far more than the split kernels' arithmetic does (measured: single
+    roundings 8e-4 to 1e-2 of the scale, the split about 1e-5)."""
+    from benchmarks.attention_precision import VARIANTS, scalar_grad_errors
+
+    for seed in range(3):
+        err = scalar_grad_errors(seed, Nq=128, Nk=64)
+        assert set(err) == set(VARIANTS)
+        assert err["split"] < 1e-4, (seed, err)
+        assert min(err["pf"], err["P"], err["pf+P"]) > 10 * err["split"], (seed, err)
