@@ -18,7 +18,7 @@ from orster4d.ops.hexplane import HexPlaneLayout
 from orster4d.ops.hexplane._ops import extension as hexplane_ops
 from orster4d.ops.rasterize._ops import TILE_SIZE, extension as rasterize_ops
 
-RASTERIZE_OPS = ("project_fwd", "project_bwd", "sh_fwd", "sh_bwd", "intersect_tiles", "rasterize_fwd",
+RASTERIZE_OPS = ("nonfinite_flags", "project_fwd", "project_bwd", "sh_fwd", "sh_bwd", "intersect_tiles", "rasterize_fwd",
                  "rasterize_bwd")
 HEXPLANE_OPS = ("hexplane_fwd", "hexplane_fwd_out", "hexplane_bwd")
 DIFFERENTIABLE = ("project_fwd", "sh_fwd", "rasterize_fwd", "hexplane_fwd")
@@ -98,6 +98,15 @@ def rasterize_args(seed: int, device: str, backgrounds: bool):
 
 
 # ------------------------------------------------------------------------------------ opcheck
+def test_opcheck_nonfinite_flags(rng_seed):
+    """CPU only: opcheck compares output values right after each call, and the CUDA kernel's host flags
+    are valid only once the stream has synchronised (tested with that in test_rasterize_validation)."""
+    g = torch.Generator().manual_seed(rng_seed)
+    xs = [torch.randn(5, 3, generator=g), torch.randn(2, 4, generator=g).t(), torch.randn(0, generator=g)]
+    xs[0][2, 1] = float("nan")
+    torch.library.opcheck(torch.ops.orster4d.nonfinite_flags, (xs,))
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck_project(rng_seed, device):
     s, m, q, sc, o, col, vm, k, radii, means2d, depths, conics = projected(rng_seed, device)

@@ -100,8 +100,9 @@ def test_non_finite(rng_seed, name, value):
 @pytest.mark.cuda
 @pytest.mark.parametrize("name", ["means", "opacities", "colors", "Ks", "backgrounds"])
 def test_non_finite_cuda(rng_seed, name):
-    """On CUDA the flags reach the host through a non-blocking copy read after the intersection's
-    synchronisation: a bad input is still named, and good inputs around it still render."""
+    """On CUDA a kernel writes the flags into pinned host memory, read after the intersection's
+    synchronisation (or after a synchronisation of its own when nothing is projected): a bad input is
+    still named, and good inputs around it still render."""
     cuda = lambda: {k: v.cuda() for k, v in good(rng_seed).items()}
     assert call(cuda()).rgb.isfinite().all()
     args = cuda()
@@ -116,6 +117,47 @@ def test_non_finite_cuda(rng_seed, name):
     with pytest.raises(ValueError, match="Ks must be finite"):
         call(empty)
     assert call(cuda()).rgb.isfinite().all()
+
+
+# (base shape, the layout the op sees): contiguous, transposed, expanded, sliced, empty, large, offset
+_LAYOUTS = [((100, 3), lambda x: x), ((7, 4), lambda x: x.t()), ((4, 1), lambda x: x.expand(4, 1000)),
+            ((50, 6), lambda x: x[:, 1:4]), ((0, 3), lambda x: x), ((300_000,), lambda x: x), ((1,), lambda x: x),
+            ((9, 9), lambda x: x), ((33,), lambda x: x), ((2, 5, 3), lambda x: x.transpose(0, 2)),
+            ((70_003,), lambda x: x[1:])]  # starts 4 bytes past an aligned address: a head, a body and a tail
+
+
+def _flag_inputs(gen, device):
+    """Float32 tensors of the layouts above, with NaN or +-inf planted at a random element that
+    the layout shows, in a random half of them."""
+    bad = set(torch.randperm(len(_LAYOUTS), generator=gen)[: len(_LAYOUTS) // 2].tolist())
+    xs = []
+    for i, (shape, layout) in enumerate(_LAYOUTS):
+        base = torch.randn(shape, generator=gen)
+        x = layout(base)
+        if i in bad and x.numel():
+            index = [int(torch.randint(n, (), generator=gen)) for n in x.shape]
+            x[tuple(index)] = (float("nan"), float("inf"), -float("inf"))[i % 3]  # writes through to base
+        xs.append(layout(base.to(device)))
+    return xs
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_nonfinite_flags_op(rng_seed, device):
+    """``orster4d::nonfinite_flags`` against ``isfinite().all()`` of each input, over layouts, sizes
+    and more inputs than one CUDA launch takes (8)."""
+    from orster4d.ops.rasterize._ops import extension
+
+    ops = extension(device)
+    gen = torch.Generator().manual_seed(rng_seed)
+    for _ in range(3):
+        xs = _flag_inputs(gen, device)
+        flags = ops.nonfinite_flags(xs)
+        if device == "cuda":
+            torch.cuda.synchronize()  # the op's contract: read after the stream synchronises
+        assert flags.device.type == "cpu" and flags.dtype == torch.int32
+        expect = [int(not bool(torch.isfinite(x).all())) for x in xs]
+        assert flags.tolist() == expect
+        assert 0 < sum(expect) < len(xs)
 
 
 def test_different_devices(rng_seed):

@@ -19,6 +19,10 @@
 
 namespace orster4d {
 
+// True when a float32 with these bits is NaN or +-inf (all-ones exponent): the entry point's
+// finiteness test, shared by the CPU loop and the CUDA kernel of nonfinite_flags.
+ORSTER4D_HD bool nonfinite_bits(uint32_t bits) { return (bits & 0x7f800000u) == 0x7f800000u; }
+
 template <typename T> struct Vec2 { T x, y; };
 template <typename T> struct Vec3 { T x, y, z; };
 template <typename T> struct Vec4 { T w, x, y, z; };  // quaternion (w, x, y, z)

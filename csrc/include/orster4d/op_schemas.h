@@ -17,6 +17,10 @@
 namespace orster4d {
 
 inline void define_rasterize_ops(torch::Library& m) {
+  // flags[i] = 1 when tensors[i] holds NaN or +-inf, else 0: int32 [len(tensors)] in host memory.
+  // On CUDA a kernel on the current stream writes them (pinned memory): read them only once that
+  // stream has synchronised.
+  m.def("nonfinite_flags(Tensor[] tensors) -> Tensor flags");
   m.def(
       "project_fwd(Tensor means, Tensor quats, Tensor scales, Tensor viewmats, Tensor Ks, int width, int height, "
       "float near, float far, float eps2d) -> (Tensor radii, Tensor means2d, Tensor depths, Tensor conics)");

@@ -37,6 +37,9 @@ at::Tensor sh_fwd_cpu(int64_t degree, const at::Tensor& dirs, const at::Tensor& 
 std::vector<at::Tensor> sh_bwd_cpu(int64_t degree, const at::Tensor& dirs, const at::Tensor& coeffs,
                                    const std::optional<at::Tensor>& radii, const at::Tensor& v_colors);
 
+// validate.cpp
+at::Tensor nonfinite_flags_cpu(at::TensorList tensors);
+
 // rasterize.cpp
 std::vector<at::Tensor> intersect_tiles_cpu(const at::Tensor& means2d, const at::Tensor& radii,
                                             const at::Tensor& depths, int64_t tile_size, int64_t tile_w,

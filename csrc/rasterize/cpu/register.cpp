@@ -31,6 +31,7 @@ TORCH_LIBRARY_FRAGMENT(orster4d, m) { orster4d::define_rasterize_ops(m); }
 
 TORCH_LIBRARY_IMPL(orster4d, CPU, m) {
   using orster4d::Tupled;
+  m.impl("nonfinite_flags", &orster4d::nonfinite_flags_cpu);
   m.impl("project_fwd", &Tupled<&orster4d::project_fwd_cpu, 4>::call);
   m.impl("project_bwd", &Tupled<&orster4d::project_bwd_cpu, 3>::call);
   m.impl("sh_fwd", &orster4d::sh_fwd_cpu);

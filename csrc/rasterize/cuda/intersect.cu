@@ -7,7 +7,9 @@
 //      them with cam_bits + tile_bits bits (32-bit keys when they fit).
 // Positive float depths order like their bit patterns; ties keep the Gaussian index
 // order (both sorts are stable), as a single sort of (camera | tile | depth) would.
-// The host synchronises once, to read the number of intersections.
+// The host synchronises once, to read the number of intersections (when B*C*N > 0; the entry
+// point reads its finiteness flags after that synchronisation).
+#include <c10/cuda/CUDAFunctions.h>
 #include <cub/cub.cuh>
 
 #include "orster4d/cuda_utils.cuh"
@@ -192,7 +194,10 @@ std::vector<at::Tensor> intersect_tiles_cuda(const at::Tensor& means2d, const at
                                   int(total), stream);
   }
   counts = at::Tensor();
-  const int64_t n_isect = cum[total - 1].item<int32_t>();
+  int32_t last = 0;  // the stream's one synchronisation (the caller's finiteness flags rely on it)
+  c10::cuda::memcpy_and_sync(&last, cum.data_ptr<int32_t>() + (total - 1), sizeof(last), cudaMemcpyDeviceToHost,
+                             stream);
+  const int64_t n_isect = last;
   if (n_isect == 0) {
     offsets.zero_();
     return {offsets, at::empty({0}, opt.dtype(at::kInt))};

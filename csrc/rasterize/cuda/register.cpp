@@ -8,6 +8,7 @@
 #include "orster4d/op_adapters.h"
 
 namespace orster4d {
+at::Tensor nonfinite_flags_cuda(at::TensorList);
 std::vector<at::Tensor> project_fwd_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                          const at::Tensor&, int64_t, int64_t, double, double, double);
 std::vector<at::Tensor> project_bwd_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
@@ -49,6 +50,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 
 TORCH_LIBRARY_IMPL(orster4d, CUDA, m) {
   using orster4d::Tupled;
+  m.impl("nonfinite_flags", &orster4d::nonfinite_flags_cuda);
   m.impl("project_fwd", &Tupled<&orster4d::project_fwd_cuda, 4>::call);
   m.impl("project_bwd", &Tupled<&orster4d::project_bwd_cuda, 3>::call);
   m.impl("sh_fwd", &orster4d::sh_fwd_cuda);

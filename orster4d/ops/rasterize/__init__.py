@@ -143,7 +143,7 @@ def rasterize_gaussians(means, quats, scales, opacities, colors, viewmats, Ks, w
         tile_w, tile_h = math.ceil(width / TILE_SIZE), math.ceil(height / TILE_SIZE)
         offsets, flatten_ids = ops.intersect_tiles(means2d.detach(), radii, depths.detach(), TILE_SIZE, tile_w,
                                                    tile_h, conics.detach(), o.detach())
-        offsets = chk.after_finite_check(offsets)  # the intersection synchronised already: no wait
+        offsets = chk.after_finite_check(offsets, synchronised=B * C * N > 0)  # the intersection's sync: no wait
         render, render_depth, _, transmittance = ops.rasterize_fwd(means2d, conics, rgb_c, o, depths, bg, width,
                                                                    height, TILE_SIZE, offsets, flatten_ids)
     img = (*batch, C, height, width)

@@ -13,7 +13,8 @@ op name dispatches on the tensors' device. The three differentiable ops carry C+
   the stored ``T_final``, which keeps its digits on nearly opaque pixels where ``1 - alpha`` would
   not)
 
-``intersect_tiles`` returns integer tensors only and is called on detached inputs. This module adds,
+``intersect_tiles`` returns integer tensors only and is called on detached inputs; so is
+``nonfinite_flags``, the entry point's one-launch finiteness test of all its inputs (host flags). This module adds,
 once the libraries are loaded, a fake (meta) kernel for every op, which gives the output shapes and
 dtypes without running it, so that ``torch.compile`` can trace the ops; the intersection count of
 ``intersect_tiles`` is data dependent and becomes a dynamic size.
@@ -32,6 +33,10 @@ TILE_SIZE = 16
 
 
 # ------------------------------------------------------------------------------------ fake kernels
+def _fake_nonfinite_flags(tensors):
+    return torch.empty((len(tensors),), dtype=torch.int32, device="cpu")  # host flags, whatever the device
+
+
 def _fake_project_fwd(means, quats, scales, viewmats, Ks, width, height, near, far, eps2d):
     B, N, C = means.shape[0], means.shape[1], viewmats.shape[1]
     return (means.new_empty((B, C, N), dtype=torch.int32), means.new_empty((B, C, N, 2)),
@@ -74,7 +79,7 @@ def _fake_rasterize_bwd(means2d, conics, colors, opacities, depths, backgrounds,
 
 def _register_python_parts() -> None:
     """Fake kernels; once, after the CPU library has defined the ops (and their autograd kernels)."""
-    for name, fake in (("project_fwd", _fake_project_fwd), ("project_bwd", _fake_project_bwd),
+    for name, fake in (("nonfinite_flags", _fake_nonfinite_flags), ("project_fwd", _fake_project_fwd), ("project_bwd", _fake_project_bwd),
                        ("sh_fwd", _fake_sh_fwd), ("sh_bwd", _fake_sh_bwd),
                        ("intersect_tiles", _fake_intersect_tiles), ("rasterize_fwd", _fake_rasterize_fwd),
                        ("rasterize_bwd", _fake_rasterize_bwd)):

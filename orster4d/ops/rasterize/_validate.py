@@ -5,11 +5,12 @@ value) with a message that names the argument and what was expected.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
+
+from orster4d.ops.rasterize._ops import ensure_loaded
 
 BACKENDS = (None, "cpu", "cuda", "reference")
 
@@ -24,29 +25,28 @@ class Checked:
     K: int  # SH coefficients per channel (0 for RGB colours)
     backend: str  # "cpu", "cuda" or "reference"
     names: list  # the tensor arguments, in the order of the flags
-    finite: Optional[torch.Tensor] = None  # under torch.compile: [len(names)] bool on the inputs' device
-    norms_host: Optional[torch.Tensor] = None  # eager: [len(names)] max |x| per input, on the host
-    copied: Optional["torch.cuda.Event"] = None  # CUDA: recorded on the stream right after that copy
+    flags_host: Optional[torch.Tensor] = None  # kernels, eager: [len(names)] int32 on the host, 1 = NaN or inf
+    finite: Optional[torch.Tensor] = None  # reference or torch.compile: [len(names)] bool on the inputs' device
 
-    def after_finite_check(self, token: torch.Tensor) -> torch.Tensor:
+    def after_finite_check(self, token: torch.Tensor, synchronised: bool = True) -> torch.Tensor:
         """``token`` once every input is known to be finite; else ValueError naming the first input
         that holds NaN or inf.
 
-        Eager: the inputs' max-norms were reduced in one fused launch and, on CUDA, copied to pinned
-        host memory without blocking, an event marking the end of the copy on the stream. The
-        rasterizer checks right after its tile intersection, which synchronises with the stream (to
-        size the intersection list) after the copy, so waiting on the event costs nothing and the
-        check adds no synchronisation and no kernel of its own; finiteness is then read on the host.
-        The projection and intersection kernels cull non-finite Gaussians and cameras, so running
-        them first is harmless. Under ``torch.compile`` the check is the op ``orster4d::check_finite``
-        (a host read of device flags), and the kernels after it consume its output: the graph keeps
-        it (no graph break at the host read) and runs it first.
+        With the CPU or CUDA kernels (eager), ``orster4d::nonfinite_flags`` tested every input in one
+        launch and, on CUDA, wrote the flags into pinned host memory from the stream, with no copy and
+        no wait. The rasterizer checks right after its tile intersection, which synchronises the
+        stream once whenever there is a projected Gaussian (``synchronised``), so reading the flags
+        then costs nothing; with nothing projected the stream is synchronised here instead. The
+        projection and intersection kernels cull non-finite Gaussians and cameras, so running them
+        first is harmless. With the reference, or under ``torch.compile``, the check is the op
+        ``orster4d::check_finite`` (a host read of device flags): the graph keeps it (no graph break
+        at the host read), and the kernels after it consume its output, so it runs first.
         """
-        if self.norms_host is None:
+        if self.flags_host is None:
             return torch.ops.orster4d.check_finite(token, self.finite, self.names)
-        if self.copied is not None:
-            self.copied.synchronize()
-        _raise_if_not_finite([math.isfinite(v) for v in self.norms_host.tolist()], self.names)
+        if not synchronised and token.is_cuda:
+            torch.cuda.current_stream(token.device).synchronize()
+        _raise_if_not_finite([not f for f in self.flags_host.tolist()], self.names)
         return token
 
 
@@ -218,19 +218,13 @@ def check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, h
         batch = new
     batch = torch.Size(batch)
 
-    # values: one fused reduction, read later (see Checked.after_finite_check)
-    names = [k for k, x in tensors.items() if x.numel() > 0]  # inf-norm of an empty tensor is undefined
-    with torch.no_grad():  # a check, not part of the graph
-        norms = (torch.stack(torch._foreach_norm([tensors[k] for k in names], math.inf)) if names
-                 else torch.zeros(0, device=device))
-    finite = norms_host = copied = None
-    if torch.compiler.is_compiling():
-        finite = torch.isfinite(norms)
-    elif norms.is_cuda:
-        norms_host = norms.to("cpu", non_blocking=True)  # a pinned destination (see after_finite_check)
-        copied = torch.cuda.Event()
-        copied.record()
+    # values: one fused test, read later (see Checked.after_finite_check)
+    names = list(tensors)
+    flags_host = finite = None
+    if resolved != "reference" and not torch.compiler.is_compiling():
+        ensure_loaded(resolved)
+        flags_host = torch.ops.orster4d.nonfinite_flags(list(tensors.values()))
     else:
-        norms_host = norms
-    return Checked(batch=batch, N=N, C=C, K=K, backend=resolved, names=names, finite=finite, norms_host=norms_host,
-                   copied=copied)
+        with torch.no_grad():  # a check, not part of the graph; an empty tensor is finite
+            finite = torch.stack([torch.isfinite(x).all() for x in tensors.values()])
+    return Checked(batch=batch, N=N, C=C, K=K, backend=resolved, names=names, flags_host=flags_host, finite=finite)
