@@ -509,7 +509,8 @@ def plot_attention(rep: dict, png: Path) -> None:
     cases = rep["cases"]
     sdpa = {c["case"]: c["methods"]["sdpa"] for c in cases if "sdpa" in c["methods"]}
     fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(cases)), 4.5))
-    methods = _attention_methods(rep)
+    timed = lambda m: any("ms_fwd_bwd" in (c["methods"].get(m) or {}) for c in cases)  # noqa: E731
+    methods = [m for m in _attention_methods(rep) if timed(m)]  # a method the run left out gets no bar
     width = 0.8 / len(methods)
     for i, m in enumerate(methods):
         xs, ys = [], []
