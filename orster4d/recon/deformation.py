@@ -7,7 +7,8 @@ For a canonical Gaussian at ``(x, y, z)`` and a time ``t`` in [0, 1]:
 2. ``h = HexPlaneField(x', y', z', t')``, ``[C * L]`` features (Eq. 7);
 3. ST-HexPlane (Eq. 8-9), when prior tokens are set: ``V_s = Attn(W_q h, W_k O_s, W_v O_s)`` and
    ``V_t`` likewise over the temporal tokens O_t; the heads read ``[h; V_s; V_t]``. Without
-   priors the heads read ``h`` (the plain 4DGS field);
+   priors the heads read ``h`` (the plain 4DGS field). The feature layer's columns that read
+   ``V_s`` and ``V_t`` start at zero, so the priors' contribution is learned from nothing;
 4. a shared MLP then three heads give ``dp [3]`` (added to the mean), ``dq [4]`` (added to the raw
    quaternion) and ``ds [3]`` (added to the log-scale), as 4DGS. The heads' last layers start
    at zero, so an untrained field is the identity.
@@ -158,6 +159,11 @@ class DeformationField(ModelMixin, ConfigMixin):
             self.register_buffer("prior_temporal", torch.zeros(int(prior_tokens[1]), dt))
             feat = feat + 2 * attn_dim
         self.feature_out = nn.Linear(feat, width)
+        if self.prior_dims is not None:
+            # the columns that read V_s and V_t start at zero: an untrained field's features do not
+            # depend on the priors, and the priors' share grows only as far as training finds it useful
+            with torch.no_grad():
+                self.feature_out.weight[:, self.hexplane.out_dim:].zero_()
         self.pos_head = _mlp(width, 3)
         self.rot_head = _mlp(width, 4)
         self.scale_head = _mlp(width, 3)

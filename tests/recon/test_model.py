@@ -258,9 +258,17 @@ def test_st_hexplane_uses_priors_and_saves_them():
     with torch.no_grad():
         for head in (f.pos_head, f.rot_head, f.scale_head):
             head[-1].weight.normal_()
-    f.set_priors(torch.randn(7, 6), torch.randn(3, 5))
     means = torch.rand(10, 3) * 2 - 1
     t = torch.tensor([0.3, 0.7])
+    # untrained, the feature layer's prior columns are zero: the output does not depend on the priors
+    f.set_priors(torch.randn(7, 6), torch.randn(3, 5))
+    untrained = f(means, t)[0]
+    f.set_priors(torch.randn(7, 6), torch.randn(3, 5))
+    torch.testing.assert_close(f(means, t)[0], untrained)
+    assert float(f.feature_out.weight[:, f.hexplane.out_dim:].abs().sum()) == 0
+    assert float(f.feature_out.weight[:, :f.hexplane.out_dim].abs().sum()) > 0
+    with torch.no_grad():
+        f.feature_out.weight.normal_()
     a = f(means, t)[0]
     f.set_priors(torch.randn(7, 6), torch.randn(3, 5))
     b = f(means, t)[0]
