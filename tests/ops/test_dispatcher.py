@@ -18,8 +18,8 @@ from orster4d.ops.hexplane import HexPlaneLayout
 from orster4d.ops.hexplane._ops import extension as hexplane_ops
 from orster4d.ops.rasterize._ops import TILE_SIZE, extension as rasterize_ops
 
-RASTERIZE_OPS = ("nonfinite_flags", "project_fwd", "project_bwd", "sh_fwd", "sh_bwd", "intersect_tiles", "rasterize_fwd",
-                 "rasterize_bwd")
+RASTERIZE_OPS = ("nonfinite_flags", "project_fwd", "project_bwd", "sh_fwd", "sh_bwd", "intersect_tiles",
+                 "rasterize_fwd", "rasterize_bwd")
 HEXPLANE_OPS = ("hexplane_fwd", "hexplane_fwd_out", "hexplane_bwd")
 DIFFERENTIABLE = ("project_fwd", "sh_fwd", "rasterize_fwd", "hexplane_fwd")
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]

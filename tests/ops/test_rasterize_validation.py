@@ -123,7 +123,7 @@ def test_non_finite_cuda(rng_seed, name):
 _LAYOUTS = [((100, 3), lambda x: x), ((7, 4), lambda x: x.t()), ((4, 1), lambda x: x.expand(4, 1000)),
             ((50, 6), lambda x: x[:, 1:4]), ((0, 3), lambda x: x), ((300_000,), lambda x: x), ((1,), lambda x: x),
             ((9, 9), lambda x: x), ((33,), lambda x: x), ((2, 5, 3), lambda x: x.transpose(0, 2)),
-            ((70_003,), lambda x: x[1:])]  # starts 4 bytes past an aligned address: a head, a body and a tail
+            ((70_003,), lambda x: x[1:])]  # starts 4 bytes past a 16-byte aligned address
 
 
 def _flag_inputs(gen, device):

@@ -14,10 +14,10 @@ op name dispatches on the tensors' device. The three differentiable ops carry C+
   not)
 
 ``intersect_tiles`` returns integer tensors only and is called on detached inputs; so is
-``nonfinite_flags``, the entry point's one-launch finiteness test of all its inputs (host flags). This module adds,
-once the libraries are loaded, a fake (meta) kernel for every op, which gives the output shapes and
-dtypes without running it, so that ``torch.compile`` can trace the ops; the intersection count of
-``intersect_tiles`` is data dependent and becomes a dynamic size.
+``nonfinite_flags``, the entry point's one-launch finiteness test of all its inputs (host flags).
+This module adds, once the libraries are loaded, a fake (meta) kernel for every op, which gives the
+output shapes and dtypes without running it, so that ``torch.compile`` can trace the ops; the
+intersection count of ``intersect_tiles`` is data dependent and becomes a dynamic size.
 
 The screen-space means stay an ordinary autograd intermediate between ``project_fwd`` and
 ``rasterize_fwd`` (``means2d.retain_grad()`` gives the gradient used for densification). All
@@ -79,7 +79,8 @@ def _fake_rasterize_bwd(means2d, conics, colors, opacities, depths, backgrounds,
 
 def _register_python_parts() -> None:
     """Fake kernels; once, after the CPU library has defined the ops (and their autograd kernels)."""
-    for name, fake in (("nonfinite_flags", _fake_nonfinite_flags), ("project_fwd", _fake_project_fwd), ("project_bwd", _fake_project_bwd),
+    for name, fake in (("nonfinite_flags", _fake_nonfinite_flags),
+                       ("project_fwd", _fake_project_fwd), ("project_bwd", _fake_project_bwd),
                        ("sh_fwd", _fake_sh_fwd), ("sh_bwd", _fake_sh_bwd),
                        ("intersect_tiles", _fake_intersect_tiles), ("rasterize_fwd", _fake_rasterize_fwd),
                        ("rasterize_bwd", _fake_rasterize_bwd)):
