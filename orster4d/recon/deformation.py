@@ -9,9 +9,10 @@ For a canonical Gaussian at ``(x, y, z)`` and a time ``t`` in [0, 1]:
    ``V_t`` likewise over the temporal tokens O_t; the heads read ``[h; V_s; V_t]``. Without
    priors the heads read ``h`` (the plain 4DGS field). The feature layer's columns that read
    ``V_s`` and ``V_t`` start at zero, so the priors' contribution is learned from nothing;
-4. a shared MLP then three heads give ``dp [3]`` (added to the mean), ``dq [4]`` (added to the raw
-   quaternion) and ``ds [3]`` (added to the log-scale), as 4DGS. The heads' last layers start
-   at zero, so an untrained field is the identity.
+4. a shared layer then three heads give ``dp [3]`` (added to the mean), ``dq [4]`` (added to the raw
+   quaternion) and ``ds [3]`` (added to the log-scale), as 4DGS; :class:`OffsetHeads` runs the
+   three heads as two matmuls. The heads' last layers start at zero, so an untrained field is the
+   identity.
 """
 from __future__ import annotations
 
@@ -97,11 +98,64 @@ def curvature_probe_times(fitted: torch.Tensor, count: int, generator: Optional[
     return lo + (hi - lo) * torch.rand(count, generator=generator, device=device), step
 
 
-def _mlp(width: int, out: int) -> nn.Sequential:
-    head = nn.Sequential(nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, out))
-    nn.init.zeros_(head[-1].weight)
-    nn.init.zeros_(head[-1].bias)
-    return head
+HEAD_DIMS = (("pos", 3), ("rot", 4), ("scale", 3))  # the heads' names and output widths, in order
+
+
+class OffsetHeads(nn.Module):
+    """The three 4DGS heads ``ReLU -> Linear(W, W) -> ReLU -> Linear(W, out)`` run as two matmuls.
+
+    The heads' hidden layers are one ``Linear(W, 3 W)``; their output layers are one
+    ``Linear(3 W, 10)`` whose weight is block-diagonal (each head reads only its own hidden units:
+    the blocks off the diagonal are masked to zero in the forward, so they get no gradient either).
+    This is the same function as three separate heads, with one ReLU of the shared features, two
+    matmul launches instead of six and one gradient for the shared features instead of three to add.
+    The output layer starts at zero, so an untrained field is the identity.
+
+    ``forward(f [M, W]) -> [M, 10]``: ``dp [3]``, ``dq [4]``, ``ds [3]`` side by side.
+    """
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.width = width
+        self.hidden = nn.Linear(width, len(HEAD_DIMS) * width)
+        self.out = nn.Linear(len(HEAD_DIMS) * width, sum(d for _, d in HEAD_DIMS))
+        mask = torch.zeros_like(self.out.weight)
+        row = 0
+        for i, (_, dim) in enumerate(HEAD_DIMS):
+            mask[row:row + dim, i * width:(i + 1) * width] = 1.0
+            row += dim
+        self.register_buffer("mask", mask, persistent=False)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        g = torch.relu(self.hidden(torch.relu(f)))
+        return nn.functional.linear(g, self.out.weight * self.mask, self.out.bias)
+
+    def head_weight(self, name: str) -> torch.Tensor:
+        """The output-layer weight ``[out, W]`` of head ``name`` ("pos", "rot" or "scale"), a view."""
+        row = 0
+        for i, (n, dim) in enumerate(HEAD_DIMS):
+            if n == name:
+                return self.out.weight[row:row + dim, i * self.width:(i + 1) * self.width]
+            row += dim
+        raise KeyError(f"no head {name!r}; heads: {[n for n, _ in HEAD_DIMS]}")
+
+    @staticmethod
+    def upgrade_state_dict(state_dict: Dict[str, torch.Tensor], prefix: str) -> None:
+        """Rewrites, in place, the keys of fields saved with three separate heads
+        (``{pos,rot,scale}_head.{1,3}.{weight,bias}``) as this module's ``heads.*`` keys."""
+        old = [f"{prefix}{name}_head." for name, _ in HEAD_DIMS]
+        if not all(p + "1.weight" in state_dict for p in old):
+            return
+        hw = [state_dict.pop(p + "1.weight") for p in old]
+        hb = [state_dict.pop(p + "1.bias") for p in old]
+        ow = [state_dict.pop(p + "3.weight") for p in old]
+        ob = [state_dict.pop(p + "3.bias") for p in old]
+        state_dict[prefix + "heads.hidden.weight"] = torch.cat(hw, 0)
+        state_dict[prefix + "heads.hidden.bias"] = torch.cat(hb, 0)
+        state_dict[prefix + "heads.out.weight"] = torch.block_diag(*ow)
+        state_dict[prefix + "heads.out.bias"] = torch.cat(ob, 0)
 
 
 class DeformationField(ModelMixin, ConfigMixin):
@@ -164,9 +218,7 @@ class DeformationField(ModelMixin, ConfigMixin):
             # depend on the priors, and the priors' share grows only as far as training finds it useful
             with torch.no_grad():
                 self.feature_out.weight[:, self.hexplane.out_dim:].zero_()
-        self.pos_head = _mlp(width, 3)
-        self.rot_head = _mlp(width, 4)
-        self.scale_head = _mlp(width, 3)
+        self.heads = OffsetHeads(width)
 
     def set_priors(self, spatial: torch.Tensor, temporal: torch.Tensor) -> None:
         """Sets ``O_s [Ns, Ds]`` and ``O_t [Nt, Dt]`` (stored as buffers, saved with the weights)."""
@@ -188,6 +240,7 @@ class DeformationField(ModelMixin, ConfigMixin):
         return self.bounds
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        OffsetHeads.upgrade_state_dict(state_dict, prefix)  # fields saved with three separate heads
         # weights saved before the bounds moved to the config carry them as "aabb"
         if prefix + "aabb" in state_dict:
             self.bounds.copy_(state_dict.pop(prefix + "aabb"))
@@ -227,10 +280,8 @@ class DeformationField(ModelMixin, ConfigMixin):
             v_t = st_attention(q_t, self.kt_proj(self.prior_temporal), self.vt_proj(self.prior_temporal),
                                self.attention_backend)
             h = torch.cat([h, v_s, v_t], -1)
-        f = self.feature_out(h)
-        dp = self.pos_head(f).view(T, N, 3)
-        dq = self.rot_head(f).view(T, N, 4)
-        ds = self.scale_head(f).view(T, N, 3)
+        out = self.heads(self.feature_out(h)).view(T, N, -1)
+        dp, dq, ds = out.split([d for _, d in HEAD_DIMS], dim=-1)
         return dp, dq, ds
 
     def motion_curvature(self, means: torch.Tensor, times: torch.Tensor, step: float) -> torch.Tensor:

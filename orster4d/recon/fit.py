@@ -45,6 +45,7 @@ from orster4d.recon.gaussians import GaussianModel
 from orster4d.recon.initialise import init_gaussians
 from orster4d.recon.losses import LPIPSTerm, depth_smoothness
 from orster4d.recon.manifest import record, remove_written
+from orster4d.recon.optim import adam, match_device
 from orster4d.recon.render import render, render_frames
 from orster4d.recon.strategy import _STATE_TENSORS, DefaultStrategy, remove
 
@@ -150,8 +151,8 @@ class _Run:
     def _field_optimizer(self):
         grid = [p for n, p in self.field.named_parameters() if n.startswith("hexplane.")]
         mlp = [p for n, p in self.field.named_parameters() if not n.startswith("hexplane.")]
-        return torch.optim.Adam([{"params": grid, "lr": self.cfg.lr_grid, "name": "grid"},
-                                 {"params": mlp, "lr": self.cfg.lr_mlp * self.extent, "name": "mlp"}], eps=1e-15)
+        return adam([{"params": grid, "lr": self.cfg.lr_grid, "name": "grid"},
+                     {"params": mlp, "lr": self.cfg.lr_mlp * self.extent, "name": "mlp"}], eps=1e-15)
 
     # ---- checkpoints
     def state(self) -> Dict:
@@ -192,6 +193,7 @@ class _Run:
         self.gauss = GaussianModel.from_state(st["gaussians"], self.device)
         self.gopt = self.gauss.make_optimizer(extent=self.extent)
         self.gopt.load_state_dict(st["gauss_opt"])
+        match_device(self.gopt)
         if st["field"] is not None:
             fcfg = dict(st["field_config"])
             if "aabb" not in fcfg:  # checkpoints written before the bounds joined the config
@@ -200,6 +202,7 @@ class _Run:
             self.field.load_state_dict(st["field"])
             self.fopt = self._field_optimizer()
             self.fopt.load_state_dict(st["field_opt"])
+            match_device(self.fopt)
         if "strategy" in st:
             self.densify_state = DefaultStrategy.state_to(st["strategy"], self.device)
         else:  # older checkpoints: the statistics as a list

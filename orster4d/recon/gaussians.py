@@ -16,6 +16,7 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
+from orster4d.recon.optim import adam
 from orster4d.sh import rgb_to_sh_dc
 
 
@@ -110,7 +111,7 @@ class GaussianModel(nn.Module):
     # ------------------------------------------------------------------ optimiser
     def make_optimizer(self, lr_means: float = 1.6e-4, extent: float = 1.0, lr_sh: float = 2.5e-3,
                        lr_opacity: float = 0.05, lr_scale: float = 5e-3, lr_rot: float = 1e-3) -> torch.optim.Adam:
-        """Adam with 3DGS's per-parameter learning rates (``lr_means`` is scaled by ``extent``)."""
+        """Adam with 3DGS's per-parameter learning rates (``lr_means`` is scaled by ``extent``); fused on CUDA."""
         groups = [
             {"params": [self.means], "lr": lr_means * extent, "name": "means"},
             {"params": [self.quats], "lr": lr_rot, "name": "quats"},
@@ -119,7 +120,7 @@ class GaussianModel(nn.Module):
             {"params": [self.sh_dc], "lr": lr_sh, "name": "sh_dc"},
             {"params": [self.sh_rest], "lr": lr_sh / 20.0, "name": "sh_rest"},
         ]
-        return torch.optim.Adam(groups, lr=0.0, eps=1e-15)
+        return adam(groups, lr=0.0, eps=1e-15)
 
     def raw_parameters(self) -> Dict[str, torch.Tensor]:
         """The raw parameters by name (detached; see the module docstring for shapes)."""

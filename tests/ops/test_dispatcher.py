@@ -223,7 +223,7 @@ def construct_step_inputs(seed: int):
                              multires=(1,), width=16, backend="fused")
     with torch.no_grad():
         field.hexplane.data.uniform_(0.5, 1.5, generator=g)
-        field.pos_head[-1].weight.normal_(0, 0.1, generator=g)
+        field.heads.head_weight("pos").normal_(0, 0.1, generator=g)
     s = random_scene(1, 2, 24, 20, batch=(2,), radius=3.0, generator=g)
     times = torch.tensor([0.25, 0.75])
     gt = torch.rand(2, 2, 20, 24, 3, generator=g)

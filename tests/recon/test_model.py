@@ -187,6 +187,65 @@ def test_deformation_starts_as_identity_and_learns():
     assert not torch.allclose(d0, d1)
 
 
+def _three_heads(field):
+    """The fused heads' weights as three separate 4DGS heads ``ReLU, Linear, ReLU, Linear`` (float64)."""
+    w = field.heads.width
+    heads, row = [], 0
+    for i, dim in enumerate((3, 4, 3)):
+        hidden = torch.nn.Linear(w, w).double()
+        out = torch.nn.Linear(w, dim).double()
+        with torch.no_grad():
+            hidden.weight.copy_(field.heads.hidden.weight[i * w:(i + 1) * w])
+            hidden.bias.copy_(field.heads.hidden.bias[i * w:(i + 1) * w])
+            out.weight.copy_(field.heads.out.weight[row:row + dim, i * w:(i + 1) * w])
+            out.bias.copy_(field.heads.out.bias[row:row + dim])
+        heads.append(torch.nn.Sequential(torch.nn.ReLU(), hidden, torch.nn.ReLU(), out))
+        row += dim
+    return heads
+
+
+def test_fused_heads_are_three_separate_heads_and_train_only_their_blocks(rng_seed):
+    g = torch.Generator().manual_seed(rng_seed)
+    f = DeformationField(AABB, channels=4, resolution=(6, 5), multires=(1,), width=16,
+                         backend="grid_sample").double()
+    with torch.no_grad():
+        for p in f.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+    means = torch.rand(9, 3, generator=g, dtype=torch.float64) * 2 - 1
+    times = torch.rand(2, generator=g, dtype=torch.float64)
+    dp, dq, ds = f(means, times)
+    feats = f.feature_out(f.hexplane(f.normalise(means, times)))
+    ref = [head(feats).view(2, 9, -1) for head in _three_heads(f)]
+    for got, want in zip((dp, dq, ds), ref):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    # the blocks off the diagonal of the output layer get no gradient
+    (dp.sum() + dq.pow(2).sum() + ds.sin().sum()).backward()
+    grad = f.heads.out.weight.grad
+    assert float((grad * (1 - f.heads.mask)).abs().max()) == 0
+    assert float((grad * f.heads.mask).abs().max()) > 0
+    assert f.heads.head_weight("rot").shape == (4, 16)
+
+
+def test_a_field_saved_with_three_separate_heads_loads_into_the_fused_heads(rng_seed):
+    g = torch.Generator().manual_seed(rng_seed)
+    f = DeformationField(AABB, channels=4, resolution=(6, 5), multires=(1,), width=16, backend="grid_sample")
+    with torch.no_grad():
+        for p in f.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    # the layout fields had before the heads were fused: {pos,rot,scale}_head.{1,3}.{weight,bias}
+    old = {k: v.clone() for k, v in f.state_dict().items() if not k.startswith("heads.")}
+    for name, head in zip(("pos", "rot", "scale"), _three_heads(f.double())):
+        for idx in (1, 3):
+            old[f"{name}_head.{idx}.weight"] = head[idx].weight.detach().float()
+            old[f"{name}_head.{idx}.bias"] = head[idx].bias.detach().float()
+    f = f.float()
+    loaded = DeformationField.from_config(dict(f.config))
+    loaded.load_state_dict(old)
+    means, times = torch.rand(7, 3, generator=g) * 2 - 1, torch.rand(3, generator=g)
+    for a, b in zip(loaded(means, times), f(means, times)):
+        torch.testing.assert_close(a, b)
+
+
 def _randomised_field(seed, time_varying=True):
     g = torch.Generator().manual_seed(seed)
     f = DeformationField(AABB, channels=4, resolution=(6, 5), multires=(1,), width=16, backend="grid_sample")
@@ -256,8 +315,7 @@ def test_st_hexplane_uses_priors_and_saves_them():
     f = DeformationField(AABB, channels=4, resolution=(8, 4), multires=(1,), width=16, backend="grid_sample",
                          prior_dims=(6, 5), attn_dim=8)
     with torch.no_grad():
-        for head in (f.pos_head, f.rot_head, f.scale_head):
-            head[-1].weight.normal_()
+        f.heads.out.weight.normal_()
     means = torch.rand(10, 3) * 2 - 1
     t = torch.tensor([0.3, 0.7])
     # untrained, the feature layer's prior columns are zero: the output does not depend on the priors
