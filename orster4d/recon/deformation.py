@@ -16,7 +16,7 @@ For a canonical Gaussian at ``(x, y, z)`` and a time ``t`` in [0, 1]:
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -156,6 +156,51 @@ class OffsetHeads(nn.Module):
         state_dict[prefix + "heads.hidden.bias"] = torch.cat(hb, 0)
         state_dict[prefix + "heads.out.weight"] = torch.block_diag(*ow)
         state_dict[prefix + "heads.out.bias"] = torch.cat(ob, 0)
+
+    @staticmethod
+    def old_layout_names(state_dict: Dict[str, torch.Tensor]) -> List[str]:
+        """The keys of the separate heads' parameters in ``state_dict`` (empty for the fused layout)."""
+        return [k for k in state_dict if k.split(".")[0] in {f"{n}_head" for n, _ in HEAD_DIMS}]
+
+    @staticmethod
+    def upgrade_adam_state(opt_state: Dict, old_groups: Sequence[Sequence[str]],
+                           new_groups: Sequence[Sequence[str]]) -> Dict:
+        """An Adam ``state_dict`` written for a field with three separate heads, for the fused heads.
+
+        ``old_groups`` / ``new_groups``: the parameter names of each param group, in the optimiser's
+        order, before and after. Each head's moments go where :meth:`upgrade_state_dict` puts its
+        weights (concatenated hidden layers, block-diagonal output layer); the other parameters'
+        moments are kept. Returns a new state dict; ``opt_state`` is not changed.
+        """
+        flat_old = [n for g in old_groups for n in g]
+        by_name = {flat_old[i]: st for i, st in opt_state["state"].items()}
+        heads = [f"{n}_head." for n, _ in HEAD_DIMS]
+
+        def combine(suffix, join):
+            parts = [by_name.get(h + suffix) for h in heads]
+            if any(p is None for p in parts):
+                return None
+            out = {k: v for k, v in parts[0].items() if k not in ("exp_avg", "exp_avg_sq")}
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in parts[0]:
+                    out[key] = join([p[key] for p in parts])
+            return out
+
+        fused = {"heads.hidden.weight": combine("1.weight", lambda xs: torch.cat(xs, 0)),
+                 "heads.hidden.bias": combine("1.bias", lambda xs: torch.cat(xs, 0)),
+                 "heads.out.weight": combine("3.weight", lambda xs: torch.block_diag(*xs)),
+                 "heads.out.bias": combine("3.bias", lambda xs: torch.cat(xs, 0))}
+        state, groups, index = {}, [], 0
+        for saved, names in zip(opt_state["param_groups"], new_groups):
+            ids = []
+            for name in names:
+                st = fused[name] if name in fused else by_name.get(name)
+                if st is not None:
+                    state[index] = st
+                ids.append(index)
+                index += 1
+            groups.append({**saved, "params": ids})
+        return {"state": state, "param_groups": groups}
 
 
 class DeformationField(ModelMixin, ConfigMixin):

@@ -38,7 +38,7 @@ from orster4d.logs import CURVES, RunLog, write_curves
 from orster4d.metrics import psnr
 from orster4d.recon.config import (CHECKPOINT, PAPER_ITERS, ConstructConfig, fine_strategy, resolve_device,
                                     schedules, validate_inputs)
-from orster4d.recon.deformation import DeformationField, curvature_probe_times
+from orster4d.recon.deformation import DeformationField, OffsetHeads, curvature_probe_times
 from orster4d.recon.evaluate import evaluate
 from orster4d.recon.export import write_outputs
 from orster4d.recon.gaussians import GaussianModel
@@ -53,6 +53,11 @@ __all__ = ["construct", "fine_strategy", "prune_invisible"]
 
 
 @torch.no_grad()
+def _field_groups(names: List[str]) -> List[List[str]]:
+    """The deformation field's parameter names as its optimiser's groups: ``[grid, mlp]``."""
+    return [[n for n in names if n.startswith("hexplane.")], [n for n in names if not n.startswith("hexplane.")]]
+
+
 def prune_invisible(gauss: GaussianModel, optimizer, state: Optional[Dict], min_opacity: float) -> int:
     """Removes the Gaussians with opacity < ``min_opacity`` (never all of them), with their Adam
     moments and densification statistics; returns how many were removed."""
@@ -149,8 +154,8 @@ class _Run:
         self.fopt = self._field_optimizer()
 
     def _field_optimizer(self):
-        grid = [p for n, p in self.field.named_parameters() if n.startswith("hexplane.")]
-        mlp = [p for n, p in self.field.named_parameters() if not n.startswith("hexplane.")]
+        params = dict(self.field.named_parameters())
+        grid, mlp = ([params[n] for n in names] for names in _field_groups(list(params)))
         return adam([{"params": grid, "lr": self.cfg.lr_grid, "name": "grid"},
                      {"params": mlp, "lr": self.cfg.lr_mlp * self.extent, "name": "mlp"}], eps=1e-15)
 
@@ -201,7 +206,13 @@ class _Run:
             self.field = DeformationField.from_config(fcfg).to(self.device)
             self.field.load_state_dict(st["field"])
             self.fopt = self._field_optimizer()
-            self.fopt.load_state_dict(st["field_opt"])
+            field_opt = st["field_opt"]
+            old_heads = OffsetHeads.old_layout_names(st["field"])
+            if old_heads:  # a checkpoint written before the heads were fused: move their Adam moments too
+                params = [n for n in st["field"] if n in dict(self.field.named_parameters()) or n in old_heads]
+                field_opt = OffsetHeads.upgrade_adam_state(field_opt, _field_groups(params),
+                                                           _field_groups([n for n, _ in self.field.named_parameters()]))
+            self.fopt.load_state_dict(field_opt)
             match_device(self.fopt)
         if "strategy" in st:
             self.densify_state = DefaultStrategy.state_to(st["strategy"], self.device)

@@ -536,3 +536,82 @@ def test_overwrite_removes_only_what_construct_wrote(scene, tmp_path):
     assert not (out / "asset.splatv").exists()  # written by the first run, removed by the overwrite
     assert (out / "asset.splat").is_file() and (out / "metrics.json").is_file()
     assert {k.replace("/", "_"): v for k, v in foreign.items()} == _sha(moved)
+
+
+def _to_separate_heads(ck):
+    """A checkpoint as fields with three separate heads wrote it (the layout before OffsetHeads):
+    the field's ``heads.*`` weights and their Adam moments split into ``{pos,rot,scale}_head.{1,3}``."""
+    sd = ck["field"]
+    w = sd["heads.hidden.weight"].shape[1]
+    dims = (("pos", 3), ("rot", 4), ("scale", 3))
+
+    def split(name, x):
+        out, row = {}, 0
+        for i, (head, d) in enumerate(dims):
+            if name == "heads.hidden.weight" or name == "heads.hidden.bias":
+                out[f"{head}_head.1.{name.split('.')[-1]}"] = x[i * w:(i + 1) * w].clone()
+            elif name == "heads.out.weight":
+                out[f"{head}_head.3.weight"] = x[row:row + d, i * w:(i + 1) * w].clone()
+            else:
+                out[f"{head}_head.3.bias"] = x[row:row + d].clone()
+            row += d
+        return out
+
+    fused = ["heads.hidden.weight", "heads.hidden.bias", "heads.out.weight", "heads.out.bias"]
+    names = [k for k in sd if k not in fused]
+    old_sd = {k: sd[k] for k in names}
+    pieces = {n: split(n, sd[n]) for n in fused}
+    order = [f"{h}_head.{i}.{p}" for h, _ in dims for i in (1, 3) for p in ("weight", "bias")]
+    for k in order:
+        old_sd[k] = next(pieces[n][k] for n in fused if k in pieces[n])
+    # the optimiser: groups [grid, mlp] over the field's parameters in registration order
+    opt = ck["field_opt"]
+    params = [k for k in sd if k not in ("prior_spatial", "prior_temporal")]
+    new_ids = {n: i for i, n in enumerate([n for n in params if n.startswith("hexplane.")]
+                                         + [n for n in params if not n.startswith("hexplane.")])}
+    old_params = [k for k in old_sd if k not in ("prior_spatial", "prior_temporal")]
+    old_order = ([n for n in old_params if n.startswith("hexplane.")]
+                 + [n for n in old_params if not n.startswith("hexplane.")])
+    state = {}
+    for i, n in enumerate(old_order):
+        if n in new_ids:
+            state[i] = opt["state"][new_ids[n]]
+            continue
+        src = next(f for f in fused if n in pieces[f])
+        st = dict(opt["state"][new_ids[src]])
+        for key in ("exp_avg", "exp_avg_sq"):
+            st[key] = split(src, st[key])[n]
+        state[i] = st
+    n_grid = sum(n.startswith("hexplane.") for n in old_order)
+    groups = [{**opt["param_groups"][0], "params": list(range(n_grid))},
+              {**opt["param_groups"][1], "params": list(range(n_grid, len(old_order)))}]
+    return {**ck, "field": old_sd, "field_opt": {"state": state, "param_groups": groups}}
+
+
+def test_a_checkpoint_with_separate_heads_resumes_on_the_same_trajectory(scene, tmp_path):
+    out = tmp_path / "new"
+    cfg = _cfg(scene, out, coarse_iters=10, fine_iters=10, checkpoint_every=1000, exports=[], tensorboard=False)
+
+    def interrupt(it, logs):
+        if it == 14:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        construct(cfg, callback=interrupt, log=lambda s: None)
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    ck = torch.load(old / CHECKPOINT, map_location="cpu", weights_only=False)
+    assert ck["field"] is not None and "heads.out.weight" in ck["field"]
+    old_ck = _to_separate_heads(ck)
+    assert "pos_head.3.weight" in old_ck["field"] and "heads.out.weight" not in old_ck["field"]
+    torch.save(old_ck, old / CHECKPOINT)
+    results = {}
+    for name, folder in (("new", out), ("old", old)):
+        results[name] = construct(_cfg(scene, folder, coarse_iters=10, fine_iters=10, exports=[], tensorboard=False),
+                                  resume=True, log=lambda s: None)
+        assert results[name]["resumed_at_iteration"] == 14
+    assert results["old"]["train"]["psnr"] == pytest.approx(results["new"]["train"]["psnr"], abs=1e-4)
+    a = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
+    b = torch.load(old / CHECKPOINT, map_location="cpu", weights_only=False)
+    for k, v in a["field"].items():
+        torch.testing.assert_close(b["field"][k], v, rtol=1e-5, atol=1e-6)
