@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Optional, Union
 
@@ -92,6 +93,7 @@ class Run:
 
     def prepare(self, fresh: bool = False) -> None:
         """Create the folder with ``key.json``; ``fresh`` removes what an earlier attempt left."""
+        self.started = time.perf_counter()  # for the event's seconds (see Protocol._note)
         if fresh and self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)

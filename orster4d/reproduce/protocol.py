@@ -137,7 +137,12 @@ class Protocol:
             if not (self.root / "world" / WORLD_FILE).is_file():
                 raise ValueError(f"--cached-only: {self.root / 'world'} holds no world yet")
         elif build:
+            from orster4d.data.world import WORLD_FILE
+
+            t0, fresh = time.perf_counter(), not (self.root / "world" / WORLD_FILE).is_file()
             build_world(self.root / "world", self.spec, device=self._device(), progress=self.opts.progress)
+            if fresh:  # world.json is written last: without it the world was built (or completed) now
+                self.events.append({"run": "world", "action": "built", "seconds": round(time.perf_counter() - t0, 2)})
         self.world_hash = key_hash({"kind": "world", "spec": self.spec.to_dict()})
 
     def _device(self) -> str:
@@ -168,7 +173,13 @@ class Protocol:
             self.events.append({"run": None, "action": "stopped starting tasks (--start-by)"})
 
     def _note(self, run: Run, action: str) -> None:
-        self.events.append({"run": run.path.name, "action": action})
+        """Records what happened to ``run``; a run made in this process (after ``run.prepare``) also
+        gets the wall seconds it took here (a resumed run: only this session's part)."""
+        event = {"run": run.path.name, "action": action}
+        started = getattr(run, "started", None)
+        if action != "reused" and started is not None:
+            event["seconds"] = round(time.perf_counter() - started, 2)
+        self.events.append(event)
 
     def data_id(self, set_name: str, n: Optional[int] = None) -> str:
         return f"{self.world_hash}/{set_name}" + (f"[:{n}]" if n is not None else "")

@@ -201,6 +201,10 @@ def test_stage4_starts_from_the_checkpoint_the_skipped_stages_leave(done, tmp_pa
 
 def test_cached_runs_are_not_retrained_and_interrupted_ones_resume(done):
     root, res = done
+    # what the first protocol made carries the seconds it took, the world included
+    made = [e for e in res["events"] if e["action"] != "reused"]
+    assert made and all(e["seconds"] >= 0 for e in made), made
+    assert [e["action"] for e in made if e["run"] == "world"] == ["built"]
     stamps = {p: p.stat().st_mtime_ns for p in (root / "runs").glob("*/done.json")}
     again = P.run_protocol(_opts(root))
     assert {e["action"] for e in again["events"]} == {"reused"}
@@ -214,6 +218,8 @@ def test_cached_runs_are_not_retrained_and_interrupted_ones_resume(done):
     for e in third["events"]:
         acts.setdefault(e["run"], []).append(e["action"])
     assert acts[s4][0] == "resumed" and set(acts[s4][1:]) <= {"reused"}  # later rows reuse ours' stage 4
+    assert next(e for e in third["events"] if e["run"] == s4)["seconds"] > 0
+    assert all("seconds" not in e for e in third["events"] if e["action"] == "reused")
     assert {a for r, v in acts.items() if r != s4 for a in v} == {"reused"}
 
 
