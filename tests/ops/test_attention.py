@@ -67,15 +67,54 @@ def grads(fn, inp, params, mask, mode, g_out):
     return out.double(), {n: g.double() for n, g in zip(list(inp) + ["sigma_s", "sigma_t", "sigma_st", "alpha"], gs)}
 
 
-def assert_close_all(out, g, out_ref, g_ref, rtol):
+SCALARS = ("sigma_s", "sigma_t", "sigma_st", "alpha")
+F32_UNIT_ROUNDOFF = 2.0 ** -24
+
+
+def scalar_condition(inp, params, mask, mode, g_out, scale=None):
+    """Per head, the sum of the absolute terms whose sum is each kernel scalar's gradient ``[H]``
+    (float64): ``sum_{b,i,j} |dS_bhij| |dS_bhij / dtheta_h|`` with ``dS = P (dP - rowsum(P dP))``.
+
+    The scalars' gradients are sums over every (query, key) pair of terms that largely cancel
+    (measured: a gradient of 0.18 from terms whose magnitudes sum to 1,400). Float32 arithmetic
+    can only get such a sum right to a few units of roundoff *of that magnitude*, whatever the
+    order of the additions, so that is the scale a float32 kernel is held to."""
+    q, k, v = (inp[n].detach().double() for n in ("q", "k", "v"))
+    ss, st, sst, alpha = (t.detach().double().view(1, -1, 1, 1) for t in params)
+    sk, uk = inp["s_k"].detach().double()[:, :, None], inp["u_k"].detach().double()[:, :, None]
+    if mode == "pairwise":
+        da = inp["s_q"].detach().double()[:, :, :, None] - sk
+        db = inp["u_q"].detach().double()[:, :, :, None] - uk
+    else:
+        da, db = -sk, -uk
+    aa, bb, ab = (da * da).sum(-1), (db * db).sum(-1), (da * db).sum(-1)
+    scores = (q @ k.transpose(-1, -2)) / (q.shape[-1] ** 0.5 if scale is None else 1 / scale)
+    scores = scores - 0.5 * (aa / ss ** 2 + bb / st ** 2 + 2 * alpha * ab / sst ** 2)
+    if mask is not None:
+        scores = scores.masked_fill(mask[:, None, None, :], float("-inf"))
+    P = torch.nan_to_num(scores.softmax(-1))  # rows with every key padded: no terms
+    dP = g_out @ v.transpose(-1, -2)
+    dS = P * (dP - (P * dP).sum(-1, keepdim=True))
+    d_theta = {"sigma_s": aa / ss ** 3, "sigma_t": bb / st ** 3, "sigma_st": 2 * alpha * ab / sst ** 3,
+               "alpha": -ab / sst ** 2}
+    return {n: (dS.abs() * d.abs()).sum((0, 2, 3)) for n, d in d_theta.items()}
+
+
+def assert_close_all(out, g, out_ref, g_ref, rtol, condition=None):
+    """Every output and gradient within ``rtol`` of the reference's largest magnitude; with
+    ``condition`` (:func:`scalar_condition`), each kernel scalar's gradient may instead be off by
+    8 float32 units of roundoff of the magnitude its terms sum to, per head."""
     assert torch.isfinite(out).all()
     scale = out_ref.abs().max().clamp_min(1e-6)
     assert (out - out_ref).abs().max() <= rtol * scale, "output"
     for n in g_ref:
         assert torch.isfinite(g[n]).all(), n
         sc = g_ref[n].abs().max().clamp_min(1e-6)
-        err = (g[n] - g_ref[n]).abs().max()
-        assert err <= rtol * sc, f"d{n}: {err:.3e} vs scale {sc:.3e}"
+        err = (g[n] - g_ref[n]).abs()
+        bound = rtol * sc
+        if condition is not None and n in condition:
+            bound = torch.maximum(bound, 8 * F32_UNIT_ROUNDOFF * condition[n])
+        assert (err <= bound).all(), f"d{n}: {err.max():.3e} vs scale {sc:.3e} (bound {bound.min():.3e})"
 
 
 def run_against_reference(backend, mode, dtype, B, H, Nq, Nk, D, Dv, Dk, masked, shared, rtol):
@@ -90,7 +129,11 @@ def run_against_reference(backend, mode, dtype, B, H, Nq, Nk, D, Dv, Dk, masked,
 
     out, g = grads(ours, inp, params, mask, mode, g_out)
     assert out.shape == (B, H, Nq, Dv)
-    assert_close_all(out, g, out_ref, g_ref, rtol)
+    # the float32 kernels are held to float32's floor on the scalars' sums (the eager path computes
+    # in float64, so it keeps the plain bound)
+    triton32 = backend == "triton" and dtype == torch.float32
+    condition = scalar_condition(inp, params, mask, mode, g_out) if triton32 else None
+    assert_close_all(out, g, out_ref, g_ref, rtol, condition)
     if mask is not None:  # queries of a batch element with every key padded give zero
         assert (out[0] == 0).all()
 
