@@ -108,7 +108,11 @@ def _origins(r: dict) -> List[dict]:
     that is itself a merge contributes its own list, so merging again stays flat)."""
     if r.get("merged_from"):
         return list(r["merged_from"])
-    return [{k: r.get(k) for k in ("gpu", "device", "wall_s", "jobs", "calls", "note") if r.get(k) is not None}]
+    out = {k: r.get(k) for k in ("gpu", "device", "wall_s", "jobs", "calls", "note") if r.get(k) is not None}
+    vae = (r.get("image_vae") or {}).get("heldout_psnr_db")
+    if vae is not None:  # each session retrains the image VAE (same configuration), so its score varies
+        out["image_vae_heldout_psnr_db"] = vae
+    return [out]
 
 
 def main(argv=None) -> int:

@@ -159,7 +159,12 @@ def settings_table(result: dict) -> str:
     rows.append(("CLIP", "pretrained open_clip" if clip.get("pretrained") else
                  "random tiny CLIP (no pretrained weights)"))
     psnr = result.get("image_vae", {}).get("heldout_psnr_db")
-    rows.append(("image VAE held-out PSNR", "n/a" if psnr is None else f"{psnr:.2f} dB"))
+    per_session = [o["image_vae_heldout_psnr_db"] for o in _origins(result) if "image_vae_heldout_psnr_db" in o]
+    vae = "n/a" if psnr is None else f"{psnr:.2f} dB"
+    if len(per_session) > 1:  # a merged report: every session retrained the VAE with the same configuration
+        vae = ("last session " + vae + "; per session where recorded: " +
+               ", ".join(f"{v:.2f}" for v in per_session) + " dB")
+    rows.append(("image VAE held-out PSNR", vae))
     by_stage: Dict[int, List[float]] = {}
     for t in result.get("throughput_samples_per_s", {}).values():
         if t.get("samples_per_s") is not None:

@@ -88,3 +88,18 @@ def test_settings_table_of_a_merged_report_sums_the_sessions_wall_time():
     assert "| wall time (3 sessions) | 16.0 min |" in settings_table(twice)
     b.pop("wall_s")
     assert "| wall time | not recorded |" in settings_table(merge_reports(a, b))
+
+
+def test_a_merged_report_keeps_every_sessions_image_vae_score():
+    """Each session retrains the image VAE under the same name; its held-out PSNR differs from one
+    machine to the next, and the settings table of a merge shows every session's, not just the last."""
+    from orster4d.reproduce.tables import settings_table
+
+    a = _report([_row("ours", [0])], image_vae={"run": "vae-1", "heldout_psnr_db": 22.86})
+    b = _report([_row("ours", [1])], image_vae={"run": "vae-1", "heldout_psnr_db": 21.56})
+    out = merge_reports(a, b)
+    assert [m["image_vae_heldout_psnr_db"] for m in out["merged_from"]] == [22.86, 21.56]
+    assert out["image_vae"]["heldout_psnr_db"] == 21.56
+    assert ("| image VAE held-out PSNR | last session 21.56 dB; per session where recorded: 22.86, 21.56 dB |"
+            in settings_table(out))
+    assert "| image VAE held-out PSNR | 22.86 dB |" in settings_table(a)
