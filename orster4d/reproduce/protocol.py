@@ -428,9 +428,17 @@ class Protocol:
             return scores, gen, run
 
     # -- everything -------------------------------------------------------------------------------
+    def chain_key(self, row: Row) -> tuple:
+        """What :meth:`chain` trains for ``row``, as a hashable value: two rows with the same key
+        share every training run (the construction rows share ours')."""
+        overrides = tuple(sorted((st, tuple(sorted((k, repr(v)) for k, v in o.items())))
+                                 for st, o in row.overrides.items()))
+        return row.stages, row.stage2_init, overrides, self.scarce4d_size(row)
+
     def tasks(self) -> List[tuple]:
-        """The independent pieces of work after the shared models, in table order: ``("teacher",
-        role)`` for both teachers, then ``(row name, seed)`` for every row and seed to train and score."""
+        """The independent pieces of work after the shared models, in the rows' order:
+        ``("teacher", role)`` for both teachers, then ``(row name, seed)`` for every row and seed to
+        train and score."""
         out = []
         if any(r.expressible for r in self.rows):
             out += [("teacher", role) for role in TEACHER_SETS]
@@ -438,6 +446,15 @@ class Protocol:
             if row.expressible:
                 out += [(row.name, s) for s in (self.opts.seeds if row.all_seeds else self.opts.seeds[:1])]
         return out
+
+    def task_group(self, task: tuple) -> Optional[tuple]:
+        """Tasks of one group train the same chain (:meth:`chain_key` and seed; the construction
+        rows and ours); None for a teacher. :func:`~orster4d.reproduce.workers.run_tasks` starts no
+        task while another of its group runs: it would only wait on the other's run locks."""
+        if task[0] == "teacher":
+            return None
+        row = next(r for r in self.rows if r.name == task[0])
+        return self.chain_key(row), task[1]
 
     def run_task(self, task: tuple) -> None:
         """One :meth:`tasks` entry: a teacher, or a row's chain with its scores and assets (all cached)."""
@@ -460,8 +477,9 @@ class Protocol:
         if self.opts.jobs > 1:
             from orster4d.reproduce.workers import run_tasks
 
-            tasks = run_tasks(self.opts, self.tasks(), self.root / "logs", progress=self.opts.progress,
-                              deadline=self.deadline())
+            todo = self.tasks()
+            tasks = run_tasks(self.opts, todo, self.root / "logs", progress=self.opts.progress,
+                              deadline=self.deadline(), groups=[self.task_group(t) for t in todo])
             self.events += [ev for t in tasks for ev in t.get("events", [])]
             self._check_deadline()  # tasks the workers did not start are not made here either
         if any(r.expressible for r in self.rows):

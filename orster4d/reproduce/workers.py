@@ -34,12 +34,19 @@ def task_name(task: Sequence) -> str:
 
 
 def run_tasks(opts, tasks: List[tuple], log_dir: Path, progress: bool = True, poll_s: float = 0.5,
-              deadline: Optional[float] = None) -> List[dict]:
+              deadline: Optional[float] = None, groups: Optional[Sequence] = None) -> List[dict]:
     """Run ``tasks`` in up to ``opts.jobs`` worker processes; returns one record per task
     ``{"task", "wall_s", "events", "log", "returncode"}`` in task order. Every task is tried, except
     that none starts once ``time.perf_counter()`` has passed ``deadline`` (``--start-by``; the
     record of such a task is ``{"task", "started": False}``) while the running ones finish; a failed
-    task is a RuntimeError after the others finish, naming it and its log."""
+    task is a RuntimeError after the others finish, naming it and its log.
+
+    ``groups`` (one hashable or None per task): a task is not started while another task of its
+    group (not None) runs; the next task in order that may start takes the free worker instead, and
+    the held one starts once its group is idle (it then finds the shared runs made)."""
+    groups = list(groups) if groups is not None else [None] * len(tasks)
+    if len(groups) != len(tasks):
+        raise ValueError(f"run_tasks: {len(groups)} groups for {len(tasks)} tasks")
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     wopts = dataclasses.replace(opts, jobs=1, progress=False)
@@ -61,7 +68,11 @@ def run_tasks(opts, tasks: List[tuple], log_dir: Path, progress: bool = True, po
                         bar.update(1)
                 pending = []
             while pending and len(running) < opts.jobs:
-                i, task = pending.pop(0)
+                busy = {groups[j] for j in running} - {None}
+                free = [k for k, (j, _) in enumerate(pending) if groups[j] is None or groups[j] not in busy]
+                if not free:
+                    break  # every pending task waits on a running one of its group
+                i, task = pending.pop(free[0])
                 name = task_name(task)
                 task_file, result_file = log_dir / f"{name}.task.json", log_dir / f"{name}.result.json"
                 task_file.write_text(json.dumps(list(task)))

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -434,6 +435,48 @@ def test_jobs_run_tasks_in_workers_that_share_the_cache(done):
     worker = {(e["run"], e["action"]) for t in out["tasks"] for e in t["events"]}
     assert (s4, "resumed") in worker and (root / "runs" / s4 / "done.json").is_file()
     assert _row(out, "ours")["per_seed"] == _row(res, "ours")["per_seed"]  # the scores are cached, not redone
+
+
+def test_tasks_of_one_chain_never_run_at_once(tmp_path, monkeypatch):
+    """A construction row trains nothing ours does not (same task group): while one of them runs the
+    other is held back and the next task in order takes the free worker, instead of a worker waiting
+    on the other's run locks."""
+    from orster4d.reproduce import workers as W
+
+    rows = ["ours", "construction w/o spatial prior tokens", "w/o temporal channel", "w/o Gaussian kernel"]
+    proto = P.Protocol(_opts(tmp_path, rows=rows, seeds=[0]))
+    tasks = proto.tasks()
+    groups = [proto.task_group(t) for t in tasks]
+    assert groups[:2] == [None, None] and groups[2] == groups[3]  # the teachers; ours and the construction row
+    assert len({g for g in groups[2:]}) == 3
+
+    running, order, overlap = set(), [], []
+
+    class FakeWorker:  # ours ends on its 30th poll, the others on their 3rd; writes no result (no events)
+        def __init__(self, cmd, stdout, stderr):
+            self.name = tuple(json.loads(Path(cmd[-2]).read_text()))
+            self.polls, self.returncode = 0, None
+            self.length = 30 if self.name == ("ours", 0) else 3
+            order.append(self.name)
+            running.add(self.name)
+            overlap.append(set(running))
+
+        def poll(self):
+            self.polls += 1
+            if self.polls >= self.length and self.returncode is None:
+                self.returncode = 0
+                running.discard(self.name)
+            return self.returncode
+
+    monkeypatch.setattr(W.subprocess, "Popen", FakeWorker)
+    recs = W.run_tasks(_opts(tmp_path, jobs=3), tasks, tmp_path / "logs", progress=False, poll_s=0.0,
+                       groups=groups)
+    assert [r["returncode"] for r in recs] == [0] * len(tasks)
+    ours, cons = ("ours", 0), ("construction w/o spatial prior tokens", 0)
+    assert not any(ours in now and cons in now for now in overlap)
+    assert order.index(("w/o temporal channel", 0)) < order.index(cons)  # it took the worker cons could not
+    with pytest.raises(ValueError, match="groups"):
+        W.run_tasks(_opts(tmp_path, jobs=3), tasks, tmp_path / "logs", progress=False, groups=[None])
 
 
 def test_a_failed_worker_task_names_its_log(done):
