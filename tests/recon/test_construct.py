@@ -42,6 +42,16 @@ def _cfg(scene, out, **kw):
     return cfg
 
 
+def _interrupted(cfg, at):
+    """Run ``cfg`` until iteration ``at``, then stop it as Ctrl-C does (a checkpoint is written)."""
+    def interrupt(it, logs):
+        if it == at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        construct(cfg, callback=interrupt, log=lambda s: None)
+
+
 @pytest.fixture(scope="module")
 def asset(scene, tmp_path_factory):
     out = tmp_path_factory.mktemp("asset") / "a"
@@ -145,13 +155,7 @@ def test_interrupt_leaves_a_checkpoint_and_resume_continues(scene, tmp_path):
     out = tmp_path / "r"
     cfg = _cfg(scene, out, coarse_iters=30, fine_iters=30, checkpoint_every=1000)
     stop_at = 40
-
-    def interrupt(it, logs):
-        if it == stop_at:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        construct(cfg, callback=interrupt, log=lambda s: None)
+    _interrupted(cfg, stop_at)
     ck = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
     assert ck["iteration"] == stop_at and ck["field"] is not None
     seen = []
@@ -452,13 +456,7 @@ def test_short_run_raises_the_sh_degree(scene, tmp_path):
 def test_resumed_run_reports_total_and_resumed_wall_time(scene, tmp_path):
     out = tmp_path / "w"
     cfg = _cfg(scene, out, coarse_iters=10, fine_iters=10, checkpoint_every=1000, exports=[], tensorboard=False)
-
-    def interrupt(it, logs):
-        if it == 12:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        construct(cfg, callback=interrupt, log=lambda s: None)
+    _interrupted(cfg, 12)
     before = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)["wall_time_s"]
     assert before > 0
     m = construct(_cfg(scene, out, coarse_iters=10, fine_iters=10, exports=[], tensorboard=False), resume=True,
@@ -591,13 +589,7 @@ def _to_separate_heads(ck):
 def test_a_checkpoint_with_separate_heads_resumes_on_the_same_trajectory(scene, tmp_path):
     out = tmp_path / "new"
     cfg = _cfg(scene, out, coarse_iters=10, fine_iters=10, checkpoint_every=1000, exports=[], tensorboard=False)
-
-    def interrupt(it, logs):
-        if it == 14:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        construct(cfg, callback=interrupt, log=lambda s: None)
+    _interrupted(cfg, 14)
     old = tmp_path / "old"
     shutil.copytree(out, old)
     ck = torch.load(old / CHECKPOINT, map_location="cpu", weights_only=False)
