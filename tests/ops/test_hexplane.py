@@ -344,3 +344,57 @@ def test_cuda_gradcheck_and_border(rng_seed):
     g = torch.randn_like(ref)
     for a, b in zip(grads(ours, [pts, *planes], g), grads(ref, [pts, *planes], g)):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-11)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("bits,iters", [("0", "1"), ("4", "1"), ("4", "3"), ("8", "4"), ("2", "64")])
+@pytest.mark.parametrize("channels", [6, 32])
+def test_cuda_visiting_orders_match_reference(rng_seed, monkeypatch, bits, iters, channels):
+    """Enough points for the sorted visiting order (>= 2^15), every knob setting: float64 output
+    into a NaN-poisoned buffer and every gradient against the grid_sample composition."""
+    monkeypatch.setenv("ORSTER4D_HEXPLANE_SORT_BITS", bits)
+    monkeypatch.setenv("ORSTER4D_HEXPLANE_BLOCK_ITERS", iters)
+    n = 40_000 + random.Random(rng_seed).randint(0, 999)  # not a multiple of a block's points
+    layout = HexPlaneLayout(channels=channels, resolutions=((9, 8, 7, 5), (17, 16, 15, 5)))
+    planes = random_planes(layout, device="cuda")
+    points = random_points(n, device="cuda")
+    ext = extension("cuda")
+    poisoned = torch.full((n, layout.out_dim), float("nan"), dtype=torch.float64, device="cuda")
+    ext.hexplane_fwd_out(points.detach(), layout.pack([p.detach() for p in planes]), layout.meta(), poisoned)
+    ref = hexplane_sample_reference(points, planes)
+    torch.testing.assert_close(poisoned, ref, rtol=1e-10, atol=1e-10)
+    ours = hexplane_sample(points, planes)
+    g = torch.randn_like(ref)
+    for a, b in zip(grads(ours, [points, *planes], g), grads(ref, [points, *planes], g)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.cuda
+def test_cuda_float32_sorted_order_matches_input_order(rng_seed, monkeypatch):
+    """float32: the sorted visiting order gives the input order's output exactly and its gradients
+    up to the order of the float atomics."""
+    layout = HexPlaneLayout(channels=32, resolutions=((16, 16, 16, 9), (32, 32, 32, 9)))
+    planes = [p.detach().float().requires_grad_() for p in random_planes(layout, device="cuda")]
+    points = random_points(50_000, dtype=torch.float32, device="cuda")
+    g = torch.randn(50_000, layout.out_dim, device="cuda")
+    results = []
+    for bits in ("0", "4"):
+        monkeypatch.setenv("ORSTER4D_HEXPLANE_SORT_BITS", bits)
+        out = hexplane_sample(points, planes)
+        results.append((out.detach(), grads(out, [points, *planes], g)))
+    (out0, g0), (out1, g1) = results
+    assert torch.equal(out0, out1)
+    for a, b in zip(g0, g1):
+        assert float((a - b).abs().max() / b.abs().max()) < 1e-5
+
+
+@pytest.mark.cuda
+def test_cuda_bad_order_settings_raise(monkeypatch):
+    layout = HexPlaneLayout(channels=4, resolutions=((3, 3, 3, 3),))
+    planes = random_planes(layout, device="cuda")
+    points = random_points(10, device="cuda")
+    for name, value in (("ORSTER4D_HEXPLANE_SORT_BITS", "9"), ("ORSTER4D_HEXPLANE_BLOCK_ITERS", "zero")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(RuntimeError, match=name):
+            hexplane_sample(points, planes)
+        monkeypatch.delenv(name)
