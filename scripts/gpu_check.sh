@@ -2,7 +2,7 @@
 # One call on a GPU machine: build the CUDA kernels, run the CUDA tests, run every
 # benchmark report, and merge them into one JSON report named after the GPU.
 #
-#   bash scripts/gpu_check.sh [OUTDIR] [PARTS]     (PARTS: comma list of build,tests,flake,benchonly,rasterize,hexplane,hexplane_order,attention,construct,train,generate,memory,evaltime,hosttime)
+#   bash scripts/gpu_check.sh [OUTDIR] [PARTS]     (PARTS: comma list of build,tests,flake,benchonly,rasterize,hexplane,attention,construct,train,generate,memory,evaltime,hosttime)
 #
 # Wheels for packages the machine lacks (pytest, pytest-benchmark, gsplat, ...) are
 # installed from .whl/ when that folder exists. Reports land in OUTDIR (default
@@ -11,7 +11,7 @@
 #
 # A device call is limited to 10 minutes; on an H100 the parts take about: build 1.3 min (modules
 # in parallel), tests 2.3 min (1.5 of them building gsplat's CUDA for the gsplat comparison, which
-# the rasterize part then reuses), rasterize 4 min, hexplane 0.5 min, hexplane_order (the visiting-order sweep) about 1 min, attention up to its
+# the rasterize part then reuses), rasterize 4 min, hexplane 0.5 min, attention up to its
 # --budget-s, construct ~2 min per family and backend at the default schedule, train ~1.3 min,
 # generate (trains the quick reproduction chain, then orster4d-generate) a few minutes, memory
 # (paper-preset generation, random weights) and evaltime (orster4d-eval, random networks) under a
@@ -106,7 +106,6 @@ has benchonly && run_part benchonly python3 -m pytest benchmarks/ --benchmark-on
   --benchmark-json "$OUTDIR/benchonly.json"
 has rasterize && report_part rasterize ""
 has hexplane && report_part hexplane ""
-has hexplane_order && report_part hexplane_order ""
 has attention && report_part attention "--budget-s 240"
 has construct && report_part construct "--families hopper"
 has train && report_part train ""

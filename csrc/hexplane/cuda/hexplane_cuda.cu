@@ -12,15 +12,11 @@
 // plane gradient, scattered with vector atomics (sm_90 float4/float2 atomicAdd, scalar
 // elsewhere). Point gradients are reduced over the channel runs of a (point, level)
 // with warp shuffles and added with one atomic per coordinate and level.
-#include <cub/cub.cuh>
-
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
 
-#include <cstdlib>
-#include <limits>
 #include <optional>
 #include <type_traits>
 #include <vector>
@@ -104,159 +100,134 @@ __device__ __forceinline__ void load_corners(const T* __restrict__ planes, int C
 
 template <typename T, int V>
 __global__ void __launch_bounds__(256) hexplane_forward_kernel(const T* __restrict__ pts, const T* __restrict__ planes,
-                                                               const int32_t* __restrict__ order,
-                                                               T* __restrict__ out, int64_t n_points, int iters,
+                                                               T* __restrict__ out, int64_t n_points,
                                                                const __grid_constant__ ohp::Layout lay) {
   const int C = lay.channels, L = lay.levels, G = C / V;
-  const int64_t total = n_points * L * G;
-  for (int it = 0; it < iters; ++it) {
-    const int64_t tid = (static_cast<int64_t>(blockIdx.x) * iters + it) * blockDim.x + threadIdx.x;
-    if (tid >= total) return;
-    const ThreadIdx t = split_tid(tid, L, G);
-    const int64_t n = order != nullptr ? static_cast<int64_t>(__ldg(order + t.n)) : t.n;
-    T u[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) u[i] = __ldg(pts + n * 4 + i);
-    const ohp::LevelDesc& d = lay.level[t.l];
-    const int col = t.k * V;
-    T acc[V];
-#pragma unroll
-    for (int i = 0; i < V; ++i) acc[i] = T(1);
-#pragma unroll
-    for (int p = 0; p < ohp::kNumPlanes; ++p) {
-      const ohp::PlaneCell<T> cell = ohp::plane_cell<T>(d, p, u);
-      T v00[V], v10[V], v01[V], v11[V];
-      load_corners<T, V>(planes, C, col, cell.r, v00, v10, v01, v11);
-      T val[V];
-#pragma unroll
-      for (int i = 0; i < V; ++i) val[i] = ohp::bilinear<T>(cell.w, v00[i], v10[i], v01[i], v11[i]);
-#pragma unroll
-      for (int i = 0; i < V; ++i) acc[i] *= val[i];
-    }
-    store_vec<T, V>(out + (n * L + t.l) * C + col, acc);
-  }
-}
-
-// One thread's share of the backward for sorted index t.n (input index n): adds its plane
-// gradients to gplanes (when not null) and returns the point gradient of its channel run in gp.
-template <typename T, int V>
-__device__ __forceinline__ void backward_thread(const T* __restrict__ gout, const T* __restrict__ pts,
-                                                const T* __restrict__ planes, T* __restrict__ gplanes,
-                                                bool want_pts, const ohp::Layout& lay, const ThreadIdx& t,
-                                                int64_t n, T (&gp)[4]) {
-  const int C = lay.channels, L = lay.levels;
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (tid >= n_points * L * G) return;
+  const ThreadIdx t = split_tid(tid, L, G);
   T u[4];
 #pragma unroll
-  for (int i = 0; i < 4; ++i) u[i] = __ldg(pts + n * 4 + i);
+  for (int i = 0; i < 4; ++i) u[i] = __ldg(pts + t.n * 4 + i);
   const ohp::LevelDesc& d = lay.level[t.l];
   const int col = t.k * V;
-  // Pass 1: the six samples. The point gradient is carried in forward mode alongside:
-  // P = prod_{q <= p} f_q and dP/du_axis for the four axes (product rule), so no plane
-  // value has to be read twice.
-  T val[ohp::kNumPlanes][V];
-  T prod[V], dprod[4][V];
+  T acc[V];
 #pragma unroll
-  for (int i = 0; i < V; ++i) {
-    prod[i] = T(1);
-#pragma unroll
-    for (int ax = 0; ax < 4; ++ax) dprod[ax][i] = T(0);
-  }
+  for (int i = 0; i < V; ++i) acc[i] = T(1);
 #pragma unroll
   for (int p = 0; p < ohp::kNumPlanes; ++p) {
-    const int a = ohp::plane_axis_w(p), b = ohp::plane_axis_h(p);
     const ohp::PlaneCell<T> cell = ohp::plane_cell<T>(d, p, u);
     T v00[V], v10[V], v01[V], v11[V];
     load_corners<T, V>(planes, C, col, cell.r, v00, v10, v01, v11);
+    T val[V];
 #pragma unroll
-    for (int i = 0; i < V; ++i) {
-      const T f = ohp::bilinear<T>(cell.w, v00[i], v10[i], v01[i], v11[i]);
-      val[p][i] = f;
-      if (want_pts) {
-        const T fa = ohp::bilinear_dx<T>(cell.sy.frac, v00[i], v10[i], v01[i], v11[i]) * cell.sx.dpos;
-        const T fb = ohp::bilinear_dy<T>(cell.sx.frac, v00[i], v10[i], v01[i], v11[i]) * cell.sy.dpos;
+    for (int i = 0; i < V; ++i) val[i] = ohp::bilinear<T>(cell.w, v00[i], v10[i], v01[i], v11[i]);
 #pragma unroll
-        for (int ax = 0; ax < 4; ++ax) {
-          if (ax == a) dprod[ax][i] = dprod[ax][i] * f + prod[i] * fa;
-          else if (ax == b) dprod[ax][i] = dprod[ax][i] * f + prod[i] * fb;
-          else dprod[ax][i] *= f;
-        }
-      }
-      prod[i] *= f;
-    }
+    for (int i = 0; i < V; ++i) acc[i] *= val[i];
   }
-  T g[V];
-  load_vec<T, V>(gout + (n * L + t.l) * C + col, g);
-  if (want_pts) {
-#pragma unroll
-    for (int ax = 0; ax < 4; ++ax) {
-#pragma unroll
-      for (int i = 0; i < V; ++i) gp[ax] += g[i] * dprod[ax][i];
-    }
-  }
-  // Pass 2 (plane gradients): others_p = prefix_p * suffix_p (no division); the corner
-  // rows and weights of plane p are recomputed from the coordinates (no memory reads).
-  if (gplanes != nullptr) {
-    T suffix[V];
-#pragma unroll
-    for (int i = 0; i < V; ++i) suffix[i] = T(1);
-#pragma unroll
-    for (int p = ohp::kNumPlanes - 1; p >= 0; --p) {
-      T gv[V];
-#pragma unroll
-      for (int i = 0; i < V; ++i) {
-        T pre = T(1);
-#pragma unroll
-        for (int q = 0; q < p; ++q) pre *= val[q][i];
-        gv[i] = g[i] * pre * suffix[i];
-        suffix[i] *= val[p][i];
-      }
-      const ohp::PlaneCell<T> cell = ohp::plane_cell<T>(d, p, u);
-      atomic_add_vec<T, V>(gplanes + cell.r.r00 * C + col, cell.w.w00, gv);
-      atomic_add_vec<T, V>(gplanes + cell.r.r10 * C + col, cell.w.w10, gv);
-      atomic_add_vec<T, V>(gplanes + cell.r.r01 * C + col, cell.w.w01, gv);
-      atomic_add_vec<T, V>(gplanes + cell.r.r11 * C + col, cell.w.w11, gv);
-    }
-  }
+  store_vec<T, V>(out + tid * V, acc);  // tid * V == n * C * L + l * C + k * V
 }
 
 template <typename T, int V>
 __global__ void __launch_bounds__(256, 2) hexplane_backward_kernel(const T* __restrict__ gout, const T* __restrict__ pts,
-                                                                const T* __restrict__ planes,
-                                                                const int32_t* __restrict__ order,
-                                                                T* __restrict__ gpts, T* __restrict__ gplanes,
-                                                                int64_t n_points, int iters,
+                                                                const T* __restrict__ planes, T* __restrict__ gpts,
+                                                                T* __restrict__ gplanes, int64_t n_points,
                                                                 const __grid_constant__ ohp::Layout lay, int shfl_width) {
-  const int L = lay.levels, G = lay.channels / V;
-  const int64_t total = n_points * L * G;
-  for (int it = 0; it < iters; ++it) {
-    // every lane of a warp runs the same iterations (the shuffles below need the whole warp)
-    const int64_t base = (static_cast<int64_t>(blockIdx.x) * iters + it) * blockDim.x;
-    if (base >= total) return;
-    const int64_t tid = base + threadIdx.x;
-    const bool valid = tid < total;
-    T gp[4] = {T(0), T(0), T(0), T(0)};
-    ThreadIdx t{0, 0, 0};
-    int64_t n = 0;
-    if (valid) {
-      t = split_tid(tid, L, G);
-      n = order != nullptr ? static_cast<int64_t>(__ldg(order + t.n)) : t.n;
-      backward_thread<T, V>(gout, pts, planes, gplanes, gpts != nullptr, lay, t, n, gp);
+  const int C = lay.channels, L = lay.levels, G = C / V;
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const bool valid = tid < n_points * L * G;
+  T gp[4] = {T(0), T(0), T(0), T(0)};
+  ThreadIdx t{0, 0, 0};
+  if (valid) {
+    t = split_tid(tid, L, G);
+    T u[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) u[i] = __ldg(pts + t.n * 4 + i);
+    const ohp::LevelDesc& d = lay.level[t.l];
+    const int col = t.k * V;
+    // Pass 1: the six samples. The point gradient is carried in forward mode alongside:
+    // P = prod_{q <= p} f_q and dP/du_axis for the four axes (product rule), so no plane
+    // value has to be read twice.
+    const bool want_pts = gpts != nullptr;
+    T val[ohp::kNumPlanes][V];
+    T prod[V], dprod[4][V];
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      prod[i] = T(1);
+#pragma unroll
+      for (int ax = 0; ax < 4; ++ax) dprod[ax][i] = T(0);
     }
-    if (gpts == nullptr) continue;
-    if (shfl_width > 1) {
-      // The G threads of one (point, level) are consecutive lanes of one warp (G divides 32).
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        for (int off = shfl_width / 2; off > 0; off >>= 1) gp[i] += __shfl_down_sync(0xffffffffu, gp[i], off, shfl_width);
+    for (int p = 0; p < ohp::kNumPlanes; ++p) {
+      const int a = ohp::plane_axis_w(p), b = ohp::plane_axis_h(p);
+      const ohp::PlaneCell<T> cell = ohp::plane_cell<T>(d, p, u);
+      T v00[V], v10[V], v01[V], v11[V];
+      load_corners<T, V>(planes, C, col, cell.r, v00, v10, v01, v11);
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        const T f = ohp::bilinear<T>(cell.w, v00[i], v10[i], v01[i], v11[i]);
+        val[p][i] = f;
+        if (want_pts) {
+          const T fa = ohp::bilinear_dx<T>(cell.sy.frac, v00[i], v10[i], v01[i], v11[i]) * cell.sx.dpos;
+          const T fb = ohp::bilinear_dy<T>(cell.sx.frac, v00[i], v10[i], v01[i], v11[i]) * cell.sy.dpos;
+#pragma unroll
+          for (int ax = 0; ax < 4; ++ax) {
+            if (ax == a) dprod[ax][i] = dprod[ax][i] * f + prod[i] * fa;
+            else if (ax == b) dprod[ax][i] = dprod[ax][i] * f + prod[i] * fb;
+            else dprod[ax][i] *= f;
+          }
+        }
+        prod[i] *= f;
       }
-      if (valid && t.k == 0) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) atomicAdd(gpts + n * 4 + i, gp[i]);
-      }
-    } else if (valid) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) atomicAdd(gpts + n * 4 + i, gp[i]);
     }
+    T g[V];
+    load_vec<T, V>(gout + tid * V, g);
+    if (want_pts) {
+#pragma unroll
+      for (int ax = 0; ax < 4; ++ax) {
+#pragma unroll
+        for (int i = 0; i < V; ++i) gp[ax] += g[i] * dprod[ax][i];
+      }
+    }
+    // Pass 2 (plane gradients): others_p = prefix_p * suffix_p (no division); the corner
+    // rows and weights of plane p are recomputed from the coordinates (no memory reads).
+    if (gplanes != nullptr) {
+      T suffix[V];
+#pragma unroll
+      for (int i = 0; i < V; ++i) suffix[i] = T(1);
+#pragma unroll
+      for (int p = ohp::kNumPlanes - 1; p >= 0; --p) {
+        T gv[V];
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+          T pre = T(1);
+#pragma unroll
+          for (int q = 0; q < p; ++q) pre *= val[q][i];
+          gv[i] = g[i] * pre * suffix[i];
+          suffix[i] *= val[p][i];
+        }
+        const ohp::PlaneCell<T> cell = ohp::plane_cell<T>(d, p, u);
+        atomic_add_vec<T, V>(gplanes + cell.r.r00 * C + col, cell.w.w00, gv);
+        atomic_add_vec<T, V>(gplanes + cell.r.r10 * C + col, cell.w.w10, gv);
+        atomic_add_vec<T, V>(gplanes + cell.r.r01 * C + col, cell.w.w01, gv);
+        atomic_add_vec<T, V>(gplanes + cell.r.r11 * C + col, cell.w.w11, gv);
+      }
+    }
+  }
+  if (gpts == nullptr) return;
+  if (shfl_width > 1) {
+    // The G threads of one (point, level) are consecutive lanes of one warp (G divides 32).
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      for (int off = shfl_width / 2; off > 0; off >>= 1) gp[i] += __shfl_down_sync(0xffffffffu, gp[i], off, shfl_width);
+    }
+    if (valid && t.k == 0) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) atomicAdd(gpts + t.n * 4 + i, gp[i]);
+    }
+  } else if (valid) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) atomicAdd(gpts + t.n * 4 + i, gp[i]);
   }
 }
 
@@ -291,94 +262,6 @@ void dispatch_vec(int v, F&& f) {
 
 constexpr int kThreads = 256;
 
-// ------------------------------------------------------------------ visiting order
-constexpr int64_t kSortMinPoints = 1 << 15;  // below this the sort costs more than it saves
-constexpr int kDefaultSortBits = 4;          // bits per axis of the Morton key (16 bins per axis)
-constexpr int kDefaultBlockIters = 4;        // groups of kThreads threads per block
-
-// Tuning knobs, read on every call (a getenv, no device work): ORSTER4D_HEXPLANE_SORT_BITS
-// (0 visits the points in input order; at most 8) and ORSTER4D_HEXPLANE_BLOCK_ITERS (>= 1).
-int env_int(const char* name, int fallback, int lo, int hi) {
-  const char* s = std::getenv(name);
-  if (s == nullptr || *s == '\0') return fallback;
-  char* end = nullptr;
-  const long v = std::strtol(s, &end, 10);
-  TORCH_CHECK(end != s && *end == '\0' && v >= lo && v <= hi, "hexplane cuda: ", name, "=", s,
-              " is not an integer in [", lo, ", ", hi, "]");
-  return static_cast<int>(v);
-}
-
-int sort_bits() { return env_int("ORSTER4D_HEXPLANE_SORT_BITS", kDefaultSortBits, 0, 8); }
-int block_iters() { return env_int("ORSTER4D_HEXPLANE_BLOCK_ITERS", kDefaultBlockIters, 1, 64); }
-
-// Spreads the low 8 bits of v so that bit j lands at bit 4 j.
-__device__ __forceinline__ uint32_t spread4(uint32_t v) {
-  uint32_t r = 0;
-#pragma unroll
-  for (int j = 0; j < 8; ++j) r |= ((v >> j) & 1u) << (4 * j);
-  return r;
-}
-
-// keys[i]: 4D Morton code of point i's cell on a grid of 2^bits cells per axis over [-1, 1]
-// (outside and NaN coordinates go to the border cells); index[i] = i.
-template <typename T>
-__global__ void morton_keys_kernel(const T* __restrict__ pts, int64_t n_points, int bits, uint32_t* __restrict__ keys,
-                                   int32_t* __restrict__ index) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n_points) return;
-  const int cells = 1 << bits;
-  uint32_t key = 0;
-#pragma unroll
-  for (int a = 0; a < 4; ++a) {
-    const float f = (static_cast<float>(__ldg(pts + i * 4 + a)) + 1.f) * 0.5f * static_cast<float>(cells);
-    const int q = f > 0.f ? min(static_cast<int>(f), cells - 1) : 0;  // NaN -> 0
-    key |= spread4(static_cast<uint32_t>(q)) << a;
-  }
-  keys[i] = key;
-  index[i] = static_cast<int32_t>(i);
-}
-
-// The points' visiting order: indices sorted by Morton key (a stable radix sort of 4 * bits
-// key bits), or an undefined tensor for input order. `order` points into `storage`.
-struct VisitOrder {
-  torch::Tensor storage;
-  const int32_t* order = nullptr;
-};
-
-VisitOrder visit_order(const torch::Tensor& points, cudaStream_t stream) {
-  VisitOrder vo;
-  const int64_t N = points.size(0);
-  const int bits = sort_bits();
-  if (bits == 0 || N < kSortMinPoints) return vo;
-  TORCH_CHECK(N <= std::numeric_limits<int32_t>::max(), "hexplane cuda: more than 2^31 - 1 points");
-  // one buffer: keys, keys (alternate), index, index (alternate)
-  vo.storage = torch::empty({4, N}, points.options().dtype(torch::kInt32));
-  auto* base = vo.storage.data_ptr<int32_t>();
-  auto* k0 = reinterpret_cast<uint32_t*>(base);
-  auto* k1 = reinterpret_cast<uint32_t*>(base + N);
-  int32_t* i0 = base + 2 * N;
-  int32_t* i1 = base + 3 * N;
-  AT_DISPATCH_FLOATING_TYPES(points.scalar_type(), "hexplane_morton_keys", [&] {
-    morton_keys_kernel<scalar_t><<<(N + kThreads - 1) / kThreads, kThreads, 0, stream>>>(
-        points.data_ptr<scalar_t>(), N, bits, k0, i0);
-  });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  cub::DoubleBuffer<uint32_t> keys(k0, k1);
-  cub::DoubleBuffer<int32_t> index(i0, i1);
-  size_t temp_bytes = 0;
-  const int n = static_cast<int>(N);
-  C10_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, keys, index, n, 0, 4 * bits, stream));
-  auto temp = torch::empty({static_cast<int64_t>(temp_bytes)}, points.options().dtype(torch::kUInt8));
-  C10_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp.data_ptr(), temp_bytes, keys, index, n, 0, 4 * bits, stream));
-  vo.order = index.Current();
-  return vo;
-}
-
-int64_t grid_blocks(int64_t threads, int iters) {
-  const int64_t per_block = static_cast<int64_t>(kThreads) * iters;
-  return (threads + per_block - 1) / per_block;
-}
-
 }  // namespace
 
 torch::Tensor hexplane_forward_cuda(torch::Tensor points, torch::Tensor packed, std::vector<int64_t> meta,
@@ -400,16 +283,14 @@ torch::Tensor hexplane_forward_cuda(torch::Tensor points, torch::Tensor packed, 
   }
   if (N == 0) return out;
   auto stream = c10::cuda::getCurrentCUDAStream();
-  const VisitOrder vo = visit_order(points, stream);
-  const int iters = block_iters();
   AT_DISPATCH_FLOATING_TYPES(packed.scalar_type(), "hexplane_forward_cuda", [&] {
     const int v = vec_width<scalar_t>(C);
     dispatch_vec<scalar_t>(v, [&](auto vc) {
       constexpr int V = decltype(vc)::value;
       const int64_t threads = N * levels * (C / V);
-      hexplane_forward_kernel<scalar_t, V><<<grid_blocks(threads, iters), kThreads, 0, stream>>>(
-          points.data_ptr<scalar_t>(), packed.data_ptr<scalar_t>(), vo.order, out.data_ptr<scalar_t>(), N, iters,
-          lay);
+      const int64_t blocks = (threads + kThreads - 1) / kThreads;
+      hexplane_forward_kernel<scalar_t, V><<<blocks, kThreads, 0, stream>>>(
+          points.data_ptr<scalar_t>(), packed.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), N, lay);
     });
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -432,8 +313,6 @@ std::vector<torch::Tensor> hexplane_backward_cuda(torch::Tensor grad_out, torch:
   torch::Tensor gplanes = need_planes ? torch::zeros_like(packed) : torch::Tensor();
   if (N == 0 || (!need_points && !need_planes)) return {gpts, gplanes};
   auto stream = c10::cuda::getCurrentCUDAStream();
-  const VisitOrder vo = visit_order(points, stream);  // the forward's order, recomputed
-  const int iters = block_iters();
   AT_DISPATCH_FLOATING_TYPES(packed.scalar_type(), "hexplane_backward_cuda", [&] {
     const int v = vec_width<scalar_t>(C);
     dispatch_vec<scalar_t>(v, [&](auto vc) {
@@ -441,10 +320,11 @@ std::vector<torch::Tensor> hexplane_backward_cuda(torch::Tensor grad_out, torch:
       const int G = C / V;
       const int shfl = (G <= 32 && (32 % G) == 0) ? G : 1;
       const int64_t threads = N * levels * G;
-      hexplane_backward_kernel<scalar_t, V><<<grid_blocks(threads, iters), kThreads, 0, stream>>>(
-          grad_out.data_ptr<scalar_t>(), points.data_ptr<scalar_t>(), packed.data_ptr<scalar_t>(), vo.order,
+      const int64_t blocks = (threads + kThreads - 1) / kThreads;
+      hexplane_backward_kernel<scalar_t, V><<<blocks, kThreads, 0, stream>>>(
+          grad_out.data_ptr<scalar_t>(), points.data_ptr<scalar_t>(), packed.data_ptr<scalar_t>(),
           need_points ? gpts.data_ptr<scalar_t>() : nullptr, need_planes ? gplanes.data_ptr<scalar_t>() : nullptr, N,
-          iters, lay, shfl);
+          lay, shfl);
     });
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
