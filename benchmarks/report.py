@@ -8,7 +8,7 @@
     python -m benchmarks.report compare A B [--tol 0.05]             # timings of two reports, side by side
 
 Table kinds: rasterize (every case against gsplat), rasterize_brief (entry point vs kernels only),
-hexplane, attention, construct, train, and for ``reproduction.json`` (``orster4d-reproduce``)
+hexplane, hexplane_order (the visiting-order sweep), attention, construct, train, and for ``reproduction.json`` (``orster4d-reproduce``)
 repro_table1, repro_ablations, repro_scarcity, repro_settings. A generated block in a docs page
 sits between ``<!-- report: KIND PATH -->`` and ``<!-- end report -->`` (PATH relative to the
 repository root); ``docs`` rewrites what is in between, ``docs --check`` only says whether it
@@ -114,6 +114,26 @@ def hexplane(rep: dict) -> str:
                      f"{g['peak_extra_mb_fwd_bwd']:.0f} / {f['peak_extra_mb_fwd_bwd']:.0f}"])
     return _table(["case", "grid_sample fwd / fwd+bwd (ms)", "fused fwd / fwd+bwd (ms)", "speed-up fwd / fwd+bwd",
                    "peak MB composition / fused"], rows)
+
+
+def hexplane_order(rep: dict) -> str:
+    """The visiting-order sweep: fwd+bwd ms per setting (Morton bits per axis, thread groups per
+    block) and case, and each setting's time relative to input order with one group (bits0_iters1)."""
+    cases = list(rep["cases"])
+    settings = rep["setup"]["settings"]
+    rows = []
+    for s in settings:
+        bits, iters = s.replace("bits", "").split("_iters")
+        cells = [f"{bits} bits, {iters} group{'' if iters == '1' else 's'}" if s != "bits0_iters1"
+                 else "input order, 1 group"]
+        for c in cases:
+            base, r = rep["cases"][c]["bits0_iters1"], rep["cases"][c][s]
+            cells.append(f"{r['fwd_bwd_ms']:.3f} ({base['fwd_bwd_ms'] / r['fwd_bwd_ms']:.2f}x)")
+        rows.append(cells)
+    rows.append(["grid_sample"] + [f"{rep['cases'][c]['grid_sample']['fwd_bwd_ms']:.2f}" for c in cases])
+    names = {"res64^3x25_N100k": "64^3, 100k", "res64^3x25_N1000k": "64^3, 1M", "res128^3x25_N100k": "128^3, 100k",
+             "res128^3x25_N1000k": "128^3, 1M", "res128^3x25_N1000k_shared_t": "128^3, 1M, one t"}
+    return _table(["setting"] + [names.get(c, c) for c in cases], rows)
 
 
 ATTENTION_METHODS = ("ours", "eager", "flex", "sdpa")
@@ -360,7 +380,8 @@ def timeline(rep: dict) -> str:
 
 TABLES = {"repro_table1": repro_table1, "repro_ablations": repro_ablations, "repro_scarcity": repro_scarcity,
           "repro_settings": repro_settings, "relayout": relayout, "rasterize": rasterize,
-          "rasterize_brief": rasterize_brief, "hexplane": hexplane, "attention": attention,
+          "rasterize_brief": rasterize_brief, "hexplane": hexplane, "hexplane_order": hexplane_order,
+          "attention": attention,
           "construct": construct, "train": train, "train_sweep": train_sweep, "generate": generate, "memory": memory,
           "evaltime": evaltime, "host_time": host_time, "step_split": step_split, "construct_runs": construct_runs,
           "timeline": timeline}
