@@ -101,10 +101,13 @@ def rasterize_brief(rep: dict) -> str:
                    "max image diff vs gsplat"], rows)
 
 
+HEXPLANE_CASES = {"res64^3x25_N100k": "64^3 x 25, 100k", "res64^3x25_N1000k": "64^3 x 25, 1M",
+                  "res128^3x25_N100k": "128^3 x 25, 100k", "res128^3x25_N1000k": "128^3 x 25, 1M",
+                  "res128^3x25_N1000k_shared_t": "128^3 x 25, 1M, one shared t"}
+
+
 def hexplane(rep: dict) -> str:
-    names = {"res64^3x25_N100k": "64^3 x 25, 100k", "res64^3x25_N1000k": "64^3 x 25, 1M",
-             "res128^3x25_N100k": "128^3 x 25, 100k", "res128^3x25_N1000k": "128^3 x 25, 1M",
-             "res128^3x25_N1000k_shared_t": "128^3 x 25, 1M, one shared t"}
+    names = HEXPLANE_CASES
     rows = []
     for key, c in rep["cases"].items():
         g, f = c["grid_sample"], c["fused"]
@@ -131,9 +134,7 @@ def hexplane_order(rep: dict) -> str:
             cells.append(f"{r['fwd_bwd_ms']:.3f} ({base['fwd_bwd_ms'] / r['fwd_bwd_ms']:.2f}x)")
         rows.append(cells)
     rows.append(["grid_sample"] + [f"{rep['cases'][c]['grid_sample']['fwd_bwd_ms']:.2f}" for c in cases])
-    names = {"res64^3x25_N100k": "64^3, 100k", "res64^3x25_N1000k": "64^3, 1M", "res128^3x25_N100k": "128^3, 100k",
-             "res128^3x25_N1000k": "128^3, 1M", "res128^3x25_N1000k_shared_t": "128^3, 1M, one t"}
-    return _table(["setting"] + [names.get(c, c) for c in cases], rows)
+    return _table(["setting"] + [HEXPLANE_CASES.get(c, c) for c in cases], rows)
 
 
 ATTENTION_METHODS = ("ours", "eager", "flex", "sdpa")
